@@ -1,0 +1,178 @@
+// Package wire holds tlsgate's wire protocol v1: the raw handshake, the
+// 4-byte frame header, packet types and encodings, and the control payloads.
+// It is shared by the server and the Go client and is specified for third
+// parties in docs/protocol.md.
+package wire
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+const (
+	// Version is the protocol version carried by the handshake and every frame.
+	Version = 0x01
+	// HeaderLen is the size of a frame header.
+	HeaderLen = 4
+	// MaxPayload is the largest payload a frame may ever carry, so that a
+	// whole frame fits in 65,535 bytes. A server may configure less.
+	MaxPayload = 65531
+)
+
+// Encoding is the payload encoding, carried in bits 7–6 of header byte 1.
+type Encoding uint8
+
+const (
+	// JSON payloads (encoding 0).
+	JSON Encoding = 0
+	// MsgPack payloads: MessagePack (encoding 1).
+	MsgPack Encoding = 1
+)
+
+// Valid reports whether e is a defined (non-reserved) encoding.
+func (e Encoding) Valid() bool { return e == JSON || e == MsgPack }
+
+func (e Encoding) String() string {
+	switch e {
+	case JSON:
+		return "json"
+	case MsgPack:
+		return "msgpack"
+	default:
+		return fmt.Sprintf("reserved(%d)", uint8(e))
+	}
+}
+
+// Type is the packet type, carried in bits 5–0 of header byte 1.
+type Type uint8
+
+// Packet types of protocol v1.
+const (
+	TypeError    Type = 0
+	TypeData     Type = 1
+	TypeFlush    Type = 2
+	TypeFlushAck Type = 3
+	TypeGoodbye  Type = 4
+	TypePing     Type = 5
+	TypePong     Type = 6
+)
+
+// Known reports whether t is a packet type defined by protocol v1.
+func (t Type) Known() bool { return t <= TypePong }
+
+func (t Type) String() string {
+	switch t {
+	case TypeError:
+		return "error"
+	case TypeData:
+		return "data"
+	case TypeFlush:
+		return "flush"
+	case TypeFlushAck:
+		return "flush_ack"
+	case TypeGoodbye:
+		return "goodbye"
+	case TypePing:
+		return "ping"
+	case TypePong:
+		return "pong"
+	default:
+		return fmt.Sprintf("unknown(%d)", uint8(t))
+	}
+}
+
+// Frame is one decoded frame.
+type Frame struct {
+	Type     Type
+	Encoding Encoding
+	Payload  []byte
+}
+
+// Len is the frame's size on the wire.
+func (f Frame) Len() int { return HeaderLen + len(f.Payload) }
+
+// AppendFrame appends the encoded frame to dst. The caller guarantees that
+// the payload is at most MaxPayload bytes and the encoding and type fit their
+// bits; the server and client check this before a packet is queued.
+func AppendFrame(dst []byte, typ Type, enc Encoding, payload []byte) []byte {
+	dst = append(dst, Version, byte(enc)<<6|byte(typ)&0x3f, byte(len(payload)>>8), byte(len(payload)))
+	return append(dst, payload...)
+}
+
+// FramingError means the byte stream can no longer be trusted: a bad
+// version or a reserved encoding. The answer is Error protocol_error,
+// then a graceful close.
+type FramingError struct {
+	Version  byte
+	Encoding Encoding
+}
+
+func (e *FramingError) Error() string {
+	if e.Version != Version {
+		return fmt.Sprintf("wire: bad frame version 0x%02x (want 0x%02x)", e.Version, Version)
+	}
+	return fmt.Sprintf("wire: reserved encoding %d", uint8(e.Encoding))
+}
+
+// TooLargeError means a frame declared a payload longer than the maximum.
+// The answer is Error frame_too_large, then a graceful close.
+type TooLargeError struct {
+	Type Type
+	Len  int
+	Max  int
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("wire: %s frame declares %d payload bytes, over the maximum of %d", e.Type, e.Len, e.Max)
+}
+
+// ErrTruncated is returned when the stream ends inside a frame.
+var ErrTruncated = errors.New("wire: stream ended inside a frame")
+
+// Reader decodes frames from a buffered stream.
+type Reader struct {
+	br  *bufio.Reader
+	max int
+	hdr [HeaderLen]byte
+}
+
+// NewReader returns a Reader that refuses payloads over maxPayload
+// (clamped to MaxPayload).
+func NewReader(br *bufio.Reader, maxPayload int) *Reader {
+	if maxPayload <= 0 || maxPayload > MaxPayload {
+		maxPayload = MaxPayload
+	}
+	return &Reader{br: br, max: maxPayload}
+}
+
+// ReadFrame reads the next frame. The payload is a fresh slice the caller
+// owns. It returns io.EOF only at a frame boundary, ErrTruncated when the
+// stream ends inside a frame, *FramingError or *TooLargeError for bad
+// headers, and any other error from the underlying reader as it is.
+func (r *Reader) ReadFrame() (Frame, error) {
+	if _, err := io.ReadFull(r.br, r.hdr[:]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			err = ErrTruncated
+		}
+		return Frame{}, err
+	}
+	f := Frame{Encoding: Encoding(r.hdr[1] >> 6), Type: Type(r.hdr[1] & 0x3f)}
+	if r.hdr[0] != Version || !f.Encoding.Valid() {
+		return Frame{}, &FramingError{Version: r.hdr[0], Encoding: f.Encoding}
+	}
+	n := int(binary.BigEndian.Uint16(r.hdr[2:]))
+	if n > r.max {
+		return Frame{}, &TooLargeError{Type: f.Type, Len: n, Max: r.max}
+	}
+	f.Payload = make([]byte, n)
+	if _, err := io.ReadFull(r.br, f.Payload); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			err = ErrTruncated
+		}
+		return Frame{}, err
+	}
+	return f, nil
+}
