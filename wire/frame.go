@@ -98,8 +98,13 @@ func (f Frame) Len() int { return HeaderLen + len(f.Payload) }
 // the payload is at most MaxPayload bytes and the encoding and type fit their
 // bits; the server and client check this before a packet is queued.
 func AppendFrame(dst []byte, typ Type, enc Encoding, payload []byte) []byte {
-	dst = append(dst, Version, byte(enc)<<6|byte(typ)&0x3f, byte(len(payload)>>8), byte(len(payload)))
-	return append(dst, payload...)
+	h := Header(typ, enc, len(payload))
+	return append(append(dst, h[:]...), payload...)
+}
+
+// Header encodes the header of a frame whose payload is n bytes long.
+func Header(typ Type, enc Encoding, n int) [HeaderLen]byte {
+	return [HeaderLen]byte{Version, byte(enc)<<6 | byte(typ)&0x3f, byte(n >> 8), byte(n)}
 }
 
 // FramingError means the byte stream can no longer be trusted: a bad
@@ -120,9 +125,10 @@ func (e *FramingError) Error() string {
 // TooLargeError means a frame declared a payload longer than the maximum.
 // The answer is Error frame_too_large, then a graceful close.
 type TooLargeError struct {
-	Type Type
-	Len  int
-	Max  int
+	Type     Type
+	Encoding Encoding
+	Len      int
+	Max      int
 }
 
 func (e *TooLargeError) Error() string {
@@ -165,7 +171,7 @@ func (r *Reader) ReadFrame() (Frame, error) {
 	}
 	n := int(binary.BigEndian.Uint16(r.hdr[2:]))
 	if n > r.max {
-		return Frame{}, &TooLargeError{Type: f.Type, Len: n, Max: r.max}
+		return Frame{}, &TooLargeError{Type: f.Type, Encoding: f.Encoding, Len: n, Max: r.max}
 	}
 	f.Payload = make([]byte, n)
 	if _, err := io.ReadFull(r.br, f.Payload); err != nil {

@@ -1,0 +1,98 @@
+# tlsgate Makefile. `make` (or `make help`) lists the targets.
+# Style after connect-go: bash with strict flags, self-documenting targets
+# (a `## comment` after each public target), tools pinned here and installed
+# into ./bin so that they never enter the main go.mod.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+.DEFAULT_GOAL := help
+MAKEFLAGS += --warn-undefined-variables
+MAKEFLAGS += --no-builtin-rules
+MAKEFLAGS += --no-print-directory
+
+# ---- Tool versions ---------------------------------------------------------
+GOLANGCI_LINT_VERSION := v2.15.0
+# BUF_VERSION := (added with the proto / control-plane work)
+
+# ---- Settings (override on the command line: `make test TEST_TIMEOUT=1h`) ---
+GO ?= go
+BIN := $(CURDIR)/bin
+# Arguments passed to `bin/tlsgate serve` by `make run`, e.g. ARGS='--handler discard'.
+ARGS ?=
+# Packages for test, lint and bench.
+PKGS ?= ./...
+# Generous: the loss-proof tests repeat scenarios hundreds of times under -race.
+TEST_TIMEOUT ?= 30m
+# Extra flags for `go test`, e.g. TESTFLAGS='-run TestTakeover -v'.
+TESTFLAGS ?=
+# Benchmark selection (a -bench regexp).
+BENCH ?= .
+
+GOLANGCI_LINT := $(BIN)/golangci-lint
+# Marks which version is in bin/, so that bumping the pin reinstalls it.
+GOLANGCI_LINT_STAMP := $(BIN)/.golangci-lint-$(GOLANGCI_LINT_VERSION)
+
+.PHONY: help
+help: ## Describe the make targets (default)
+	@echo 'Usage: make <target> [ARGS=...] [PKGS=...] [TESTFLAGS=...]'
+	@echo
+	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build bin/tlsgate
+	$(GO) build -o $(BIN)/tlsgate ./cmd/tlsgate
+
+.PHONY: run
+run: build ## Run bin/tlsgate serve on its dev defaults (self-signed cert, echo); pass flags with ARGS='...'
+	$(BIN)/tlsgate serve $(ARGS)
+
+.PHONY: test
+test: ## Run all tests under the race detector
+	$(GO) test -race -count=1 -timeout=$(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS)
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT_STAMP) ## Run go vet and golangci-lint (pinned, installed into bin/)
+	$(GO) vet $(PKGS)
+	$(GOLANGCI_LINT) run $(PKGS)
+	@# Later (proto issue): buf lint and buf format -d --exit-code.
+
+.PHONY: lintfix
+lintfix: $(GOLANGCI_LINT_STAMP) ## Let golangci-lint fix what it can
+	$(GOLANGCI_LINT) run --fix $(PKGS)
+
+.PHONY: bench
+bench: ## Run the Go benchmarks with allocation counts
+	$(GO) test -run='^$$' -bench='$(BENCH)' -benchmem $(PKGS)
+
+.PHONY: bench-ci
+bench-ci: ## Run every benchmark briefly (100 iterations) so they keep working; no timing checks
+	$(GO) test -run='^$$' -bench='$(BENCH)' -benchmem -benchtime=100x $(PKGS)
+
+.PHONY: fmt
+fmt: ## Format the Go sources (gofmt -s)
+	git ls-files -z --cached --others --exclude-standard -- '*.go' | xargs -0 -r gofmt -s -w
+
+.PHONY: tidy
+tidy: ## Tidy go.mod and go.sum
+	$(GO) mod tidy
+
+.PHONY: clean
+clean: ## Delete bin/ (the tlsgate binary and the pinned tools)
+	rm -rf $(BIN)
+
+# ---- Code generation (added with the proto / control-plane issue) ----------
+# generate:       ## Regenerate gen/ from proto/ with buf, fully offline
+#                    (buf pinned via BUF_VERSION and installed into bin/,
+#                    protoc-gen-go and protoc-gen-go-grpc via go.mod's tool
+#                    directive).
+# check-generate: ## Fail when gen/ is stale (run `make generate`, then check
+#                    that git status is clean). CI runs it.
+# Do not add these targets before proto/ and buf.gen.yaml exist.
+
+# ---- Tools -----------------------------------------------------------------
+$(GOLANGCI_LINT_STAMP):
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	@rm -f $(BIN)/.golangci-lint-*
+	@touch $@

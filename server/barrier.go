@@ -1,0 +1,70 @@
+package server
+
+import (
+	"context"
+
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+// barrier sends a Flush and waits for the client's FlushAck: when it
+// returns nil, the client has processed everything written before it.
+func (c *conn) barrier(ctx context.Context) error {
+	c.mu.Lock()
+	if c.goodbyeRecv || c.closeStarted {
+		c.mu.Unlock()
+		return ErrClosing
+	}
+	c.flushSeq++
+	seq := c.flushSeq
+	ch := make(chan error, 1)
+	if c.flushWaiters == nil {
+		c.flushWaiters = make(map[uint64]chan error)
+	}
+	c.flushWaiters[seq] = ch
+	c.mu.Unlock()
+
+	enc := c.encoding()
+	payload, err := wire.Marshal(enc, wire.FlushPayload{Seq: seq})
+	if err == nil {
+		_, _, err = c.sess.q.push(ctx, entry{typ: wire.TypeFlush, enc: enc, payload: payload, only: c}, true, true)
+	}
+	if err == nil {
+		select {
+		case err = <-ch:
+			return err
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	c.mu.Lock()
+	delete(c.flushWaiters, seq)
+	c.mu.Unlock()
+	return err
+}
+
+// flushAcked resolves the barrier the client acknowledged.
+func (c *conn) flushAcked(seq uint64) {
+	c.mu.Lock()
+	ch, ok := c.flushWaiters[seq]
+	delete(c.flushWaiters, seq)
+	if ok && seq > c.lastFlushAck {
+		c.lastFlushAck = seq
+	}
+	c.mu.Unlock()
+	if !ok {
+		c.log.Warn("FlushAck for no pending Flush", "seq", seq)
+		return
+	}
+	ch <- nil
+}
+
+// failFlushes fails every pending barrier.
+func (c *conn) failFlushes(err error) {
+	c.mu.Lock()
+	waiters := c.flushWaiters
+	c.flushWaiters = nil
+	c.mu.Unlock()
+	for _, ch := range waiters {
+		ch <- err
+	}
+}

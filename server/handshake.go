@@ -1,0 +1,87 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+// handshake runs the TLS handshake and the tlsgate handshake, all within
+// the handshake timeout counted from accept, then registers the session.
+// On any failure it sends nothing more, closes (close_notify when a TLS
+// session exists), logs why and returns the error.
+func (s *Server) handshake(nc net.Conn) (*conn, error) {
+	start := time.Now()
+	remote := nc.RemoteAddr().String()
+	log := s.log.With("remote_addr", remote)
+	_ = nc.SetDeadline(start.Add(s.cfg.HandshakeTimeout))
+	tc := tls.Server(nc, s.cfg.TLSConfig)
+
+	fail := func(stage string, err error) (*conn, error) {
+		log.Info("handshake failed", "stage", stage, "err", err, "elapsed", time.Since(start))
+		_ = tc.Close() // close_notify if the TLS handshake completed, then the socket
+		return nil, err
+	}
+
+	ctx, cancel := context.WithDeadline(s.ctx, start.Add(s.cfg.HandshakeTimeout))
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		log.Debug("TLS handshake failed", "err", err)
+		_ = nc.Close()
+		return nil, err
+	}
+
+	var hello wire.ServerHello
+	_, _ = rand.Read(hello.Nonce[:])
+	if _, err := tc.Write(hello.Append(make([]byte, 0, wire.ServerHelloLen))); err != nil {
+		return fail("hello", err)
+	}
+	br := bufio.NewReaderSize(tc, ReadBufferSize)
+	auth, err := wire.ReadClientAuth(br)
+	if err != nil {
+		return fail("auth", err)
+	}
+	if err := auth.Verify(hello.Nonce, s.certHash); err != nil {
+		return fail("verify", err)
+	}
+	id := wire.SessionID(auth.PublicKey)
+	if _, err := tc.Write(wire.AppendSessionID(nil, id)); err != nil {
+		return fail("session_id", err)
+	}
+	_ = nc.SetDeadline(time.Time{})
+
+	st := tc.ConnectionState()
+	c := &conn{
+		srv:         s,
+		id:          s.nextConnID.Add(1),
+		nc:          nc,
+		tc:          tc,
+		br:          br,
+		bw:          bufio.NewWriterSize(tc, WriteBufferSize),
+		remote:      remote,
+		connectedAt: time.Now(),
+		tlsVersion:  st.Version,
+		cipher:      st.CipherSuite,
+		state:       StateActive,
+		wake:        make(chan struct{}, 1),
+		gotGoodbye:  make(chan struct{}),
+		readerDone:  make(chan struct{}),
+		writerDone:  make(chan struct{}),
+		done:        make(chan struct{}),
+	}
+	c.lastActivity.Store(c.connectedAt.UnixNano())
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.log = log.With("session_id", id, "conn_id", c.id)
+	if _, ok := s.register(c, &Session{srv: s, id: id, pub: auth.PublicKey, q: queue{limit: s.cfg.QueueBytes}}); !ok {
+		c.cancel()
+		return fail("register", errors.New("server shutting down"))
+	}
+	c.log.Info("session connected", "tls_version", tls.VersionName(st.Version), "elapsed", time.Since(start))
+	return c, nil
+}

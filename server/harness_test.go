@@ -1,0 +1,192 @@
+package server_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tlsgate/tlsgate/internal/devcert"
+	"github.com/tlsgate/tlsgate/server"
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+// testServer is a real server on a loopback port with its lifecycle events.
+type testServer struct {
+	*server.Server
+	addr     string
+	cert     tls.Certificate
+	certHash [sha256.Size]byte
+	events   chan server.Event
+}
+
+// startServer runs a server on 127.0.0.1:0. cfg's TLSConfig and OnEvent are
+// filled in; the server is shut down at the test's end.
+func startServer(t testing.TB, cfg server.Config) *testServer {
+	t.Helper()
+	cert, _, _, err := devcert.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{cert: cert, certHash: sha256.Sum256(cert.Certificate[0]), events: make(chan server.Event, 100000)}
+	cfg.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	cfg.OnEvent = func(e server.Event) { ts.events <- e }
+	if cfg.Logger == nil && testing.Verbose() {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	ts.Server, err = server.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.addr = ln.Addr().String()
+	served := make(chan error, 1)
+	go func() { served <- ts.Serve(context.Background(), ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := ts.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-served; err != server.ErrServerClosed {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
+	return ts
+}
+
+// waitEvent returns the next event of kind for session id, within 10 s.
+func (ts *testServer) waitEvent(t testing.TB, kind server.EventKind, id uint64) server.Event {
+	t.Helper()
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	for {
+		select {
+		case e := <-ts.events:
+			if e.Kind == kind && e.SessionID == id {
+				return e
+			}
+		case <-timeout.C:
+			t.Fatalf("no %s event for session %d within 10s", kind, id)
+		}
+	}
+}
+
+func newKey(t testing.TB) ed25519.PrivateKey {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// rawClient speaks the protocol by hand, as a naive third-party client
+// would: no library, no Goodbye unless the test sends one.
+type rawClient struct {
+	tc  *tls.Conn
+	fr  *wire.Reader
+	id  uint64
+	wmu sync.Mutex
+}
+
+// dialRaw connects and completes the handshake, signing over certHash.
+func dialRaw(t testing.TB, addr string, key ed25519.PrivateKey, certHash *[sha256.Size]byte) *rawClient {
+	t.Helper()
+	tc, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tc.Close() })
+	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+	hello, err := wire.ReadServerHello(tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := sha256.Sum256(tc.ConnectionState().PeerCertificates[0].Raw)
+	if certHash != nil {
+		hash = *certHash
+	}
+	auth := wire.SignAuth(key, hello.Nonce, hash)
+	if _, err := tc.Write(auth.Append(nil)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReaderSize(tc, 64<<10)
+	id, err := wire.ReadSessionID(br)
+	if err != nil {
+		t.Fatalf("reading session id: %v", err)
+	}
+	_ = tc.SetDeadline(time.Time{})
+	return &rawClient{tc: tc, fr: wire.NewReader(br, wire.MaxPayload), id: id}
+}
+
+func (r *rawClient) send(t testing.TB, typ wire.Type, enc wire.Encoding, payload []byte) {
+	t.Helper()
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	if _, err := r.tc.Write(wire.AppendFrame(nil, typ, enc, payload)); err != nil {
+		t.Errorf("send: %v", err)
+	}
+}
+
+func (r *rawClient) sendControl(t testing.TB, typ wire.Type, enc wire.Encoding, v any) {
+	t.Helper()
+	b, err := wire.Marshal(enc, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.send(t, typ, enc, b)
+}
+
+// read returns the next frame, failing the test after 10 s.
+func (r *rawClient) read(t testing.TB) wire.Frame {
+	t.Helper()
+	_ = r.tc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	f, err := r.fr.ReadFrame()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return f
+}
+
+// readEOF expects the stream to end cleanly (close_notify) within 10 s.
+func (r *rawClient) readEOF(t testing.TB) {
+	t.Helper()
+	_ = r.tc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if f, err := r.fr.ReadFrame(); err == nil {
+		t.Fatalf("got %s frame %q, want EOF", f.Type, f.Payload)
+	} else if err.Error() != "EOF" {
+		t.Fatalf("got %v, want EOF", err)
+	}
+}
+
+// countingHandler counts packets per session and records their payloads.
+type countingHandler struct {
+	mu       sync.Mutex
+	payloads map[uint64][][]byte
+}
+
+func (h *countingHandler) Handle(_ context.Context, s *server.Session, p server.Packet) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.payloads == nil {
+		h.payloads = make(map[uint64][][]byte)
+	}
+	h.payloads[s.ID()] = append(h.payloads[s.ID()], p.Payload)
+}
+
+func (h *countingHandler) got(id uint64) [][]byte {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.payloads[id]
+}

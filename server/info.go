@@ -1,0 +1,80 @@
+package server
+
+import (
+	"crypto/ed25519"
+	"time"
+)
+
+// Outcome records how a connection's close ended.
+type Outcome string
+
+// Outcomes of a close.
+const (
+	// OutcomeClean: both Goodbyes were exchanged.
+	OutcomeClean Outcome = "clean"
+	// OutcomePeerClosed: the peer closed (EOF or a socket error) without
+	// completing the Goodbye exchange. It proves nothing about what the peer
+	// meant to send.
+	OutcomePeerClosed Outcome = "peer_closed"
+	// OutcomeTimeout: the drain or linger timeout expired.
+	OutcomeTimeout Outcome = "timeout"
+	// OutcomeForced: closed at once, by request or at the end of a shutdown.
+	OutcomeForced Outcome = "forced"
+)
+
+// State is a connection's place in its lifecycle.
+type State string
+
+// States of a session's connection.
+const (
+	StateHandshaking State = "handshaking"
+	StateActive      State = "active"
+	StateDraining    State = "draining" // closing started; the queue is being written
+	StateClosing     State = "closing"  // Goodbye sent; waiting for the peer's Goodbye or EOF
+	StateClosed      State = "closed"
+)
+
+// Counters are a connection's traffic counters.
+type Counters struct {
+	PacketsIn, BytesIn   uint64
+	PacketsOut, BytesOut uint64
+	// Discarded counts inbound packets read but not processed: after a
+	// takeover or a framing error.
+	Discarded uint64
+	// RepliesDropped counts replies produced after this side's Goodbye.
+	RepliesDropped uint64
+	// Unwritten counts queued packets never written because the connection ended.
+	Unwritten uint64
+}
+
+// SessionInfo is a snapshot of a session.
+type SessionInfo struct {
+	ID                        uint64
+	PublicKey                 ed25519.PublicKey
+	ConnID                    uint64
+	RemoteAddr                string
+	TLSVersion                uint16
+	Cipher                    uint16
+	State                     State
+	ConnectedAt, LastActivity time.Time
+	Counters
+	QueueLen, QueueBytes, QueueLimit int
+	// LastFlushAck is the seq of the last Flush barrier the client acknowledged.
+	LastFlushAck uint64
+	// Takeovers counts how many times this identity was taken over.
+	Takeovers uint64
+}
+
+// CloseInfo is a connection's final state.
+type CloseInfo struct {
+	SessionID uint64
+	ConnID    uint64
+	// Code and Reason of the Goodbye this side sent, if any.
+	Code, Reason string
+	// PeerCode is the code of the peer's Goodbye, if one arrived.
+	PeerCode string
+	Outcome  Outcome
+	// TruncatedFrame: the stream ended inside a frame.
+	TruncatedFrame bool
+	Counters
+}

@@ -1,0 +1,50 @@
+package server_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/tlsgate/tlsgate/server"
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+// TestNaiveClientCloseLosesNothing is the seed's bug with a client that
+// knows nothing of Goodbye: 1,000 frames written from several goroutines,
+// then tls.Conn.Close. The server must have processed all 1,000, every time.
+func TestNaiveClientCloseLosesNothing(t *testing.T) {
+	const frames, writers = 1000, 8
+	reps := 200
+	if testing.Short() {
+		reps = 20
+	}
+	h := &countingHandler{}
+	ts := startServer(t, server.Config{Handler: h})
+	for rep := range reps {
+		key := newKey(t)
+		rc := dialRaw(t, ts.addr, key, nil)
+		ts.waitEvent(t, server.EventConnected, rc.id)
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				for i := w; i < frames; i += writers {
+					rc.send(t, wire.TypeData, wire.JSON, fmt.Appendf(nil, "%d", i))
+				}
+			})
+		}
+		wg.Wait()
+		if err := rc.tc.Close(); err != nil {
+			t.Fatal(err)
+		}
+		ev := ts.waitEvent(t, server.EventClosed, rc.id)
+		if n := len(h.got(rc.id)); n != frames {
+			t.Fatalf("rep %d: handler processed %d of %d frames", rep, n, frames)
+		}
+		if ev.Close.PacketsIn != frames {
+			t.Fatalf("rep %d: closed event counts %d packets in, want %d", rep, ev.Close.PacketsIn, frames)
+		}
+		if ev.Close.Outcome != server.OutcomePeerClosed {
+			t.Fatalf("rep %d: outcome %s, want peer_closed", rep, ev.Close.Outcome)
+		}
+	}
+}

@@ -1,0 +1,244 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+// Errors of the session's outbound queue.
+var (
+	// ErrQueueFull: the queue's byte bound is hit; the packet was not queued.
+	ErrQueueFull = errors.New("server: session queue full")
+	// ErrClosing: the session is closing and refuses new outbound packets.
+	ErrClosing = errors.New("server: session is closing")
+	// ErrClosed: the session has ended.
+	ErrClosed = errors.New("server: session closed")
+)
+
+// entry is one queued outbound packet.
+type entry struct {
+	seq     uint64
+	typ     wire.Type
+	enc     wire.Encoding
+	payload []byte
+	// only, when set, restricts the entry to one connection: a reply or
+	// barrier that means nothing to the connection that takes the session
+	// over. Another connection's writer drops it.
+	only *conn
+}
+
+func (e *entry) size() int { return wire.HeaderLen + len(e.payload) }
+
+// queue is a session's ordered, byte-bounded outbound queue. It belongs to
+// the session, not to a socket: on takeover, what is not yet popped moves to
+// the new connection. Only the owner connection's writer pops.
+type queue struct {
+	mu    sync.Mutex
+	items []entry
+	bytes int
+	limit int
+	seq   uint64 // last sequence number assigned
+	// written is the sequence number through which every entry was written
+	// to the connection and flushed (or dropped as not its own).
+	written uint64
+	owner   *conn
+	// refusing: new sends are refused (the session is closing or closed).
+	refusing bool
+	// sealed: a Goodbye is queued; anything queued after it is dropped.
+	sealed bool
+	ended  bool // the session has ended; everything is refused
+	// progress, when non-nil, is closed the next time written advances or
+	// bytes are freed. Waiters make it; the writer closes it.
+	progress chan struct{}
+}
+
+// waitChan returns the channel closed on the next progress. Call with q.mu held.
+func (q *queue) waitChan() chan struct{} {
+	if q.progress == nil {
+		q.progress = make(chan struct{})
+	}
+	return q.progress
+}
+
+// notify wakes the waiters. Call with q.mu held.
+func (q *queue) notify() {
+	if q.progress != nil {
+		close(q.progress)
+		q.progress = nil
+	}
+}
+
+// push appends e. With wait it waits for space while ctx allows; without, a
+// full queue is ErrQueueFull. api means the send is new work (refused once
+// closing starts) rather than a reply owed to the peer.
+func (q *queue) push(ctx context.Context, e entry, api, wait bool) (seq uint64, depth int, err error) {
+	n := e.size()
+	q.mu.Lock()
+	for {
+		switch {
+		case q.ended:
+			q.mu.Unlock()
+			return 0, 0, ErrClosed
+		case api && q.refusing:
+			q.mu.Unlock()
+			return 0, 0, ErrClosing
+		case q.sealed:
+			q.mu.Unlock()
+			return 0, 0, errReplyAfterGoodbye
+		}
+		if q.bytes+n <= q.limit || len(q.items) == 0 {
+			break
+		}
+		if !wait {
+			q.mu.Unlock()
+			return 0, 0, ErrQueueFull
+		}
+		ch := q.waitChan()
+		q.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, 0, ctx.Err()
+		}
+		q.mu.Lock()
+	}
+	q.seq++
+	e.seq = q.seq
+	q.items = append(q.items, e)
+	q.bytes += n
+	seq, depth = q.seq, len(q.items)
+	owner := q.owner
+	q.mu.Unlock()
+	if depth == 1 && owner != nil {
+		owner.wakeWriter()
+	}
+	return seq, depth, nil
+}
+
+// seal queues c's Goodbye behind everything already queued, whatever the
+// byte bound, and refuses everything after it. It reports false if c does
+// not own the queue or a Goodbye is already queued.
+func (q *queue) seal(c *conn, e entry) bool {
+	q.mu.Lock()
+	if q.owner != c || q.sealed || q.ended {
+		q.mu.Unlock()
+		return false
+	}
+	q.refusing, q.sealed = true, true
+	q.seq++
+	e.seq = q.seq
+	q.items = append(q.items, e)
+	q.bytes += e.size()
+	wake := len(q.items) == 1
+	q.notify() // blocked replies now fail fast
+	q.mu.Unlock()
+	if wake {
+		c.wakeWriter()
+	}
+	return true
+}
+
+// pop moves every queued entry into batch if c owns the queue, and reports
+// whether c still owns it.
+func (q *queue) pop(c *conn, batch []entry) ([]entry, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.owner != c {
+		return batch, false
+	}
+	batch = append(batch, q.items...)
+	clear(q.items)
+	q.items = q.items[:0]
+	if q.bytes > 0 {
+		q.bytes = 0
+		q.notify()
+	}
+	return batch, true
+}
+
+// markWritten records that everything through seq is on the wire.
+func (q *queue) markWritten(seq uint64) {
+	q.mu.Lock()
+	if seq > q.written {
+		q.written = seq
+		q.notify()
+	}
+	q.mu.Unlock()
+}
+
+// attach makes c the owner: the queued entries will go to c. It reopens the
+// queue if a close of the previous connection had sealed it.
+func (q *queue) attach(c *conn) (old *conn) {
+	q.mu.Lock()
+	old, q.owner = q.owner, c
+	q.refusing, q.sealed = false, false
+	// The previous owner's sealed Goodbye, if queued, is only for it.
+	pending := len(q.items) > 0
+	q.notify()
+	q.mu.Unlock()
+	if pending {
+		c.wakeWriter()
+	}
+	return old
+}
+
+// end marks the session over and drops what was never written. It reports
+// how many entries were dropped.
+func (q *queue) end(c *conn) (dropped int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.owner != c {
+		return 0
+	}
+	dropped = len(q.items)
+	clear(q.items)
+	q.items = q.items[:0]
+	q.bytes = 0
+	q.ended, q.refusing, q.sealed = true, true, true
+	q.notify()
+	return dropped
+}
+
+// depth returns the queue's length and bytes.
+func (q *queue) depth() (n, bytes int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items), q.bytes
+}
+
+// waitWritten waits until everything through seq is written, or the
+// session ends, or ctx ends. It returns the sequence written so far.
+func (q *queue) waitWritten(ctx context.Context, seq uint64) (uint64, error) {
+	q.mu.Lock()
+	for q.written < seq {
+		if q.ended {
+			w := q.written
+			q.mu.Unlock()
+			return w, ErrClosed
+		}
+		ch := q.waitChan()
+		q.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			q.mu.Lock()
+			w := q.written
+			q.mu.Unlock()
+			return w, ctx.Err()
+		}
+		q.mu.Lock()
+	}
+	w := q.written
+	q.mu.Unlock()
+	return w, nil
+}
+
+// lastSeq returns the last sequence number assigned.
+func (q *queue) lastSeq() uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.seq
+}

@@ -1,0 +1,189 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"os"
+	"time"
+
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+// readLoop reads and processes inbound packets, in order, until EOF, an
+// error, or the linger deadline. A packet is processed in this goroutine
+// before the next is read, so nothing fully received is ever left
+// unprocessed when the connection ends, and a slow handler pushes back on
+// the client through TCP.
+func (c *conn) readLoop() {
+	fr := wire.NewReader(c.br, c.srv.cfg.MaxPayload)
+	discarding := false // after a takeover: read, count and drop
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			var fe *wire.FramingError
+			var tl *wire.TooLargeError
+			switch {
+			case discarding:
+			case errors.As(err, &fe):
+				c.protocolError(wire.CodeProtocolError, err.Error(), 0, wire.JSON)
+				c.discardRest()
+				return
+			case errors.As(err, &tl):
+				c.protocolError(wire.CodeFrameTooLarge, err.Error(), tl.Type, tl.Encoding)
+				c.discardRest()
+				return
+			}
+			c.readEnded(err)
+			return
+		}
+		c.lastEnc.Store(uint32(f.Encoding))
+		c.lastActivity.Store(time.Now().UnixNano())
+		c.stats.packetsIn.Add(1)
+		c.stats.bytesIn.Add(uint64(f.Len()))
+		if !discarding {
+			c.sess.inbound.Lock()
+			if c.sess.cur.Load() == c {
+				c.process(f)
+				c.sess.inbound.Unlock()
+				continue
+			}
+			c.sess.inbound.Unlock()
+			discarding = true
+		}
+		if f.Type == wire.TypeGoodbye {
+			c.peerGoodbye(f)
+		} else {
+			c.stats.discarded.Add(1)
+		}
+	}
+}
+
+// process handles one packet. The caller holds the session's inbound lock.
+func (c *conn) process(f wire.Frame) {
+	switch f.Type {
+	case wire.TypeData, wire.TypeError:
+		s := c.sess
+		s.inSeq++
+		s.srv.cfg.Handler.Handle(c.ctx, s, Packet{
+			Seq: s.inSeq, Type: f.Type, Encoding: f.Encoding, Payload: f.Payload, ReceivedAt: time.Now(),
+		})
+	case wire.TypeFlush:
+		p, err := wire.DecodeFlush(f.Encoding, f.Payload)
+		if err != nil {
+			c.replyError(wire.CodeBadPayload, err.Error(), f.Type, f.Encoding)
+			return
+		}
+		// Everything before the Flush is processed, and its replies are
+		// queued: the FlushAck goes behind them.
+		c.replyControl(wire.TypeFlushAck, f.Encoding, wire.FlushPayload{Seq: p.Seq})
+	case wire.TypePing:
+		p, err := wire.DecodePing(f.Encoding, f.Payload)
+		if err != nil {
+			c.replyError(wire.CodeBadPayload, err.Error(), f.Type, f.Encoding)
+			return
+		}
+		c.replyControl(wire.TypePong, f.Encoding, wire.PingPayload{Nonce: p.Nonce})
+	case wire.TypePong:
+		if _, err := wire.DecodePing(f.Encoding, f.Payload); err != nil {
+			c.badControl(f, err)
+		}
+	case wire.TypeFlushAck:
+		p, err := wire.DecodeFlush(f.Encoding, f.Payload)
+		if err != nil {
+			c.badControl(f, err)
+			return
+		}
+		c.flushAcked(p.Seq)
+	case wire.TypeGoodbye:
+		c.peerGoodbye(f)
+	default:
+		c.replyError(wire.CodeUnknownType, "unknown packet type "+f.Type.String(), f.Type, f.Encoding)
+	}
+}
+
+// badControl records an undecodable FlushAck or Pong. These are never
+// answered with an Error, so that two peers cannot loop.
+func (c *conn) badControl(f wire.Frame, err error) {
+	c.stats.badControl.Add(1)
+	c.log.Warn("undecodable control packet", "type", f.Type, "err", err)
+}
+
+// replyControl queues a control reply for this connection only.
+func (c *conn) replyControl(typ wire.Type, enc wire.Encoding, v any) {
+	payload, err := wire.Marshal(enc, v)
+	if err != nil {
+		c.log.Error("encoding control reply", "type", typ, "err", err)
+		return
+	}
+	_, _, err = c.sess.q.push(c.ctx, entry{typ: typ, enc: enc, payload: payload, only: c}, false, true)
+	if errors.Is(err, errReplyAfterGoodbye) {
+		c.stats.repliesDropped.Add(1)
+	}
+}
+
+func (c *conn) replyError(code, msg string, pktType wire.Type, enc wire.Encoding) {
+	c.log.Debug("protocol error reply", "code", code, "pkt_type", pktType, "err", msg)
+	c.replyControl(wire.TypeError, enc, wire.ErrorPayload{Error: msg, PktType: int(pktType), Code: code})
+}
+
+// protocolError answers a frame the connection cannot recover from: an
+// Error, then the graceful close with Goodbye protocol_error.
+func (c *conn) protocolError(code, msg string, pktType wire.Type, enc wire.Encoding) {
+	c.log.Info("protocol error, closing", "code", code, "err", msg)
+	c.replyError(code, msg, pktType, enc)
+	c.startCloseIn(wire.GoodbyeProtocolError, msg, enc)
+}
+
+// discardRest reads and drops the rest of a stream whose framing is lost,
+// until EOF or the linger deadline the writer sets after its Goodbye.
+func (c *conn) discardRest() {
+	n, err := io.Copy(io.Discard, c.br)
+	if n > 0 {
+		c.stats.discarded.Add(1)
+	}
+	c.readEnded(err)
+}
+
+// peerGoodbye handles the peer's Goodbye: it stops new sends and answers
+// with this side's Goodbye, behind everything already owed. A Goodbye that
+// does not decode still counts as one.
+func (c *conn) peerGoodbye(f wire.Frame) {
+	p, err := wire.DecodeGoodbye(f.Encoding, f.Payload)
+	if err != nil {
+		c.badControl(f, err)
+	}
+	c.mu.Lock()
+	first := !c.goodbyeRecv
+	c.goodbyeRecv = true
+	c.peerCode = p.Code
+	c.mu.Unlock()
+	if !first {
+		return
+	}
+	close(c.gotGoodbye)
+	c.failFlushes(ErrClosing)
+	c.log.Debug("peer goodbye", "code", p.Code, "reason", p.Reason)
+	c.startCloseIn(wire.GoodbyeNormal, "reply to goodbye", f.Encoding)
+}
+
+// readEnded records why reading stopped and makes sure the close runs.
+func (c *conn) readEnded(err error) {
+	switch {
+	case err == nil, errors.Is(err, io.EOF):
+	case errors.Is(err, wire.ErrTruncated):
+		c.mu.Lock()
+		c.truncated = true
+		c.mu.Unlock()
+		c.log.Info("stream ended inside a frame")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.mu.Lock()
+		if c.outcome == "" && !(c.goodbyeSent && c.goodbyeRecv) {
+			c.outcome = OutcomeTimeout
+		}
+		c.mu.Unlock()
+	default:
+		c.log.Debug("read ended", "err", err)
+	}
+	// The peer is done sending; write what is owed and say goodbye.
+	c.startClose(wire.GoodbyeNormal, "peer closed")
+}

@@ -1,0 +1,266 @@
+// Package server is tlsgate's data plane: a TLS listener speaking wire
+// protocol v1, with one session per client identity, takeover, and a close
+// that loses nothing. See docs/protocol.md.
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("server: closed")
+
+// Server is the data-plane server. Create it with New.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	certHash [sha256.Size]byte
+
+	ctx    context.Context // ends at a forced shutdown; handshakes watch it
+	cancel context.CancelFunc
+
+	mu         sync.Mutex
+	sessions   map[uint64]*Session
+	listeners  map[net.Listener]struct{}
+	handshakes map[net.Conn]struct{}
+	shutting   bool
+	shutdown   chan struct{} // closed when shutdown begins
+	wg         sync.WaitGroup
+
+	nextConnID atomic.Uint64
+}
+
+// New validates cfg, fills in its defaults and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		certHash:   sha256.Sum256(cfg.TLSConfig.Certificates[0].Certificate[0]),
+		ctx:        ctx,
+		cancel:     cancel,
+		sessions:   make(map[uint64]*Session),
+		listeners:  make(map[net.Listener]struct{}),
+		handshakes: make(map[net.Conn]struct{}),
+		shutdown:   make(chan struct{}),
+	}
+	return s, nil
+}
+
+// Config returns the effective configuration, defaults filled in.
+func (s *Server) Config() Config { return s.cfg }
+
+// ListenAndServe listens on Config.Addr and serves until ctx ends, then
+// shuts down gracefully within Config.ShutdownTimeout.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve accepts connections on ln until ctx ends or Shutdown is called.
+// When ctx ends it shuts down gracefully, bounded by Config.ShutdownTimeout,
+// and returns nil once every connection has ended. After a Shutdown called
+// elsewhere it returns ErrServerClosed.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.mu.Lock()
+	if s.shutting {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	s.log.Info("data plane listening", "addr", ln.Addr().String())
+
+	stop := context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		defer cancel()
+		_ = s.Shutdown(sctx)
+	})
+	defer stop()
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			select {
+			case <-s.shutdown:
+				if ctx.Err() != nil {
+					s.wg.Wait()
+					return nil
+				}
+				return ErrServerClosed
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
+				t := time.NewTimer(backoff)
+				select {
+				case <-t.C:
+				case <-s.shutdown:
+					t.Stop()
+				}
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		if !s.track(nc) {
+			_ = nc.Close()
+			continue
+		}
+		go s.handle(nc)
+	}
+}
+
+// track registers a connection in its handshake; false once shutting down.
+func (s *Server) track(nc net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutting {
+		return false
+	}
+	s.handshakes[nc] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(nc net.Conn) {
+	s.mu.Lock()
+	delete(s.handshakes, nc)
+	s.mu.Unlock()
+}
+
+// handle runs one accepted connection: handshake, then the session.
+func (s *Server) handle(nc net.Conn) {
+	defer s.wg.Done()
+	c, err := s.handshake(nc)
+	s.untrack(nc)
+	if err != nil {
+		return
+	}
+	c.serve()
+}
+
+// register attaches c to its session, creating it or taking it over. This
+// is the takeover point.
+func (s *Server) register(c *conn, sess *Session) (*Session, bool) {
+	s.mu.Lock()
+	if s.shutting {
+		s.mu.Unlock()
+		return nil, false
+	}
+	if cur, ok := s.sessions[sess.id]; ok {
+		sess = cur
+	} else {
+		s.sessions[sess.id] = sess
+	}
+	c.sess = sess
+	old := sess.cur.Swap(c)
+	sess.q.attach(c)
+	if old != nil {
+		sess.takeovers.Add(1)
+	}
+	s.mu.Unlock()
+	if old != nil {
+		old.wakeWriter() // it finds the queue gone and says goodbye
+		c.log.Info("session taken over", "old_conn_id", old.id)
+		s.emit(Event{Kind: EventTakenOver, SessionID: sess.id, ConnID: c.id, OldConnID: old.id, Session: sess.Info()})
+	} else {
+		s.emit(Event{Kind: EventConnected, SessionID: sess.id, ConnID: c.id, Session: sess.Info()})
+	}
+	return sess, true
+}
+
+// release detaches an ended connection. If it still owned its session, the
+// session ends and what was never written is dropped; it returns how much.
+func (s *Server) release(c *conn) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess := c.sess
+	if sess.cur.Load() != c {
+		return 0
+	}
+	sess.cur.Store(nil)
+	delete(s.sessions, sess.id)
+	return sess.q.end(c)
+}
+
+// Session returns the live session with the given ID.
+func (s *Server) Session(id uint64) (*Session, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess, ok := s.sessions[id]
+	return sess, ok
+}
+
+// Sessions returns the live sessions, ordered by ID.
+func (s *Server) Sessions() []*Session {
+	s.mu.Lock()
+	out := make([]*Session, 0, len(s.sessions))
+	for _, sess := range s.sessions {
+		out = append(out, sess)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b *Session) int {
+		switch {
+		case a.id < b.id:
+			return -1
+		case a.id > b.id:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Shutdown stops accepting, then closes every session in parallel with
+// Goodbye server_shutdown after its queue drains. When ctx ends first, the
+// remaining connections are closed at once and ctx's error is returned.
+// It returns once every connection has ended.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.shutting {
+		s.shutting = true
+		close(s.shutdown)
+	}
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	clear(s.listeners)
+	for nc := range s.handshakes {
+		_ = nc.Close() // handshakes are not sessions yet; nothing is owed
+	}
+	sessions := make([]*Session, 0, len(s.sessions))
+	for _, sess := range s.sessions {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	s.log.Info("shutting down", "sessions", len(sessions))
+
+	var wg sync.WaitGroup
+	for _, sess := range sessions {
+		wg.Go(func() { _, _ = sess.Close(ctx, "server_shutdown", "server shutting down") })
+	}
+	wg.Wait()
+	s.cancel()
+	s.wg.Wait()
+	return ctx.Err()
+}

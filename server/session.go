@@ -1,0 +1,165 @@
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+// Errors of Session's methods.
+var (
+	ErrPayloadTooLarge = errors.New("server: payload over the frame maximum")
+	ErrBadEncoding     = errors.New("server: encoding is reserved")
+	// errReplyAfterGoodbye: a reply produced after this side's Goodbye was
+	// queued; it is dropped and counted.
+	errReplyAfterGoodbye = errors.New("server: reply after goodbye")
+)
+
+// Session is one client identity. It outlives a connection when another
+// connection with the same key takes it over, and its outbound queue moves
+// with it.
+type Session struct {
+	srv *Server
+	id  uint64
+	pub ed25519.PublicKey
+	q   queue
+
+	// cur is the connection whose packets are processed; it changes at a
+	// takeover. inbound serialises processing across the old and the new
+	// connection so that the old one's packets are handled first.
+	cur       atomic.Pointer[conn]
+	inbound   sync.Mutex
+	inSeq     uint64 // last inbound sequence number; guarded by inbound
+	takeovers atomic.Uint64
+}
+
+// ID returns the session ID derived from the public key.
+func (s *Session) ID() uint64 { return s.id }
+
+// PublicKey returns the client's Ed25519 public key.
+func (s *Session) PublicKey() ed25519.PublicKey { return s.pub }
+
+func (s *Session) checkPacket(typ wire.Type, enc wire.Encoding, payload []byte) error {
+	if !enc.Valid() {
+		return fmt.Errorf("%w: %d", ErrBadEncoding, enc)
+	}
+	if len(payload) > s.srv.cfg.MaxPayload {
+		return fmt.Errorf("%w: %d bytes, maximum %d", ErrPayloadTooLarge, len(payload), s.srv.cfg.MaxPayload)
+	}
+	if typ != wire.TypeData && typ != wire.TypeError {
+		return fmt.Errorf("server: only Data and Error packets can be sent, not %s", typ)
+	}
+	return nil
+}
+
+// Enqueued describes a packet accepted by SendAsync.
+type Enqueued struct {
+	// Seq is the packet's per-session outbound sequence number.
+	Seq uint64
+	// Depth is the queue length right after the enqueue.
+	Depth int
+}
+
+// SendAsync queues one Data packet and returns at once. The payload must not
+// be modified afterwards. Errors: ErrQueueFull, ErrClosing, ErrClosed,
+// ErrPayloadTooLarge, ErrBadEncoding.
+func (s *Session) SendAsync(enc wire.Encoding, payload []byte) (Enqueued, error) {
+	if err := s.checkPacket(wire.TypeData, enc, payload); err != nil {
+		return Enqueued{}, err
+	}
+	seq, depth, err := s.q.push(context.Background(), entry{typ: wire.TypeData, enc: enc, payload: payload}, true, false)
+	return Enqueued{Seq: seq, Depth: depth}, err
+}
+
+// Reply queues a packet answering the peer from within a Handler, waiting
+// for queue space while ctx allows. A reply produced after the server's
+// Goodbye is dropped and counted, as the protocol requires.
+func (s *Session) Reply(ctx context.Context, typ wire.Type, enc wire.Encoding, payload []byte) error {
+	if err := s.checkPacket(typ, enc, payload); err != nil {
+		return err
+	}
+	_, _, err := s.q.push(ctx, entry{typ: typ, enc: enc, payload: payload}, false, true)
+	if errors.Is(err, errReplyAfterGoodbye) {
+		if c := s.cur.Load(); c != nil {
+			c.stats.repliesDropped.Add(1)
+		}
+		return nil
+	}
+	return err
+}
+
+// DrainResult reports a completed (or interrupted) Drain.
+type DrainResult struct {
+	// Seq: every packet through this outbound sequence number is written
+	// and flushed (or, with ack, acknowledged by the client).
+	Seq     uint64
+	Elapsed time.Duration
+}
+
+// Drain returns once every packet queued before the call is written to the
+// connection and flushed. With ack it then sends a Flush barrier and waits
+// for the client's FlushAck, proving the client processed them. On ctx's
+// end it returns how far it got with ctx's error.
+func (s *Session) Drain(ctx context.Context, ack bool) (DrainResult, error) {
+	start := time.Now()
+	target := s.q.lastSeq()
+	written, err := s.q.waitWritten(ctx, target)
+	if err != nil || !ack {
+		return DrainResult{Seq: written, Elapsed: time.Since(start)}, err
+	}
+	c := s.cur.Load()
+	if c == nil {
+		return DrainResult{Elapsed: time.Since(start)}, ErrClosed
+	}
+	if err := c.barrier(ctx); err != nil {
+		return DrainResult{Elapsed: time.Since(start)}, err
+	}
+	return DrainResult{Seq: target, Elapsed: time.Since(start)}, nil
+}
+
+// Close closes the session gracefully: it refuses new sends, writes what is
+// queued, then exchanges Goodbye (code, reason) with the client, bounded by
+// the drain and linger timeouts. It returns once the connection has ended,
+// or when ctx ends, which forces the close.
+func (s *Session) Close(ctx context.Context, code, reason string) (CloseInfo, error) {
+	c := s.cur.Load()
+	if c == nil {
+		return CloseInfo{}, ErrClosed
+	}
+	c.startClose(code, reason)
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		c.forceClose(OutcomeForced)
+		<-c.done
+	}
+	return c.closeInfo(), nil
+}
+
+// Kill closes the session at once, without draining or Goodbye.
+func (s *Session) Kill() CloseInfo {
+	c := s.cur.Load()
+	if c == nil {
+		return CloseInfo{}
+	}
+	c.forceClose(OutcomeForced)
+	<-c.done
+	return c.closeInfo()
+}
+
+// Info returns a snapshot of the session and its current connection.
+func (s *Session) Info() SessionInfo {
+	info := SessionInfo{ID: s.id, PublicKey: s.pub, Takeovers: s.takeovers.Load()}
+	info.QueueLen, info.QueueBytes = s.q.depth()
+	info.QueueLimit = s.q.limit
+	if c := s.cur.Load(); c != nil {
+		c.fillInfo(&info)
+	}
+	return info
+}
