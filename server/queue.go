@@ -37,7 +37,8 @@ func (e *entry) size() int { return wire.HeaderLen + len(e.payload) }
 // the new connection. Only the owner connection's writer pops.
 type queue struct {
 	mu    sync.Mutex
-	items []entry
+	items []entry // pending entries are items[head:]
+	head  int
 	bytes int
 	limit int
 	seq   uint64 // last sequence number assigned
@@ -54,6 +55,9 @@ type queue struct {
 	// bytes are freed. Waiters make it; the writer closes it.
 	progress chan struct{}
 }
+
+// len is the number of pending entries. Call with q.mu held.
+func (q *queue) len() int { return len(q.items) - q.head }
 
 // waitChan returns the channel closed on the next progress. Call with q.mu held.
 func (q *queue) waitChan() chan struct{} {
@@ -89,7 +93,7 @@ func (q *queue) push(ctx context.Context, e entry, api, wait bool) (seq uint64, 
 			q.mu.Unlock()
 			return 0, 0, errReplyAfterGoodbye
 		}
-		if q.bytes+n <= q.limit || len(q.items) == 0 {
+		if q.bytes+n <= q.limit || q.len() == 0 {
 			break
 		}
 		if !wait {
@@ -109,7 +113,7 @@ func (q *queue) push(ctx context.Context, e entry, api, wait bool) (seq uint64, 
 	e.seq = q.seq
 	q.items = append(q.items, e)
 	q.bytes += n
-	seq, depth = q.seq, len(q.items)
+	seq, depth = q.seq, q.len()
 	owner := q.owner
 	q.mu.Unlock()
 	if depth == 1 && owner != nil {
@@ -132,7 +136,7 @@ func (q *queue) seal(c *conn, e entry) bool {
 	e.seq = q.seq
 	q.items = append(q.items, e)
 	q.bytes += e.size()
-	wake := len(q.items) == 1
+	wake := q.len() == 1
 	q.notify() // blocked replies now fail fast
 	q.mu.Unlock()
 	if wake {
@@ -141,21 +145,38 @@ func (q *queue) seal(c *conn, e entry) bool {
 	return true
 }
 
-// pop moves every queued entry into batch if c owns the queue, and reports
-// whether c still owns it.
-func (q *queue) pop(c *conn, batch []entry) ([]entry, bool) {
+// pop moves queued entries into batch, oldest first, up to about max bytes
+// (at least one entry), if c owns the queue. It reports whether c owns it.
+// Popping a buffer's worth at a time bounds what a connection that is
+// taken over in the middle of a write can still hold.
+func (q *queue) pop(c *conn, batch []entry, max int) ([]entry, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.owner != c {
 		return batch, false
 	}
-	batch = append(batch, q.items...)
-	clear(q.items)
-	q.items = q.items[:0]
-	if q.bytes > 0 {
-		q.bytes = 0
-		q.notify()
+	pending := q.items[q.head:]
+	n, size := 0, 0
+	for n < len(pending) && (n == 0 || size+pending[n].size() <= max) {
+		size += pending[n].size()
+		n++
 	}
+	if n == 0 {
+		return batch, true
+	}
+	batch = append(batch, pending[:n]...)
+	clear(pending[:n])
+	q.head += n
+	switch {
+	case q.head == len(q.items): // empty: reuse the array from the start
+		q.items, q.head = q.items[:0], 0
+	case q.head > len(q.items)/2: // compact, amortised O(1) per entry
+		rest := copy(q.items, q.items[q.head:])
+		clear(q.items[rest:])
+		q.items, q.head = q.items[:rest], 0
+	}
+	q.bytes -= size
+	q.notify()
 	return batch, true
 }
 
@@ -176,7 +197,7 @@ func (q *queue) attach(c *conn) (old *conn) {
 	old, q.owner = q.owner, c
 	q.refusing, q.sealed = false, false
 	// The previous owner's sealed Goodbye, if queued, is only for it.
-	pending := len(q.items) > 0
+	pending := q.len() > 0
 	q.notify()
 	q.mu.Unlock()
 	if pending {
@@ -193,9 +214,9 @@ func (q *queue) end(c *conn) (dropped int) {
 	if q.owner != c {
 		return 0
 	}
-	dropped = len(q.items)
+	dropped = q.len()
 	clear(q.items)
-	q.items = q.items[:0]
+	q.items, q.head = q.items[:0], 0
 	q.bytes = 0
 	q.ended, q.refusing, q.sealed = true, true, true
 	q.notify()
@@ -206,7 +227,7 @@ func (q *queue) end(c *conn) (dropped int) {
 func (q *queue) depth() (n, bytes int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.items), q.bytes
+	return q.len(), q.bytes
 }
 
 // waitWritten waits until everything through seq is written, or the

@@ -19,7 +19,7 @@ func (c *conn) writeLoop() {
 	var last uint64 // sequence of the last entry written, not yet marked
 	for {
 		var owned bool
-		batch, owned = c.sess.q.pop(c, batch[:0])
+		batch, owned = c.sess.q.pop(c, batch[:0], WriteBufferSize)
 		if !owned {
 			// Taken over: what is still queued belongs to the new
 			// connection. Tell this one why it is closed.
