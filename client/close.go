@@ -26,7 +26,7 @@ func (c *Conn) Close(ctx context.Context) error {
 		if c.sendErr == nil {
 			c.sendErr = ErrClosing
 		}
-		c.queueGoodbyeLocked(c.cfg.encoding)
+		c.queueGoodbyeLocked(c.startEncoding())
 	}
 	c.mu.Unlock()
 

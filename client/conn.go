@@ -35,6 +35,8 @@ type Conn struct {
 	// awaitGoodbye is set while our Goodbye is written and the server's is
 	// awaited: the reader then restarts the linger timer on every frame.
 	awaitGoodbye atomic.Bool
+	// lastEnc is the encoding of the last frame received, -1 before any.
+	lastEnc atomic.Int32
 
 	mu            sync.Mutex
 	out           []outItem // ordered outbound queue
@@ -74,7 +76,7 @@ type recvItem struct {
 }
 
 func newConn(tc *tls.Conn, br *bufio.Reader, id uint64, fingerprint string, cfg config) *Conn {
-	return &Conn{
+	c := &Conn{
 		cfg:          cfg,
 		log:          cfg.logger.With("session", id),
 		tc:           tc,
@@ -92,6 +94,17 @@ func newConn(tc *tls.Conn, br *bufio.Reader, id uint64, fingerprint string, cfg 
 		done:         make(chan struct{}),
 		flushWaiters: make(map[uint64]chan error),
 	}
+	c.lastEnc.Store(-1)
+	return c
+}
+
+// startEncoding is the encoding of packets the client starts (Flush,
+// Goodbye): that of the last frame received, or the configured one before any.
+func (c *Conn) startEncoding() wire.Encoding {
+	if e := c.lastEnc.Load(); e >= 0 {
+		return wire.Encoding(e)
+	}
+	return c.cfg.encoding
 }
 
 // ID returns the session ID the server assigned.

@@ -27,7 +27,7 @@ func (c *Conn) Flush(ctx context.Context) error {
 	c.flushSeq++
 	seq := c.flushSeq
 	c.flushWaiters[seq] = ch
-	c.replyLocked(wire.TypeFlush, c.cfg.encoding, wire.FlushPayload{Seq: seq})
+	c.replyLocked(wire.TypeFlush, c.startEncoding(), wire.FlushPayload{Seq: seq})
 	c.mu.Unlock()
 
 	select {

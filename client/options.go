@@ -88,7 +88,9 @@ func WithHandler(h func(Packet)) Option {
 }
 
 // WithEncoding sets the encoding of the control packets the client starts
-// (Flush, Goodbye). Replies use the encoding of the packet they answer.
+// (Flush, Goodbye) before it has received any frame; after that they use
+// the encoding of the last frame received. Replies use the encoding of the
+// packet they answer. Default JSON.
 // Default JSON.
 func WithEncoding(enc wire.Encoding) Option {
 	return func(c *config) { c.encoding = enc }

@@ -27,6 +27,7 @@ func (c *Conn) readLoop() {
 			c.endRead(err)
 			return
 		}
+		c.lastEnc.Store(int32(f.Encoding))
 		if !c.dispatch(f) {
 			c.endRead(errors.New("forced close"))
 			return

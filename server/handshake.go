@@ -51,9 +51,6 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 		return fail("verify", err)
 	}
 	id := wire.SessionID(auth.PublicKey)
-	if _, err := tc.Write(wire.AppendSessionID(nil, id)); err != nil {
-		return fail("session_id", err)
-	}
 	_ = nc.SetDeadline(time.Time{})
 
 	st := tc.ConnectionState()
@@ -81,6 +78,12 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 	if _, ok := s.register(c, &Session{srv: s, id: id, pub: auth.PublicKey, q: queue{limit: s.cfg.QueueBytes}}); !ok {
 		c.cancel()
 		return fail("register", errors.New("server shutting down"))
+	}
+	// Registered first, so that a client holding its ID finds its session.
+	// The send buffer of a new connection is empty: this write cannot block.
+	if _, err := tc.Write(wire.AppendSessionID(nil, id)); err != nil {
+		c.log.Info("handshake failed", "stage", "session_id", "err", err)
+		c.abort(OutcomePeerClosed) // serve then ends at once and releases the session
 	}
 	c.log.Info("session connected", "tls_version", tls.VersionName(st.Version), "elapsed", time.Since(start))
 	return c, nil

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsgate/tlsgate/client"
 	"github.com/tlsgate/tlsgate/internal/devcert"
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/wire"
@@ -189,4 +190,30 @@ func (h *countingHandler) got(id uint64) [][]byte {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.payloads[id]
+}
+
+// dialClient connects the Go client library, pinning the test certificate.
+func (ts *testServer) dialClient(t testing.TB, key ed25519.PrivateKey, opts ...client.Option) *client.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	opts = append([]client.Option{client.WithFingerprint(client.Fingerprint(ts.cert.Certificate[0]))}, opts...)
+	c, err := client.Dial(ctx, ts.addr, key, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = c.Close(ctx)
+	})
+	return c
+}
+
+// recordingEcho records every packet, then echoes it.
+type recordingEcho struct{ countingHandler }
+
+func (h *recordingEcho) Handle(ctx context.Context, s *server.Session, p server.Packet) {
+	h.countingHandler.Handle(ctx, s, p)
+	server.Echo{}.Handle(ctx, s, p)
 }

@@ -158,4 +158,3 @@ func TestProtocolErrors(t *testing.T) {
 	})
 	bystanderEcho(t, bystander, "after")
 }
-
