@@ -492,7 +492,7 @@ func TestCloseHonoursContext(t *testing.T) {
 	if ce := waitDone(t, c); ce.Outcome != client.OutcomeForced || ce.Initiator != client.InitiatorLocal {
 		t.Fatalf("Err: %v; want forced, local", ce)
 	}
-	if err2 := c.Close(testCtx(t)); err2 != err {
+	if err2 := c.Close(testCtx(t)); !errors.Is(err2, err) {
 		t.Fatalf("second Close: %v, want %v", err2, err)
 	}
 	if err := pc.end(); err == nil {

@@ -145,11 +145,11 @@ func (q *queue) seal(c *conn, e entry) bool {
 	return true
 }
 
-// pop moves queued entries into batch, oldest first, up to about max bytes
+// pop moves queued entries into batch, oldest first, up to about maxBytes
 // (at least one entry), if c owns the queue. It reports whether c owns it.
 // Popping a buffer's worth at a time bounds what a connection that is
 // taken over in the middle of a write can still hold.
-func (q *queue) pop(c *conn, batch []entry, max int) ([]entry, bool) {
+func (q *queue) pop(c *conn, batch []entry, maxBytes int) ([]entry, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.owner != c {
@@ -157,7 +157,7 @@ func (q *queue) pop(c *conn, batch []entry, max int) ([]entry, bool) {
 	}
 	pending := q.items[q.head:]
 	n, size := 0, 0
-	for n < len(pending) && (n == 0 || size+pending[n].size() <= max) {
+	for n < len(pending) && (n == 0 || size+pending[n].size() <= maxBytes) {
 		size += pending[n].size()
 		n++
 	}

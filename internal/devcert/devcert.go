@@ -97,6 +97,22 @@ func Fingerprint(der []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// ReadFingerprint returns the fingerprint of the dev certificate kept in
+// dir, so that a client on the same machine can pin it. When there is none
+// the error wraps fs.ErrNotExist.
+func ReadFingerprint(dir string) (string, error) {
+	certPath := filepath.Join(dir, CertFile)
+	b, err := os.ReadFile(certPath)
+	if err != nil {
+		return "", fmt.Errorf("devcert: %w", err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return "", fmt.Errorf("devcert: %s holds no PEM certificate", certPath)
+	}
+	return Fingerprint(block.Bytes), nil
+}
+
 // DefaultDir is where dev mode keeps its files: $XDG_CONFIG_HOME/tlsgate,
 // or the platform's user config dir.
 func DefaultDir() (string, error) {

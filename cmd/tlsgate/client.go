@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/tlsgate/tlsgate/client"
+	"github.com/tlsgate/tlsgate/internal/devcert"
+	"github.com/tlsgate/tlsgate/internal/keyfile"
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+const defaultDialAddr = "localhost:7223"
+
+// sendWindow bounds the sends in flight (queued, not yet written).
+const sendWindow = 1024
+
+// exitInterrupted is the exit status of a client stopped by a signal.
+const exitInterrupted = 130
+
+// clientCmd is `tlsgate client`.
+type clientCmd struct {
+	Addr         string        `env:"TLSGATE_CLIENT_ADDR" default:"${dialaddr}" placeholder:"HOST:PORT" help:"Gateway to connect to (default: ${default})."`
+	Key          string        `env:"TLSGATE_CLIENT_KEY" type:"path" placeholder:"FILE" help:"Ed25519 client key, PEM PKCS#8; created if missing (default: <dev-dir>/client.key)."`
+	Fingerprint  string        `env:"TLSGATE_FINGERPRINT" xor:"trust" placeholder:"HEX" help:"Pin the server certificate by its SHA-256 fingerprint, as printed by serve (default: pin the dev certificate in --dev-dir)."`
+	CA           string        `name:"ca" env:"TLSGATE_CA" xor:"trust" type:"path" placeholder:"FILE" help:"Verify the server certificate against this CA (PEM) instead of pinning it."`
+	Encoding     string        `env:"TLSGATE_CLIENT_ENCODING" enum:"json,msgpack" default:"json" help:"Encoding bits of the Data packets sent: ${enum}; the payload is the line as is (default: ${default})."`
+	DialTimeout  time.Duration `env:"TLSGATE_DIAL_TIMEOUT" default:"10s" help:"Bound of the connection and handshake (default: ${default})."`
+	CloseTimeout time.Duration `env:"TLSGATE_CLOSE_TIMEOUT" default:"30s" help:"Bound of the graceful close after end of input (default: ${default})."`
+}
+
+// Validate checks the values kong cannot, naming the flag at fault.
+func (c *clientCmd) Validate() error {
+	if c.Fingerprint != "" {
+		b, err := hex.DecodeString(strings.ReplaceAll(strings.TrimSpace(c.Fingerprint), ":", ""))
+		if err != nil || len(b) != 32 {
+			return fmt.Errorf("--fingerprint must be a hex SHA-256 (64 hex digits, colons allowed), got %q", c.Fingerprint)
+		}
+	}
+	if c.DialTimeout <= 0 {
+		return fmt.Errorf("--dial-timeout must be positive, got %s", c.DialTimeout)
+	}
+	if c.CloseTimeout <= 0 {
+		return fmt.Errorf("--close-timeout must be positive, got %s", c.CloseTimeout)
+	}
+	return nil
+}
+
+// Run connects, pumps stdin lines out and received payloads to stdout,
+// closes gracefully at the end of input and reports how the connection
+// ended.
+func (c *clientCmd) Run(rt *runtime) error {
+	log, err := rt.globals.logger(rt.stderr)
+	if err != nil {
+		return err
+	}
+	keyPath, err := clientKeyPath(rt.globals, c.Key)
+	if err != nil {
+		return err
+	}
+	key, created, err := keyfile.LoadOrCreate(keyPath)
+	if err != nil {
+		return fmt.Errorf("--key %s: %w", keyPath, err)
+	}
+	if created {
+		fmt.Fprintf(rt.stderr, "created client key %s\n", keyPath)
+	}
+	opts, err := c.trust(rt.globals, log)
+	if err != nil {
+		return err
+	}
+	opts = append(opts, client.WithLogger(log))
+
+	dctx, cancel := context.WithTimeout(rt.ctx, c.DialTimeout)
+	conn, err := client.Dial(dctx, c.Addr, key, opts...)
+	cancel()
+	if err != nil {
+		if errors.Is(err, client.ErrFingerprintMismatch) {
+			return fmt.Errorf("%w\n(the server is not the one pinned: check --fingerprint, or that serve and client use the same --dev-dir)", err)
+		}
+		return err
+	}
+	fmt.Fprintf(rt.stderr, "connected: session %d server fingerprint %s\n", conn.ID(), conn.ServerFingerprint())
+
+	s := &clientSession{conn: conn, stdout: rt.stdout, stderr: rt.stderr}
+	enc := wire.JSON
+	if c.Encoding == "msgpack" {
+		enc = wire.MsgPack
+	}
+	recvDone := make(chan struct{})
+	go func() {
+		defer close(recvDone)
+		s.receive()
+	}()
+	// The input goroutine may stay blocked reading stdin after the
+	// connection has ended; the process exits without it.
+	inputDone := make(chan error, 1)
+	go func() { inputDone <- s.pump(rt.stdin, enc) }()
+
+	var inputErr error
+	interrupted := false
+	select {
+	case inputErr = <-inputDone:
+	case <-conn.Done(): // the server ended it first, or it was lost
+	case <-rt.ctx.Done():
+		interrupted = true
+		fmt.Fprintln(rt.stderr, "interrupted: closing gracefully; signal again to force")
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), c.CloseTimeout)
+	_ = conn.Close(cctx) // the outcome is read from conn.Err below
+	cancel()
+	<-recvDone
+
+	var ce *client.CloseError
+	if !errors.As(conn.Err(), &ce) { // Done is closed, so Err is set; stay safe anyway
+		ce = &client.CloseError{Outcome: client.OutcomeLost, Cause: conn.Err()}
+	}
+	if inputErr != nil && !errors.Is(inputErr, client.ErrClosing) && !errors.Is(inputErr, client.ErrClosed) {
+		fmt.Fprintf(rt.stderr, "stopped sending: %v\n", inputErr)
+	}
+	s.report(ce)
+	switch {
+	case interrupted:
+		return exitError(exitInterrupted)
+	case inputErr != nil || ce.Outcome != client.OutcomeClean || ce.Initiator != client.InitiatorLocal:
+		return exitError(1)
+	}
+	return nil
+}
+
+// trust returns the options that make Dial trust the server: a pin, a CA,
+// or by default a pin of the dev certificate in --dev-dir.
+func (c *clientCmd) trust(g *globals, log *slog.Logger) ([]client.Option, error) {
+	switch {
+	case c.Fingerprint != "":
+		return []client.Option{client.WithFingerprint(c.Fingerprint)}, nil
+	case c.CA != "":
+		pemBytes, err := os.ReadFile(c.CA)
+		if err != nil {
+			return nil, fmt.Errorf("--ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return nil, fmt.Errorf("--ca %s holds no PEM certificate", c.CA)
+		}
+		return []client.Option{client.WithTLSConfig(&tls.Config{RootCAs: pool})}, nil
+	}
+	dir, err := g.devDir()
+	if err != nil {
+		return nil, fmt.Errorf("no --fingerprint or --ca given, and %w", err)
+	}
+	fp, err := devcert.ReadFingerprint(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no --fingerprint or --ca given, and no dev certificate to pin in %s: "+
+			"start `tlsgate serve` in dev mode on this machine first (same --dev-dir), "+
+			"or pass --fingerprint HEX (printed by serve) or --ca FILE", dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--dev-dir: %w", err)
+	}
+	log.Debug("pinning the dev certificate", "dir", dir, "fingerprint", fp)
+	return []client.Option{client.WithFingerprint(fp)}, nil
+}
+
+// clientSession is one connection's input and output.
+type clientSession struct {
+	conn           *client.Conn
+	stdout, stderr io.Writer
+	sent           atomic.Int64 // packets written; the pump may outlive Run
+	received       int          // owned by receive until it returns
+}
+
+// pump sends each line of in as a Data packet, keeping at most sendWindow
+// sends in flight, and returns once all are written: nil at the end of
+// input, else why it stopped.
+func (s *clientSession) pump(in io.Reader, enc wire.Encoding) error {
+	sc := newLineScanner(in, wire.MaxPayload)
+	var inflight []<-chan error
+	wait := func() error {
+		err := <-inflight[0]
+		inflight[0] = nil
+		inflight = inflight[1:]
+		if err == nil {
+			s.sent.Add(1)
+		}
+		return err
+	}
+	line := 0
+	for sc.Scan() {
+		line++
+		if len(inflight) == sendWindow {
+			if err := wait(); err != nil {
+				return err
+			}
+		}
+		// SendAsync copies the payload; the scanner may reuse its buffer.
+		inflight = append(inflight, s.conn.SendAsync(client.Packet{Type: wire.TypeData, Encoding: enc, Payload: sc.Bytes()}))
+	}
+	for len(inflight) > 0 {
+		if err := wait(); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return lineError(err, line+1)
+	}
+	return nil
+}
+
+// receive prints each received Data payload on its own line to stdout and
+// each Error packet to stderr, until the connection has ended.
+func (s *clientSession) receive() {
+	var buf []byte
+	for {
+		p, err := s.conn.Recv(context.Background())
+		if err != nil {
+			return // the connection ended; report tells why
+		}
+		s.received++
+		switch p.Type {
+		case wire.TypeData:
+			buf = append(append(buf[:0], p.Payload...), '\n')
+			if _, err := s.stdout.Write(buf); err != nil {
+				fmt.Fprintf(s.stderr, "writing stdout: %v\n", err)
+			}
+		default:
+			if ep, err := p.ErrorPayload(); err == nil {
+				fmt.Fprintf(s.stderr, "error packet: code=%s pkt_type=%d error=%s\n", ep.Code, ep.PktType, strconv.Quote(ep.Error))
+			} else {
+				fmt.Fprintf(s.stderr, "error packet (%s, undecodable): %s\n", p.Encoding, strconv.Quote(string(p.Payload)))
+			}
+		}
+	}
+}
+
+// report prints why the connection ended, on stderr.
+func (s *clientSession) report(ce *client.CloseError) {
+	if ce.Initiator == client.InitiatorRemote && ce.Code != "" {
+		advice := ""
+		if ce.Reconnect {
+			advice = " (reconnect advised)"
+		}
+		fmt.Fprintf(s.stderr, "the server ended the connection: %s: %s%s\n", ce.Code, ce.Reason, advice)
+	}
+	code := ce.Code
+	if code == "" {
+		code = "none"
+	}
+	line := fmt.Sprintf("closed: outcome=%s initiator=%s goodbye=%s reason=%s reconnect=%t sent=%d received=%d",
+		ce.Outcome, ce.Initiator, code, strconv.Quote(ce.Reason), ce.Reconnect, s.sent.Load(), s.received)
+	if ce.Cause != nil {
+		line += " cause=" + strconv.Quote(ce.Cause.Error())
+	}
+	fmt.Fprintln(s.stderr, line)
+}
