@@ -1,0 +1,135 @@
+package wire_test
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+func unhex(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestHandshakeVector checks the test vector published in docs/protocol.md.
+func TestHandshakeVector(t *testing.T) {
+	key := ed25519.NewKeyFromSeed(unhex(t, "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"))
+	var nonce [wire.NonceLen]byte
+	copy(nonce[:], unhex(t, "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"))
+	certHash := sha256.Sum256([]byte("example certificate DER"))
+	auth := wire.SignAuth(key, nonce, certHash)
+	wantSig := "c6cbf21f98aaa9d7a4ec6607ad5accc0bff5c43766ad7503e79af7651bfc7f2e" +
+		"77b88672d8d499bb4bcb6c17e07057a859d8e78bfe5bd5e06dbd0f7fc1e1910f"
+	if got := hex.EncodeToString(auth.Signature); got != wantSig {
+		t.Fatalf("signature %s, want %s", got, wantSig)
+	}
+	if id := wire.SessionID(auth.PublicKey); id != 6217037485330089804 {
+		t.Fatalf("session id %d", id)
+	}
+	msg := auth.Append(nil)
+	if len(msg) != wire.ClientAuthLen {
+		t.Fatalf("ClientAuth is %d bytes", len(msg))
+	}
+	read, err := wire.ReadClientAuth(bytes.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := read.Verify(nonce, certHash); err != nil {
+		t.Fatal(err)
+	}
+	other := certHash
+	other[0] ^= 1
+	if err := read.Verify(nonce, other); !errors.Is(err, wire.ErrHandshakeSignature) {
+		t.Fatalf("verify over another certificate: %v", err)
+	}
+	masked := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, 32))
+	if id := wire.SessionID(masked.Public().(ed25519.PublicKey)); id != 3904205809729616638 {
+		t.Fatalf("masked session id %d", id)
+	}
+	msg[0] = 2
+	if _, err := wire.ReadClientAuth(bytes.NewReader(msg)); !errors.Is(err, wire.ErrHandshakeVersion) {
+		t.Fatalf("bad version: %v", err)
+	}
+}
+
+func TestFrameRoundTripAndErrors(t *testing.T) {
+	var stream []byte
+	stream = wire.AppendFrame(stream, wire.TypeData, wire.JSON, []byte(`"hello"`))
+	stream = wire.AppendFrame(stream, wire.TypeData, wire.MsgPack, nil)
+	stream = wire.AppendFrame(stream, wire.TypePong, wire.MsgPack, bytes.Repeat([]byte{1}, 100))
+	if !bytes.HasPrefix(stream, unhex(t, "0101000722")) {
+		t.Fatalf("first frame % x", stream[:5])
+	}
+	r := wire.NewReader(bufio.NewReader(bytes.NewReader(stream)), 100)
+	for _, want := range []wire.Frame{
+		{Type: wire.TypeData, Encoding: wire.JSON, Payload: []byte(`"hello"`)},
+		{Type: wire.TypeData, Encoding: wire.MsgPack, Payload: []byte{}},
+		{Type: wire.TypePong, Encoding: wire.MsgPack, Payload: bytes.Repeat([]byte{1}, 100)},
+	} {
+		f, err := r.ReadFrame()
+		if err != nil || f.Type != want.Type || f.Encoding != want.Encoding || !bytes.Equal(f.Payload, want.Payload) {
+			t.Fatalf("got %+v, %v; want %+v", f, err, want)
+		}
+	}
+	if _, err := r.ReadFrame(); !errors.Is(err, io.EOF) {
+		t.Fatalf("at the end: %v, want io.EOF", err)
+	}
+
+	for name, c := range map[string]struct {
+		in    []byte
+		check func(error) bool
+	}{
+		"bad version":       {[]byte{2, 1, 0, 0}, func(err error) bool { var fe *wire.FramingError; return errors.As(err, &fe) }},
+		"reserved encoding": {[]byte{1, 0x81, 0, 0}, func(err error) bool { var fe *wire.FramingError; return errors.As(err, &fe) }},
+		"too large": {[]byte{1, 0x41, 0, 101}, func(err error) bool {
+			var tl *wire.TooLargeError
+			return errors.As(err, &tl) && tl.Type == wire.TypeData && tl.Encoding == wire.MsgPack && tl.Len == 101
+		}},
+		"truncated header":  {[]byte{1, 1}, func(err error) bool { return errors.Is(err, wire.ErrTruncated) }},
+		"truncated payload": {[]byte{1, 1, 0, 5, 'a'}, func(err error) bool { return errors.Is(err, wire.ErrTruncated) }},
+	} {
+		_, err := wire.NewReader(bufio.NewReader(bytes.NewReader(c.in)), 100).ReadFrame()
+		if !c.check(err) {
+			t.Errorf("%s: got %v", name, err)
+		}
+	}
+}
+
+func TestControlPayloads(t *testing.T) {
+	for _, enc := range []wire.Encoding{wire.JSON, wire.MsgPack} {
+		b, err := wire.Marshal(enc, wire.FlushPayload{Seq: 1 << 60})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, err := wire.DecodeFlush(enc, b); err != nil || p.Seq != 1<<60 {
+			t.Fatalf("%s flush: %+v %v", enc, p, err)
+		}
+		b, _ = wire.Marshal(enc, wire.GoodbyePayload{Code: wire.GoodbyeServerShutdown, Reason: "r", Reconnect: true})
+		if p, err := wire.DecodeGoodbye(enc, b); err != nil || p != (wire.GoodbyePayload{Code: wire.GoodbyeServerShutdown, Reason: "r", Reconnect: true}) {
+			t.Fatalf("%s goodbye: %+v %v", enc, p, err)
+		}
+		for _, bad := range [][]byte{nil, []byte("{"), {0xc1}} {
+			if _, err := wire.DecodePing(enc, bad); !errors.Is(err, wire.ErrBadPayload) {
+				t.Fatalf("%s ping %q: %v", enc, bad, err)
+			}
+		}
+		empty, _ := wire.Marshal(enc, map[string]int{})
+		if _, err := wire.DecodeFlush(enc, empty); !errors.Is(err, wire.ErrBadPayload) {
+			t.Fatalf("%s flush without seq: %v", enc, err)
+		}
+	}
+	if _, err := wire.Marshal(wire.Encoding(2), wire.PingPayload{}); err == nil {
+		t.Fatal("marshal in a reserved encoding must fail")
+	}
+}
