@@ -47,25 +47,27 @@ type conn struct {
 	lastActivity atomic.Int64  // unix nanoseconds
 	stats        stats
 
-	mu           sync.Mutex
-	state        State
-	closeStarted bool
-	code, reason string // of the Goodbye this side sends
-	goodbyeSent  bool
-	goodbyeRecv  bool
-	peerCode     string
-	outcome      Outcome // set when aborted or timed out; else derived at the end
-	truncated    bool
-	flushSeq     uint64
-	flushWaiters map[uint64]chan error
-	lastFlushAck uint64
-	final        CloseInfo
+	mu                          sync.Mutex
+	state                       State
+	closeStarted                bool
+	code, reason                string // of the Goodbye this side sends
+	goodbyeSent                 bool
+	goodbyeRecv                 bool
+	peerCode                    string
+	outcome                     Outcome // set when aborted or timed out; else derived at the end
+	truncated                   bool
+	readDeadline, writeDeadline time.Time
+	flushSeq                    uint64
+	flushWaiters                map[uint64]chan error
+	lastFlushAck                uint64
+	final                       CloseInfo
 }
 
 // stats are updated by the reader and the writer, read by anyone.
 type stats struct {
 	packetsIn, bytesIn, packetsOut, bytesOut atomic.Uint64
 	discarded, repliesDropped, badControl    atomic.Uint64
+	unwritten                                atomic.Uint64
 }
 
 func (st *stats) snapshot() Counters {
@@ -73,6 +75,7 @@ func (st *stats) snapshot() Counters {
 		PacketsIn: st.packetsIn.Load(), BytesIn: st.bytesIn.Load(),
 		PacketsOut: st.packetsOut.Load(), BytesOut: st.bytesOut.Load(),
 		Discarded: st.discarded.Load(), RepliesDropped: st.repliesDropped.Load(),
+		Unwritten: st.unwritten.Load(),
 	}
 }
 
@@ -93,30 +96,92 @@ func (c *conn) setState(s State) {
 // last frame received, JSON before any.
 func (c *conn) encoding() wire.Encoding { return wire.Encoding(c.lastEnc.Load()) }
 
-// startClose begins a graceful close: new sends are refused, and a Goodbye
-// is queued behind everything already queued. The writer's progress is
-// bounded by the drain timeout. It does nothing if a close has started, or
-// if c has lost its session to a takeover (its writer then says goodbye).
-func (c *conn) startClose(code, reason string) { c.startCloseIn(code, reason, c.encoding()) }
+// CloseOptions say how to close a session.
+type CloseOptions struct {
+	// Code is the Goodbye code. Default "admin".
+	Code string
+	// Reason is the Goodbye reason, free text.
+	Reason string
+	// Reconnect is the Goodbye's reconnect advice. Default: the code's own
+	// (wire.GoodbyeReconnect).
+	Reconnect *bool
+	// DrainTimeout bounds how long the queue may take to be written before
+	// the close is forced. Default Config.DrainTimeout.
+	DrainTimeout time.Duration
+	// Force closes at once, without draining or Goodbye.
+	Force bool
+}
 
-func (c *conn) startCloseIn(code, reason string, enc wire.Encoding) {
+// goodbye is this side's Goodbye for a close.
+func (o CloseOptions) goodbye() wire.GoodbyePayload {
+	code := o.Code
+	if code == "" {
+		code = wire.GoodbyeAdmin
+	}
+	reconnect := wire.GoodbyeReconnect(code)
+	if o.Reconnect != nil {
+		reconnect = *o.Reconnect
+	}
+	return wire.GoodbyePayload{Code: code, Reason: o.Reason, Reconnect: reconnect}
+}
+
+// startClose begins a graceful close: new sends are refused, and a Goodbye
+// is queued behind everything already queued, in the encoding of the last
+// frame received. The writer's progress is bounded by the drain timeout.
+// It does nothing if a close has started, or if c has lost its session to
+// a takeover (its writer then says goodbye).
+func (c *conn) startClose(o CloseOptions) {
+	c.startCloseIn(o.goodbye(), c.encoding(), o.DrainTimeout)
+}
+
+func (c *conn) startCloseIn(gb wire.GoodbyePayload, enc wire.Encoding, drain time.Duration) {
 	c.mu.Lock()
 	if c.closeStarted {
 		c.mu.Unlock()
 		return
 	}
 	c.closeStarted = true
-	c.code, c.reason = code, reason
+	c.code, c.reason = gb.Code, gb.Reason
 	if c.state == StateActive {
 		c.state = StateDraining
 	}
 	c.mu.Unlock()
-	payload, _ := wire.Marshal(enc, wire.GoodbyePayload{Code: code, Reason: reason, Reconnect: wire.GoodbyeReconnect(code)})
+	payload, _ := wire.Marshal(enc, gb)
+	if drain <= 0 {
+		drain = c.srv.cfg.DrainTimeout
+	}
+	// Bound the drain first: a takeover racing the seal may only shorten it.
+	c.shortenWriteDeadline(time.Now().Add(drain))
 	if !c.sess.q.seal(c, entry{typ: wire.TypeGoodbye, enc: enc, payload: payload, only: c}) {
 		return
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.DrainTimeout))
-	c.log.Debug("closing", "code", code, "reason", reason)
+	c.log.Debug("closing", "code", gb.Code, "reason", gb.Reason)
+}
+
+// shortenReadDeadline, shortenWriteDeadline and shortenDeadlines set a
+// socket deadline unless an earlier one is already set: every bound on a
+// closing connection only ever tightens.
+func (c *conn) shortenReadDeadline(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.readDeadline.IsZero() || t.Before(c.readDeadline) {
+		c.readDeadline = t
+		_ = c.nc.SetReadDeadline(t)
+	}
+}
+
+func (c *conn) shortenWriteDeadline(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.writeDeadline.IsZero() || t.Before(c.writeDeadline) {
+		c.writeDeadline = t
+		_ = c.nc.SetWriteDeadline(t)
+	}
+}
+
+func (c *conn) shortenDeadlines(t time.Time) {
+	c.shortenReadDeadline(t)
+	c.shortenWriteDeadline(t)
 }
 
 // abort ends the connection at once: handlers and blocked replies are
@@ -132,9 +197,6 @@ func (c *conn) abort(o Outcome) {
 	_ = c.nc.Close()
 }
 
-// forceClose closes at once, without draining or Goodbye.
-func (c *conn) forceClose(o Outcome) { c.abort(o) }
-
 // serve runs the connection after its handshake: it starts the writer,
 // reads until the connection ends, then tears it down.
 func (c *conn) serve() {
@@ -148,7 +210,7 @@ func (c *conn) serve() {
 func (c *conn) teardown() {
 	_ = c.nc.Close()
 	c.cancel()
-	unwritten := c.srv.release(c)
+	c.stats.unwritten.Add(uint64(c.srv.release(c)))
 	c.failFlushes(ErrClosed)
 
 	c.mu.Lock()
@@ -166,7 +228,6 @@ func (c *conn) teardown() {
 		Outcome: c.outcome, TruncatedFrame: c.truncated,
 		Counters: c.stats.snapshot(),
 	}
-	c.final.Unwritten = uint64(unwritten)
 	info := c.final
 	c.mu.Unlock()
 

@@ -46,6 +46,10 @@ type queue struct {
 	// to the connection and flushed (or dropped as not its own).
 	written uint64
 	owner   *conn
+	// inflight is the connection whose writer holds a popped batch not yet
+	// written. After a takeover the new owner waits for it: the batch is
+	// either written to the old connection or handed back to the front.
+	inflight *conn
 	// refusing: new sends are refused (the session is closing or closed).
 	refusing bool
 	// sealed: a Goodbye is queued; anything queued after it is dropped.
@@ -146,14 +150,18 @@ func (q *queue) seal(c *conn, e entry) bool {
 }
 
 // pop moves queued entries into batch, oldest first, up to about maxBytes
-// (at least one entry), if c owns the queue. It reports whether c owns it.
-// Popping a buffer's worth at a time bounds what a connection that is
-// taken over in the middle of a write can still hold.
-func (q *queue) pop(c *conn, batch []entry, maxBytes int) ([]entry, bool) {
+// (at least one entry), if c owns the queue. It reports whether c still
+// owns it and, when it popped nothing, a channel to wait on if the previous
+// owner still holds a batch (nil means: wait for new entries). Popping a
+// buffer's worth at a time bounds what a taken-over connection can hold.
+func (q *queue) pop(c *conn, batch []entry, maxBytes int) (_ []entry, owned bool, wait <-chan struct{}) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.owner != c {
-		return batch, false
+		return batch, false, nil
+	}
+	if q.inflight != nil && q.inflight != c {
+		return batch, true, q.waitChan()
 	}
 	pending := q.items[q.head:]
 	n, size := 0, 0
@@ -162,7 +170,7 @@ func (q *queue) pop(c *conn, batch []entry, maxBytes int) ([]entry, bool) {
 		n++
 	}
 	if n == 0 {
-		return batch, true
+		return batch, true, nil
 	}
 	batch = append(batch, pending[:n]...)
 	clear(pending[:n])
@@ -176,18 +184,52 @@ func (q *queue) pop(c *conn, batch []entry, maxBytes int) ([]entry, bool) {
 		q.items, q.head = q.items[:rest], 0
 	}
 	q.bytes -= size
+	q.inflight = c
 	q.notify()
-	return batch, true
+	return batch, true, nil
 }
 
-// markWritten records that everything through seq is on the wire.
-func (q *queue) markWritten(seq uint64) {
+// markWritten records that c's batch, through seq, is on the wire.
+func (q *queue) markWritten(c *conn, seq uint64) {
 	q.mu.Lock()
 	if seq > q.written {
 		q.written = seq
-		q.notify()
 	}
+	if q.inflight == c {
+		q.inflight = nil
+	}
+	q.notify()
 	q.mu.Unlock()
+}
+
+// handBack returns a batch c failed to write. If the session has moved to
+// another connection, the batch goes back to the front of the queue, in
+// order, so that nothing queued for the session is lost with the old socket
+// (its last frames may have reached the old client too). Otherwise the
+// batch is lost with the connection; handBack returns how many entries.
+func (q *queue) handBack(c *conn, batch []entry) (lost int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.inflight == c {
+		q.inflight = nil
+	}
+	q.notify()
+	if q.owner == c || q.owner == nil || q.ended {
+		return len(batch)
+	}
+	keep := make([]entry, 0, len(batch)+q.len())
+	for _, e := range batch {
+		if e.only == nil {
+			keep = append(keep, e)
+			q.bytes += e.size()
+		}
+	}
+	keep = append(keep, q.items[q.head:]...)
+	q.items, q.head = keep, 0
+	if len(keep) > 0 {
+		q.owner.wakeWriter()
+	}
+	return 0
 }
 
 // attach makes c the owner: the queued entries will go to c. It reopens the

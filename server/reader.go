@@ -131,7 +131,7 @@ func (c *conn) replyError(code, msg string, pktType wire.Type, enc wire.Encoding
 func (c *conn) protocolError(code, msg string, pktType wire.Type, enc wire.Encoding) {
 	c.log.Info("protocol error, closing", "code", code, "err", msg)
 	c.replyError(code, msg, pktType, enc)
-	c.startCloseIn(wire.GoodbyeProtocolError, msg, enc)
+	c.startCloseIn(wire.GoodbyePayload{Code: wire.GoodbyeProtocolError, Reason: msg}, enc, 0)
 }
 
 // discardRest reads and drops the rest of a stream whose framing is lost,
@@ -163,7 +163,7 @@ func (c *conn) peerGoodbye(f wire.Frame) {
 	close(c.gotGoodbye)
 	c.failFlushes(ErrClosing)
 	c.log.Debug("peer goodbye", "code", p.Code, "reason", p.Reason)
-	c.startCloseIn(wire.GoodbyeNormal, "reply to goodbye", f.Encoding)
+	c.startCloseIn(wire.GoodbyePayload{Code: wire.GoodbyeNormal, Reason: "reply to goodbye"}, f.Encoding, 0)
 }
 
 // readEnded records why reading stopped and makes sure the close runs.
@@ -185,5 +185,5 @@ func (c *conn) readEnded(err error) {
 		c.log.Debug("read ended", "err", err)
 	}
 	// The peer is done sending; write what is owed and say goodbye.
-	c.startClose(wire.GoodbyeNormal, "peer closed")
+	c.startClose(CloseOptions{Code: wire.GoodbyeNormal, Reason: "peer closed"})
 }

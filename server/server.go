@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tlsgate/tlsgate/wire"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -31,6 +33,7 @@ type Server struct {
 	sessions   map[uint64]*Session
 	listeners  map[net.Listener]struct{}
 	handshakes map[net.Conn]struct{}
+	conns      map[*conn]struct{} // every connection past its handshake
 	shutting   bool
 	shutdown   chan struct{} // closed when shutdown begins
 	wg         sync.WaitGroup
@@ -53,6 +56,7 @@ func New(cfg Config) (*Server, error) {
 		sessions:   make(map[uint64]*Session),
 		listeners:  make(map[net.Listener]struct{}),
 		handshakes: make(map[net.Conn]struct{}),
+		conns:      make(map[*conn]struct{}),
 		shutdown:   make(chan struct{}),
 	}
 	return s, nil
@@ -107,19 +111,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 				return ErrServerClosed
 			default:
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
-				t := time.NewTimer(backoff)
-				select {
-				case <-t.C:
-				case <-s.shutdown:
-					t.Stop()
-				}
-				continue
+			// Out of file descriptors and the like: back off and retry,
+			// as net/http does, rather than drop every session.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-s.shutdown:
+				t.Stop()
 			}
-			return err
+			continue
 		}
 		backoff = 0
 		if !s.track(nc) {
@@ -163,10 +165,12 @@ func (s *Server) handle(nc net.Conn) {
 // is the takeover point.
 func (s *Server) register(c *conn, sess *Session) (*Session, bool) {
 	s.mu.Lock()
+	delete(s.handshakes, c.nc) // a session now: Shutdown closes it gracefully
 	if s.shutting {
 		s.mu.Unlock()
 		return nil, false
 	}
+	s.conns[c] = struct{}{}
 	if cur, ok := s.sessions[sess.id]; ok {
 		sess = cur
 	} else {
@@ -180,7 +184,12 @@ func (s *Server) register(c *conn, sess *Session) (*Session, bool) {
 	}
 	s.mu.Unlock()
 	if old != nil {
-		old.wakeWriter() // it finds the queue gone and says goodbye
+		// The old connection finds the queue gone and says goodbye. Its
+		// input is discarded until EOF or the linger timeout, and a writer
+		// stuck on a client that stopped reading gives up by then, handing
+		// its batch back to the queue.
+		old.shortenDeadlines(time.Now().Add(s.cfg.LingerTimeout))
+		old.wakeWriter()
 		c.log.Info("session taken over", "old_conn_id", old.id)
 		s.emit(Event{Kind: EventTakenOver, SessionID: sess.id, ConnID: c.id, OldConnID: old.id, Session: sess.Info()})
 	} else {
@@ -194,6 +203,7 @@ func (s *Server) register(c *conn, sess *Session) (*Session, bool) {
 func (s *Server) release(c *conn) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.conns, c)
 	sess := c.sess
 	if sess.cur.Load() != c {
 		return 0
@@ -232,10 +242,16 @@ func (s *Server) Sessions() []*Session {
 }
 
 // Shutdown stops accepting, then closes every session in parallel with
-// Goodbye server_shutdown after its queue drains. When ctx ends first, the
-// remaining connections are closed at once and ctx's error is returned.
-// It returns once every connection has ended.
+// Goodbye server_shutdown after its queue drains. When ctx ends first (or
+// Config.ShutdownTimeout, if ctx has no deadline), the remaining
+// connections are closed at once and ctx's error is returned. It returns
+// once every connection has ended.
 func (s *Server) Shutdown(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
+		defer cancel()
+	}
 	s.mu.Lock()
 	if !s.shutting {
 		s.shutting = true
@@ -257,9 +273,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	for _, sess := range sessions {
-		wg.Go(func() { _, _ = sess.Close(ctx, "server_shutdown", "server shutting down") })
+		wg.Go(func() {
+			_, _ = sess.Close(ctx, CloseOptions{Code: wire.GoodbyeServerShutdown, Reason: "server shutting down"})
+		})
 	}
 	wg.Wait()
+	if ctx.Err() != nil {
+		// Connections that lost their session to a takeover close on their
+		// own within the linger timeout; past the deadline, force them too.
+		s.mu.Lock()
+		for c := range s.conns {
+			c.abort(OutcomeForced)
+		}
+		s.mu.Unlock()
+	}
 	s.cancel()
 	s.wg.Wait()
 	return ctx.Err()

@@ -32,7 +32,7 @@ func TestServerCloseWritesQueueFirst(t *testing.T) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		info, err := sess.Close(ctx, wire.GoodbyeAdmin, "test")
+		info, err := sess.Close(ctx, server.CloseOptions{Reason: "test"})
 		if err != nil {
 			t.Errorf("Close: %v", err)
 		}
@@ -71,7 +71,7 @@ func TestServerCloseTimesOutOnSilentPeer(t *testing.T) {
 	rc := dialRaw(t, ts.addr, newKey(t), nil)
 	ts.waitEvent(t, server.EventConnected, rc.id)
 	sess, _ := ts.Session(rc.id)
-	info, err := sess.Close(context.Background(), wire.GoodbyeAdmin, "test")
+	info, err := sess.Close(context.Background(), server.CloseOptions{Reason: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,35 +123,39 @@ func (s *Session) Drain(ctx context.Context, ack bool) (DrainResult, error) {
 	return DrainResult{Seq: target, Elapsed: time.Since(start)}, nil
 }
 
-// Close closes the session gracefully: it refuses new sends, writes what is
-// queued, then exchanges Goodbye (code, reason) with the client, bounded by
-// the drain and linger timeouts. It returns once the connection has ended,
-// or when ctx ends, which forces the close.
-func (s *Session) Close(ctx context.Context, code, reason string) (CloseInfo, error) {
+// Close closes the session's connection and returns its final state once
+// it has ended. By default the close is graceful: new sends are refused,
+// what is queued is written, then Goodbye is exchanged with the client,
+// bounded by the drain and linger timeouts. With o.Force, or when ctx ends
+// first, it closes at once.
+//
+// Called from the session's own Handler (with the ctx Handle received),
+// Close only starts the close and returns at once with a zero CloseInfo:
+// the connection cannot end while its handler runs.
+func (s *Session) Close(ctx context.Context, o CloseOptions) (CloseInfo, error) {
 	c := s.cur.Load()
 	if c == nil {
 		return CloseInfo{}, ErrClosed
 	}
-	c.startClose(code, reason)
+	if o.Force {
+		c.abort(OutcomeForced)
+	} else {
+		c.startClose(o)
+	}
+	if ctx.Value(handlerKey{}) == c {
+		return CloseInfo{}, nil
+	}
 	select {
 	case <-c.done:
 	case <-ctx.Done():
-		c.forceClose(OutcomeForced)
+		c.abort(OutcomeForced)
 		<-c.done
 	}
 	return c.closeInfo(), nil
 }
 
-// Kill closes the session at once, without draining or Goodbye.
-func (s *Session) Kill() CloseInfo {
-	c := s.cur.Load()
-	if c == nil {
-		return CloseInfo{}
-	}
-	c.forceClose(OutcomeForced)
-	<-c.done
-	return c.closeInfo()
-}
+// handlerKey marks the ctx a connection passes to its Handler.
+type handlerKey struct{}
 
 // Info returns a snapshot of the session and its current connection.
 func (s *Session) Info() SessionInfo {

@@ -164,7 +164,7 @@ func TestTakeover(t *testing.T) {
 		_, _, _ = readUntilGoodbye(t, nu)
 		nu.sendControl(t, wire.TypeGoodbye, wire.JSON, wire.GoodbyePayload{Code: wire.GoodbyeNormal})
 	}()
-	if info, err := sess.Close(ctx, wire.GoodbyeAdmin, ""); err != nil || info.Outcome != server.OutcomeClean {
+	if info, err := sess.Close(ctx, server.CloseOptions{}); err != nil || info.Outcome != server.OutcomeClean {
 		t.Fatalf("close: %+v %v", info, err)
 	}
 }

@@ -8,58 +8,45 @@ import (
 	"github.com/tlsgate/tlsgate/wire"
 )
 
-// writeLoop is the connection's only writer. It takes everything queued at
-// once, writes it through the buffer and flushes when the queue is empty,
-// so a busy session costs one syscall per 64 KiB, not per packet. It never
-// holds a lock while writing. It ends after this side's Goodbye and the
-// close_notify, or when the connection is aborted.
+// writeLoop is the connection's only writer. It takes up to a buffer's
+// worth of queued packets at a time, writes them into the buffer and
+// flushes, so a busy session costs one syscall per 64 KiB, not per packet,
+// and Drain sees progress batch by batch. It never holds a lock while
+// writing. It ends after this side's Goodbye and the close_notify, or when
+// the connection is aborted.
 func (c *conn) writeLoop() {
 	defer close(c.writerDone)
 	var batch []entry
-	var last uint64 // sequence of the last entry written, not yet marked
 	for {
-		var owned bool
-		batch, owned = c.sess.q.pop(c, batch[:0], WriteBufferSize)
+		batch, owned, wait := c.sess.q.pop(c, batch[:0], WriteBufferSize)
 		if !owned {
 			// Taken over: what is still queued belongs to the new
 			// connection. Tell this one why it is closed.
-			if c.flushMarked(last) && c.writeTakeover() {
+			if c.writeTakeover() {
 				c.linger()
 			}
 			return
 		}
 		if len(batch) == 0 {
-			if !c.flushMarked(last) {
-				return
+			if wait == nil {
+				wait = c.wake
 			}
 			select {
-			case <-c.wake:
+			case <-wait:
 				continue
 			case <-c.ctx.Done():
 				return
 			}
 		}
-		goodbye := false
-		for i := range batch {
-			e := &batch[i]
-			last = e.seq
-			if e.only != nil && e.only != c {
-				continue // a reply or barrier for the connection taken over
-			}
-			if err := c.writeFrame(e.typ, e.enc, e.payload); err != nil {
-				c.writeFailed(err)
-				return
-			}
-			if e.typ == wire.TypeGoodbye {
-				goodbye = true // the queue is sealed: nothing follows it
-				break
-			}
+		goodbye, err := c.writeBatch(batch)
+		if err != nil {
+			c.stats.unwritten.Add(uint64(c.sess.q.handBack(c, batch)))
+			c.writeFailed(err)
+			return
 		}
+		c.sess.q.markWritten(c, batch[len(batch)-1].seq)
 		clear(batch)
 		if goodbye {
-			if !c.flushMarked(last) {
-				return
-			}
 			c.mu.Lock()
 			c.goodbyeSent = true
 			c.mu.Unlock()
@@ -69,32 +56,39 @@ func (c *conn) writeLoop() {
 	}
 }
 
-func (c *conn) writeFrame(typ wire.Type, enc wire.Encoding, payload []byte) error {
-	h := wire.Header(typ, enc, len(payload))
-	if _, err := c.bw.Write(h[:]); err != nil {
-		return err
-	}
-	if _, err := c.bw.Write(payload); err != nil {
-		return err
-	}
-	c.stats.packetsOut.Add(1)
-	c.stats.bytesOut.Add(uint64(wire.HeaderLen + len(payload)))
-	return nil
-}
-
-// flushMarked flushes the buffer and records that everything through last
-// is on the wire. It reports false, after aborting, if the write failed.
-func (c *conn) flushMarked(last uint64) bool {
-	if c.bw.Buffered() > 0 {
-		if err := c.bw.Flush(); err != nil {
-			c.writeFailed(err)
-			return false
+// writeBatch writes a popped batch and flushes it. A batch fits the buffer
+// (pop takes at most WriteBufferSize bytes), so the flush is the only I/O
+// and a failed batch was not written as a whole. It reports whether the
+// batch ended with this side's Goodbye, which the queue seals behind.
+func (c *conn) writeBatch(batch []entry) (goodbye bool, err error) {
+	c.mu.Lock()
+	peerGoodbye := c.goodbyeRecv
+	c.mu.Unlock()
+	var packets, bytes uint64
+	for i := range batch {
+		e := &batch[i]
+		switch {
+		case e.only != nil && e.only != c:
+			continue // a reply or barrier for the connection taken over
+		case e.typ == wire.TypeFlush && peerGoodbye:
+			continue // no Flush after the peer's Goodbye; its waiter has failed
+		}
+		h := wire.Header(e.typ, e.enc, len(e.payload))
+		_, _ = c.bw.Write(h[:])
+		_, _ = c.bw.Write(e.payload)
+		packets++
+		bytes += uint64(wire.HeaderLen + len(e.payload))
+		if e.typ == wire.TypeGoodbye {
+			goodbye = true
+			break
 		}
 	}
-	if last > 0 {
-		c.sess.q.markWritten(last)
+	if err := c.bw.Flush(); err != nil {
+		return false, err
 	}
-	return true
+	c.stats.packetsOut.Add(packets)
+	c.stats.bytesOut.Add(bytes)
+	return goodbye, nil
 }
 
 // writeFailed aborts after a failed write: a missed drain deadline is a
@@ -120,17 +114,12 @@ func (c *conn) writeTakeover() bool {
 	enc := c.encoding()
 	errPayload, _ := wire.Marshal(enc, wire.ErrorPayload{Error: wire.TakeoverMessage, PktType: 0, Code: wire.CodeSessionTakenOver})
 	byePayload, _ := wire.Marshal(enc, wire.GoodbyePayload{Code: wire.GoodbyeSessionTakenOver, Reason: wire.TakeoverMessage})
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.LingerTimeout))
-	for _, f := range []struct {
-		typ     wire.Type
-		payload []byte
-	}{{wire.TypeError, errPayload}, {wire.TypeGoodbye, byePayload}} {
-		if err := c.writeFrame(f.typ, enc, f.payload); err != nil {
-			c.writeFailed(err)
-			return false
-		}
-	}
-	if !c.flushMarked(0) {
+	c.shortenDeadlines(time.Now().Add(c.srv.cfg.LingerTimeout))
+	if _, err := c.writeBatch([]entry{
+		{typ: wire.TypeError, enc: enc, payload: errPayload},
+		{typ: wire.TypeGoodbye, enc: enc, payload: byePayload},
+	}); err != nil {
+		c.writeFailed(err)
 		return false
 	}
 	c.mu.Lock()
@@ -145,8 +134,7 @@ func (c *conn) writeTakeover() bool {
 // until EOF. The linger timeout bounds all of it.
 func (c *conn) linger() {
 	c.setState(StateClosing)
-	deadline := time.Now().Add(c.srv.cfg.LingerTimeout)
-	_ = c.nc.SetReadDeadline(deadline)
+	c.shortenReadDeadline(time.Now().Add(c.srv.cfg.LingerTimeout))
 	timer := time.NewTimer(c.srv.cfg.LingerTimeout)
 	defer timer.Stop()
 	select {

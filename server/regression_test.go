@@ -1,0 +1,191 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tlsgate/tlsgate/server"
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+// seqOf parses the "N:" prefix of a test payload.
+func seqOf(t *testing.T, p []byte) int {
+	t.Helper()
+	i, err := strconv.Atoi(string(p[:bytes.IndexByte(p, ':')]))
+	if err != nil {
+		t.Fatalf("payload %.20q: %v", p, err)
+	}
+	return i
+}
+
+func queueNumbered(t *testing.T, sess *server.Session, from, to int) {
+	t.Helper()
+	filler := bytes.Repeat([]byte("x"), 1000)
+	for i := from; i < to; i++ {
+		p := append(strconv.AppendInt(nil, int64(i), 10), ':')
+		if _, err := sess.SendAsync(wire.JSON, append(p, filler...)); err != nil {
+			t.Fatalf("SendAsync %d: %v", i, err)
+		}
+	}
+}
+
+// TestTakeoverOfStuckConnection: the old client stopped reading, so the old
+// writer is blocked mid-write when the new connection takes over. The old
+// connection gives up within the linger timeout, hands its batch back, and
+// the new connection gets every packet the old one did not, with no gap.
+// Shutdown then completes within its deadline.
+func TestTakeoverOfStuckConnection(t *testing.T) {
+	const queued = 20000
+	ts := startServer(t, server.Config{Handler: server.Discard{}, QueueBytes: 64 << 20, LingerTimeout: 300 * time.Millisecond})
+	key := newKey(t)
+	old := dialRaw(t, ts.addr, key, nil)
+	ts.waitEvent(t, server.EventConnected, old.id)
+	sess, _ := ts.Session(old.id)
+	queueNumbered(t, sess, 0, queued)
+
+	nu := dialRaw(t, ts.addr, key, nil)
+	ts.waitEvent(t, server.EventTakenOver, nu.id)
+	first, last := -1, -1
+	for last != queued-1 {
+		i := seqOf(t, nu.read(t).Payload)
+		if first < 0 {
+			first = i
+		} else if i != last+1 {
+			t.Fatalf("new connection: packet %d after %d", i, last)
+		}
+		last = i
+	}
+	// What the old client can still read ends no earlier than where the
+	// new connection started: nothing fell between the two.
+	oldLast := -1
+	_ = old.tc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		f, err := old.fr.ReadFrame()
+		if err != nil {
+			break
+		}
+		if f.Type == wire.TypeData {
+			oldLast = seqOf(t, f.Payload)
+		}
+	}
+	if oldLast+1 < first {
+		t.Fatalf("lost packets %d..%d between the old connection and the new", oldLast+1, first-1)
+	}
+	ev := ts.waitEvent(t, server.EventClosed, old.id)
+	if ev.Close.Outcome != server.OutcomeTimeout && ev.Close.Outcome != server.OutcomePeerClosed {
+		t.Fatalf("old connection outcome %s", ev.Close.Outcome)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := ts.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}
+
+// TestDrainProgressesWhileTheQueueIsBusy: Drain waits only for the packets
+// queued before it, even while the queue never empties behind them.
+func TestDrainProgressesWhileTheQueueIsBusy(t *testing.T) {
+	ts := startServer(t, server.Config{Handler: server.Discard{}, QueueBytes: 64 << 20, LingerTimeout: 300 * time.Millisecond})
+	rc := dialRaw(t, ts.addr, newKey(t), nil)
+	ts.waitEvent(t, server.EventConnected, rc.id)
+	sess, _ := ts.Session(rc.id)
+	queueNumbered(t, sess, 0, 100)
+	drained := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() {
+		_, err := sess.Drain(ctx, false)
+		drained <- err
+	}()
+	// 20 MB more behind: far more than the socket buffers hold, so the
+	// queue stays busy while the client reads only the first 1,000.
+	queueNumbered(t, sess, 100, 20000)
+	for i := range 1000 {
+		if got := seqOf(t, rc.read(t).Payload); got != i {
+			t.Fatalf("packet %d is %d", i, got)
+		}
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain of the first 100 packets: %v", err)
+	}
+	if n, _ := sess.Info().QueueLen, 0; n == 0 {
+		t.Fatal("the queue emptied; the test proves nothing")
+	}
+}
+
+// TestCloseFromHandler: a handler may close its own session without
+// deadlocking; the client gets everything, then the Goodbye.
+func TestCloseFromHandler(t *testing.T) {
+	ts := startServer(t, server.Config{Handler: server.HandlerFunc(func(ctx context.Context, s *server.Session, p server.Packet) {
+		_ = s.Reply(ctx, p.Type, p.Encoding, p.Payload)
+		if string(p.Payload) == "bye" {
+			if _, err := s.Close(ctx, server.CloseOptions{Reason: "asked to"}); err != nil {
+				panic(err)
+			}
+		}
+	})})
+	rc := dialRaw(t, ts.addr, newKey(t), nil)
+	rc.send(t, wire.TypeData, wire.JSON, []byte("bye"))
+	if f := rc.read(t); string(f.Payload) != "bye" {
+		t.Fatalf("got %q", f.Payload)
+	}
+	f := rc.read(t)
+	if gb, err := wire.DecodeGoodbye(f.Encoding, f.Payload); f.Type != wire.TypeGoodbye || err != nil || gb.Code != wire.GoodbyeAdmin {
+		t.Fatalf("got %s %q, want Goodbye admin", f.Type, f.Payload)
+	}
+	rc.sendControl(t, wire.TypeGoodbye, wire.JSON, wire.GoodbyePayload{Code: wire.GoodbyeNormal})
+	rc.readEOF(t)
+	_ = rc.tc.Close()
+	if ev := ts.waitEvent(t, server.EventClosed, rc.id); ev.Close.Outcome != server.OutcomeClean {
+		t.Fatalf("outcome %s", ev.Close.Outcome)
+	}
+}
+
+// failingListener fails its first Accept calls with EMFILE.
+type failingListener struct {
+	net.Listener
+	failures atomic.Int32
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.failures.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
+	}
+	return l.Listener.Accept()
+}
+
+// TestServeSurvivesAcceptErrors: running out of file descriptors is not
+// the end of the server.
+func TestServeSurvivesAcceptErrors(t *testing.T) {
+	ts := startServer(t, server.Config{})
+	srv2, err := server.New(server.Config{TLSConfig: ts.Config().TLSConfig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &failingListener{Listener: inner}
+	ln.failures.Store(3)
+	served := make(chan error, 1)
+	go func() { served <- srv2.Serve(context.Background(), ln) }()
+	rc := dialRaw(t, inner.Addr().String(), newKey(t), &ts.certHash)
+	bystanderEcho(t, rc, "still serving")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = rc.tc.Close()
+	if err := srv2.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; !errors.Is(err, server.ErrServerClosed) {
+		t.Fatalf("Serve: %v", err)
+	}
+}
