@@ -13,7 +13,8 @@ MAKEFLAGS += --no-print-directory
 
 # ---- Tool versions ---------------------------------------------------------
 GOLANGCI_LINT_VERSION := v2.15.0
-# BUF_VERSION := (added with the proto / control-plane work)
+BUF_VERSION := v1.75.0
+GRPCURL_VERSION := v1.9.3
 
 # ---- Settings (override on the command line: `make test TEST_TIMEOUT=1h`) ---
 GO ?= go
@@ -32,6 +33,10 @@ BENCH ?= .
 GOLANGCI_LINT := $(BIN)/golangci-lint
 # Marks which version is in bin/, so that bumping the pin reinstalls it.
 GOLANGCI_LINT_STAMP := $(BIN)/.golangci-lint-$(GOLANGCI_LINT_VERSION)
+BUF := $(BIN)/buf
+BUF_STAMP := $(BIN)/.buf-$(BUF_VERSION)
+GRPCURL := $(BIN)/grpcurl
+GRPCURL_STAMP := $(BIN)/.grpcurl-$(GRPCURL_VERSION)
 
 .PHONY: help
 help: ## Describe the make targets (default)
@@ -52,10 +57,11 @@ test: ## Run all tests under the race detector
 	$(GO) test -race -count=1 -timeout=$(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS)
 
 .PHONY: lint
-lint: $(GOLANGCI_LINT_STAMP) ## Run go vet and golangci-lint (pinned, installed into bin/)
+lint: $(GOLANGCI_LINT_STAMP) $(BUF_STAMP) ## Run go vet, golangci-lint, buf lint and buf format (tools pinned, installed into bin/)
 	$(GO) vet $(PKGS)
 	$(GOLANGCI_LINT) run $(PKGS)
-	@# Later (proto issue): buf lint and buf format -d --exit-code.
+	$(BUF) lint
+	$(BUF) format -d --exit-code
 
 .PHONY: lintfix
 lintfix: $(GOLANGCI_LINT_STAMP) ## Let golangci-lint fix what it can
@@ -81,18 +87,36 @@ tidy: ## Tidy go.mod and go.sum
 clean: ## Delete bin/ (the tlsgate binary and the pinned tools)
 	rm -rf $(BIN)
 
-# ---- Code generation (added with the proto / control-plane issue) ----------
-# generate:       ## Regenerate gen/ from proto/ with buf, fully offline
-#                    (buf pinned via BUF_VERSION and installed into bin/,
-#                    protoc-gen-go and protoc-gen-go-grpc via go.mod's tool
-#                    directive).
-# check-generate: ## Fail when gen/ is stale (run `make generate`, then check
-#                    that git status is clean). CI runs it.
-# Do not add these targets before proto/ and buf.gen.yaml exist.
+# ---- Code generation ---------------------------------------------------------
+.PHONY: generate
+generate: $(BUF_STAMP) ## Regenerate gen/ from proto/ (offline: buf in bin/, plugins via go.mod's tool directive)
+	$(BUF) generate
+
+.PHONY: check-generate
+check-generate: generate ## Fail when gen/ is stale (CI runs it)
+	@if [ -n "$$(git status --porcelain -- gen)" ]; then \
+		git status --porcelain -- gen; git diff --stat -- gen; \
+		echo 'gen/ is stale: run `make generate` and commit the result'; exit 1; \
+	fi
+
+.PHONY: tools
+tools: $(GOLANGCI_LINT_STAMP) $(BUF_STAMP) $(GRPCURL_STAMP) ## Install the pinned tools into bin/
 
 # ---- Tools -----------------------------------------------------------------
 $(GOLANGCI_LINT_STAMP):
 	@mkdir -p $(BIN)
 	GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	@rm -f $(BIN)/.golangci-lint-*
+	@touch $@
+
+$(BUF_STAMP):
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+	@rm -f $(BIN)/.buf-*
+	@touch $@
+
+$(GRPCURL_STAMP):
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+	@rm -f $(BIN)/.grpcurl-*
 	@touch $@
