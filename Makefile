@@ -53,8 +53,8 @@ run: build ## Run bin/tlsgate serve on its dev defaults (self-signed cert, echo)
 	$(BIN)/tlsgate serve $(ARGS)
 
 .PHONY: test
-test: ## Run all tests under the race detector
-	$(GO) test -race -count=1 -timeout=$(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS)
+test: $(GRPCURL_STAMP) ## Run all tests under the race detector (end-to-end tests use bin/grpcurl, pinned)
+	TLSGATE_GRPCURL=$(GRPCURL) $(GO) test -race -count=1 -timeout=$(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS)
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT_STAMP) $(BUF_STAMP) ## Run go vet, golangci-lint, buf lint and buf format (tools pinned, installed into bin/)

@@ -61,8 +61,8 @@ func TestDrainAckWaitsForTheApplication(t *testing.T) {
 	defer cancel()
 	res, err := sess.Drain(ctx, true)
 	atAck.Store(consumed.Load())
-	if err != nil || res.Seq != n {
-		t.Fatalf("Drain = %+v, %v; want seq %d", res, err, n)
+	if err != nil || res.Seq != n || res.Target != n || !res.Acked {
+		t.Fatalf("Drain = %+v, %v; want seq %d acknowledged", res, err, n)
 	}
 	if atAck.Load() != n {
 		t.Fatalf("Drain returned when the handler had consumed %d of %d", atAck.Load(), n)
@@ -78,8 +78,8 @@ func TestDrainAckWaitsForTheApplication(t *testing.T) {
 	}
 	short, cancelShort := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancelShort()
-	if res, err := sess.Drain(short, true); !errors.Is(err, context.DeadlineExceeded) || res.Seq != 0 {
-		t.Fatalf("Drain while nothing is consumed = %+v, %v; want DeadlineExceeded", res, err)
+	if res, err := sess.Drain(short, true); !errors.Is(err, context.DeadlineExceeded) || res.Acked {
+		t.Fatalf("Drain while nothing is consumed = %+v, %v; want DeadlineExceeded, not acknowledged", res, err)
 	}
 	// Without ack, Drain only needs the packets written.
 	if res, err := sess.Drain(ctx, false); err != nil || res.Seq < n {

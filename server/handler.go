@@ -10,8 +10,11 @@ import (
 // Packet is one inbound Data or Error packet, delivered to the Handler as
 // opaque bytes with its encoding bits.
 type Packet struct {
-	// Seq is the packet's per-session inbound sequence number, from 1.
+	// Seq is the packet's per-session inbound sequence number, from 1,
+	// continuous across takeovers.
 	Seq uint64
+	// ConnID is the connection the packet arrived on.
+	ConnID uint64
 	// Type is wire.TypeData or wire.TypeError.
 	Type     wire.Type
 	Encoding wire.Encoding

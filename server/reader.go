@@ -65,7 +65,7 @@ func (c *conn) process(f wire.Frame) {
 		s := c.sess
 		s.inSeq++
 		s.srv.cfg.Handler.Handle(c.ctx, s, Packet{
-			Seq: s.inSeq, Type: f.Type, Encoding: f.Encoding, Payload: f.Payload, ReceivedAt: time.Now(),
+			Seq: s.inSeq, ConnID: c.id, Type: f.Type, Encoding: f.Encoding, Payload: f.Payload, ReceivedAt: time.Now(),
 		})
 	case wire.TypeFlush:
 		p, err := wire.DecodeFlush(f.Encoding, f.Payload)

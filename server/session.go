@@ -96,9 +96,15 @@ func (s *Session) Reply(ctx context.Context, typ wire.Type, enc wire.Encoding, p
 
 // DrainResult reports a completed (or interrupted) Drain.
 type DrainResult struct {
+	// Target is the sequence number Drain waited for: the last packet
+	// accepted before the call.
+	Target uint64
 	// Seq: every packet through this outbound sequence number is written
-	// and flushed (or, with ack, acknowledged by the client).
-	Seq     uint64
+	// and flushed.
+	Seq uint64
+	// Acked: with ack, the client acknowledged the barrier, proving it
+	// processed everything through Target.
+	Acked   bool
 	Elapsed time.Duration
 }
 
@@ -108,19 +114,18 @@ type DrainResult struct {
 // end it returns how far it got with ctx's error.
 func (s *Session) Drain(ctx context.Context, ack bool) (DrainResult, error) {
 	start := time.Now()
-	target := s.q.lastSeq()
-	written, err := s.q.waitWritten(ctx, target)
-	if err != nil || !ack {
-		return DrainResult{Seq: written, Elapsed: time.Since(start)}, err
+	res := DrainResult{Target: s.q.lastSeq()}
+	var err error
+	res.Seq, err = s.q.waitWritten(ctx, res.Target)
+	if err == nil && ack {
+		if c := s.cur.Load(); c == nil {
+			err = ErrClosed
+		} else if err = c.barrier(ctx); err == nil {
+			res.Acked = true
+		}
 	}
-	c := s.cur.Load()
-	if c == nil {
-		return DrainResult{Elapsed: time.Since(start)}, ErrClosed
-	}
-	if err := c.barrier(ctx); err != nil {
-		return DrainResult{Elapsed: time.Since(start)}, err
-	}
-	return DrainResult{Seq: target, Elapsed: time.Since(start)}, nil
+	res.Elapsed = time.Since(start)
+	return res, err
 }
 
 // Close closes the session's connection and returns its final state once

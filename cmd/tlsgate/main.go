@@ -21,6 +21,8 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/tlsgate/tlsgate/server/control"
+
 	"github.com/tlsgate/tlsgate/internal/devcert"
 )
 
@@ -87,9 +89,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		kong.ShortUsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.Vars{
-			"devdir":     devDir,
-			"listenaddr": defaultListenAddr,
-			"dialaddr":   defaultDialAddr,
+			"devdir":      devDir,
+			"listenaddr":  defaultListenAddr,
+			"controladdr": control.DefaultAddr,
+			"dialaddr":    defaultDialAddr,
 		},
 	)
 	if err != nil {

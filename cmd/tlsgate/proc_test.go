@@ -174,6 +174,7 @@ func (p *proc) exitCode() int {
 type serveProc struct {
 	*proc
 	addr        string
+	controlAddr string
 	fingerprint string
 }
 
@@ -181,9 +182,10 @@ type serveProc struct {
 // and waits until it listens.
 func startServe(t *testing.T, args ...string) *serveProc {
 	t.Helper()
-	p := start(t, nil, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
+	p := start(t, nil, append([]string{"serve", "--addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0"}, args...)...)
 	s := &serveProc{proc: p}
 	s.addr = p.waitLine(p.stdout, "listening on ")
+	s.controlAddr = p.waitLine(p.stdout, "control plane listening on ")
 	s.fingerprint, _ = p.stdout.find("dev certificate fingerprint: ")
 	return s
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tlsgate/tlsgate/internal/devcert"
 	"github.com/tlsgate/tlsgate/server"
+	"github.com/tlsgate/tlsgate/server/control"
 	"github.com/tlsgate/tlsgate/wire"
 )
 
@@ -29,6 +30,10 @@ type serveCmd struct {
 	ShutdownTimeout  time.Duration `env:"TLSGATE_SHUTDOWN_TIMEOUT" default:"15s" help:"Bound of the graceful shutdown on SIGINT or SIGTERM (default: ${default})."`
 	AllowTLS12       bool          `name:"allow-tls12" env:"TLSGATE_ALLOW_TLS12" help:"Accept TLS 1.2 as well as 1.3 (default: TLS 1.3 only)."`
 	SessionTickets   bool          `env:"TLSGATE_SESSION_TICKETS" help:"Send TLS 1.3 session tickets (default: off, see docs/protocol.md)."`
+
+	ControlAddr          string `env:"TLSGATE_CONTROL_ADDR" default:"${controladdr}" placeholder:"HOST:PORT" help:"gRPC control plane address; empty turns the control plane off (default: ${default})."`
+	ControlToken         string `env:"TLSGATE_CONTROL_TOKEN" placeholder:"TOKEN" help:"Bearer token every control-plane RPC must carry (the health service stays open). Prefer the env var: flags show in ps."`
+	InsecureControlPlane bool   `env:"TLSGATE_INSECURE_CONTROL_PLANE" help:"Allow the control plane on a non-loopback address without --control-token."`
 }
 
 // Validate checks the values kong cannot, naming the flag at fault.
@@ -41,6 +46,9 @@ func (c *serveCmd) Validate() error {
 	}
 	if frame := wire.HeaderLen + c.MaxPayload; c.QueueBytes < frame {
 		return fmt.Errorf("--queue-bytes must hold at least one full frame (%d bytes with --max-payload %d), got %d", frame, c.MaxPayload, c.QueueBytes)
+	}
+	if c.ControlAddr != "" && c.ControlToken == "" && !c.InsecureControlPlane && !isLoopback(c.ControlAddr) {
+		return fmt.Errorf("--control-addr %s is not a loopback address and --control-token is empty: anyone who can reach it could send to and disconnect every session; set --control-token (or TLSGATE_CONTROL_TOKEN), or pass --insecure-control-plane", c.ControlAddr)
 	}
 	for _, d := range []struct {
 		flag string
@@ -73,12 +81,16 @@ func (c *serveCmd) Run(rt *runtime) error {
 	if c.Handler == "discard" {
 		handler = server.Discard{}
 	}
+	// The hub routes inbound packets to the control plane's Receive streams
+	// (or the handler when none is open) and lifecycle events to watchers.
+	hub := control.NewHub(handler, 0)
 	srv, err := server.New(server.Config{
 		Addr:             c.Addr,
 		TLSConfig:        &tls.Config{Certificates: []tls.Certificate{cert}},
 		AllowTLS12:       c.AllowTLS12,
 		SessionTickets:   c.SessionTickets,
-		Handler:          handler,
+		Handler:          hub,
+		OnEvent:          hub.Publish,
 		Logger:           log,
 		MaxPayload:       c.MaxPayload,
 		QueueBytes:       c.QueueBytes,
@@ -107,23 +119,67 @@ func (c *serveCmd) Run(rt *runtime) error {
 	// shutdown timeout forced connections closed.
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(context.Background(), ln) }()
+
+	var ctl *control.Server
+	ctlServed := make(chan error, 1)
+	if c.ControlAddr != "" {
+		ctl, err = control.New(control.Config{Gateway: srv, Hub: hub, Addr: c.ControlAddr, Token: c.ControlToken, Logger: log.With("plane", "control")})
+		if err == nil {
+			var cln net.Listener
+			if cln, err = lc.Listen(rt.ctx, "tcp", c.ControlAddr); err != nil {
+				err = fmt.Errorf("--control-addr %s: %w", c.ControlAddr, err)
+			} else if _, err = fmt.Fprintf(rt.stdout, "control plane listening on %s\n", cln.Addr()); err == nil {
+				go func() { ctlServed <- ctl.Serve(cln) }()
+				ctl.SetServing(true) // both planes are up
+			}
+		}
+		if err != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+			return err
+		}
+	}
+
 	select {
-	case err := <-served: // the listener failed
-		return err
+	case err = <-served: // the data-plane listener failed
+	case err = <-ctlServed: // the control-plane listener failed
 	case <-rt.ctx.Done():
 	}
 	log.Info("stopping: closing every session gracefully; signal again to force",
 		"cause", context.Cause(rt.ctx), "shutdown_timeout", c.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("shutdown timeout expired: the remaining connections were closed at once", "err", err)
+	if ctl != nil {
+		ctl.SetServing(false) // health goes NOT_SERVING first
+	}
+	if serr := srv.Shutdown(sctx); serr != nil {
+		log.Warn("shutdown timeout expired: the remaining connections were closed at once", "err", serr)
+	}
+	if ctl != nil {
+		ctl.Stop(sctx) // after the sessions, so watchers see every closed event
+	}
+	if err != nil {
+		return err
 	}
 	if err := <-served; err != nil && !errors.Is(err, server.ErrServerClosed) {
 		return err
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// isLoopback reports whether a listen address binds only loopback.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // certificate loads --cert and --key, or in dev mode loads or creates the

@@ -1,0 +1,125 @@
+package control
+
+import (
+	"crypto/tls"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
+	"github.com/tlsgate/tlsgate/server"
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+// This file converts the data plane's types to the API's messages.
+
+func encodingToProto(e wire.Encoding) tlsgatev1.Encoding {
+	if e == wire.MsgPack {
+		return tlsgatev1.Encoding_ENCODING_MSGPACK
+	}
+	return tlsgatev1.Encoding_ENCODING_JSON
+}
+
+func stateToProto(s server.State) tlsgatev1.SessionState {
+	switch s {
+	case server.StateHandshaking:
+		return tlsgatev1.SessionState_SESSION_STATE_HANDSHAKING
+	case server.StateActive:
+		return tlsgatev1.SessionState_SESSION_STATE_ACTIVE
+	case server.StateDraining:
+		return tlsgatev1.SessionState_SESSION_STATE_DRAINING
+	case server.StateClosing:
+		return tlsgatev1.SessionState_SESSION_STATE_CLOSING
+	}
+	return tlsgatev1.SessionState_SESSION_STATE_UNSPECIFIED
+}
+
+func outcomeToProto(o server.Outcome) tlsgatev1.Outcome {
+	switch o {
+	case server.OutcomeClean:
+		return tlsgatev1.Outcome_OUTCOME_CLEAN
+	case server.OutcomePeerClosed:
+		return tlsgatev1.Outcome_OUTCOME_PEER_CLOSED
+	case server.OutcomeTimeout:
+		return tlsgatev1.Outcome_OUTCOME_TIMEOUT
+	case server.OutcomeForced:
+		return tlsgatev1.Outcome_OUTCOME_FORCED
+	}
+	return tlsgatev1.Outcome_OUTCOME_UNSPECIFIED
+}
+
+func countersToProto(c server.Counters) *tlsgatev1.Counters {
+	return &tlsgatev1.Counters{
+		PacketsIn: c.PacketsIn, BytesIn: c.BytesIn,
+		PacketsOut: c.PacketsOut, BytesOut: c.BytesOut,
+		Discarded: c.Discarded, RepliesDropped: c.RepliesDropped, Unwritten: c.Unwritten,
+	}
+}
+
+func sessionToProto(i server.SessionInfo) *tlsgatev1.Session {
+	s := &tlsgatev1.Session{
+		SessionId:       i.ID,
+		PublicKey:       i.PublicKey,
+		ConnectionId:    i.ConnID,
+		RemoteAddress:   i.RemoteAddr,
+		State:           stateToProto(i.State),
+		Counters:        countersToProto(i.Counters),
+		QueueLength:     uint32(i.QueueLen),
+		QueueBytes:      uint64(i.QueueBytes),
+		QueueLimitBytes: uint64(i.QueueLimit),
+		LastFlushAckSeq: i.LastFlushAck,
+		Takeovers:       i.Takeovers,
+	}
+	if i.TLSVersion != 0 {
+		s.TlsVersion = tls.VersionName(i.TLSVersion)
+		s.TlsCipher = tls.CipherSuiteName(i.Cipher)
+	}
+	if !i.ConnectedAt.IsZero() {
+		s.ConnectedTime = timestamppb.New(i.ConnectedAt)
+		s.LastActivityTime = timestamppb.New(i.LastActivity)
+	}
+	return s
+}
+
+func closedConnection(c server.CloseInfo) *tlsgatev1.ClosedConnection {
+	return &tlsgatev1.ClosedConnection{
+		SessionId:       c.SessionID,
+		ConnectionId:    c.ConnID,
+		GoodbyeCode:     c.Code,
+		GoodbyeReason:   c.Reason,
+		PeerGoodbyeCode: c.PeerCode,
+		Outcome:         outcomeToProto(c.Outcome),
+		TruncatedFrame:  c.TruncatedFrame,
+		Counters:        countersToProto(c.Counters),
+	}
+}
+
+func inboundPacket(s *server.Session, p server.Packet) *tlsgatev1.InboundPacket {
+	typ := tlsgatev1.PacketType_PACKET_TYPE_DATA
+	if p.Type == wire.TypeError {
+		typ = tlsgatev1.PacketType_PACKET_TYPE_ERROR
+	}
+	return &tlsgatev1.InboundPacket{
+		SessionId:    s.ID(),
+		ConnectionId: p.ConnID,
+		Seq:          p.Seq,
+		Type:         typ,
+		Encoding:     encodingToProto(p.Encoding),
+		Payload:      p.Payload,
+		ReceivedTime: timestamppb.New(p.ReceivedAt),
+	}
+}
+
+func watchEvent(e server.Event) *tlsgatev1.WatchSessionsResponse {
+	r := &tlsgatev1.WatchSessionsResponse{Time: timestamppb.New(e.Time)}
+	switch e.Kind {
+	case server.EventConnected:
+		r.Event = &tlsgatev1.WatchSessionsResponse_Connected{Connected: &tlsgatev1.SessionConnected{Session: sessionToProto(e.Session)}}
+	case server.EventTakenOver:
+		r.Event = &tlsgatev1.WatchSessionsResponse_TakenOver{TakenOver: &tlsgatev1.SessionTakenOver{
+			SessionId: e.SessionID, OldConnectionId: e.OldConnID, NewConnectionId: e.ConnID, Session: sessionToProto(e.Session),
+		}}
+	case server.EventClosed:
+		r.Event = &tlsgatev1.WatchSessionsResponse_Closed{Closed: closedConnection(e.Close)}
+	}
+	return r
+}

@@ -1,0 +1,183 @@
+// Package control is tlsgate's control plane: the gRPC API
+// tlsgate.v1.ControlService over a running gateway, with server reflection,
+// grpc.health.v1, and go-grpc-middleware interceptors for recovery,
+// logging, bearer-token auth and request validation.
+package control
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
+	"github.com/tlsgate/tlsgate/server"
+)
+
+// DefaultAddr is the control plane's default listen address: loopback only.
+const DefaultAddr = "127.0.0.1:7224"
+
+// Config configures the control plane. New validates it and fills in the
+// defaults of zero fields.
+type Config struct {
+	// Gateway is the data plane to control. Required; its Config.Handler
+	// and Config.OnEvent must be Hub's.
+	Gateway *server.Server
+	// Hub connects the gateway to the API's streams. Required.
+	Hub *Hub
+	// Addr is where ListenAndServe listens. Default "127.0.0.1:7224".
+	Addr string
+	// Token, when set, is the bearer token every RPC must carry
+	// ("authorization: Bearer <token>"), compared in constant time. The
+	// health service stays open for probes. Default: no auth.
+	Token string
+	// Logger receives one line per RPC. Default: discard.
+	Logger *slog.Logger
+	// ServerOptions are extra grpc.ServerOptions (credentials, say).
+	ServerOptions []grpc.ServerOption
+}
+
+// Server is the control plane's gRPC server.
+type Server struct {
+	cfg    Config
+	grpc   *grpc.Server
+	health *health.Server
+}
+
+// New validates cfg and builds the gRPC server. Health starts NOT_SERVING;
+// call SetServing once both planes are up.
+func New(cfg Config) (*Server, error) {
+	if cfg.Gateway == nil || cfg.Hub == nil {
+		return nil, errors.New("control: Config.Gateway and Config.Hub are required")
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	svc := NewService(cfg.Gateway, cfg.Hub)
+	unary, stream := interceptorChain(cfg, svc)
+	opts := append([]grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+	}, cfg.ServerOptions...)
+	s := &Server{cfg: cfg, grpc: grpc.NewServer(opts...), health: health.NewServer()}
+	tlsgatev1.RegisterControlServiceServer(s.grpc, svc)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc) // v1 and v1alpha
+	s.SetServing(false)
+	return s, nil
+}
+
+// interceptorChain orders the middleware: logging sees every call and its
+// final code; auth rejects before anything else runs; validation rejects
+// bad requests before their handler; recovery, innermost, turns a
+// handler's panic into INTERNAL.
+func interceptorChain(cfg Config, svc *Service) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		cfg.Logger.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		cfg.Logger.ErrorContext(ctx, "panic in RPC handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		return status.Error(codes.Internal, "internal error")
+	})}
+	unary := []grpc.UnaryServerInterceptor{logging.UnaryServerInterceptor(logger, logOpts...)}
+	stream := []grpc.StreamServerInterceptor{logging.StreamServerInterceptor(logger, logOpts...)}
+	if cfg.Token != "" {
+		check := bearerAuth(cfg.Token)
+		unary = append(unary, selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(check), selector.MatchFunc(needsAuth)))
+		stream = append(stream, selector.StreamServerInterceptor(auth.StreamServerInterceptor(check), selector.MatchFunc(needsAuth)))
+	}
+	unary = append(unary, svc.unaryValidator, recovery.UnaryServerInterceptor(recoverOpts...))
+	stream = append(stream, svc.streamValidator, recovery.StreamServerInterceptor(recoverOpts...))
+	return unary, stream
+}
+
+// needsAuth exempts the health service, so that probes need no token.
+func needsAuth(_ context.Context, c interceptors.CallMeta) bool {
+	return c.Service != healthpb.Health_ServiceDesc.ServiceName
+}
+
+// bearerAuth accepts "authorization: Bearer <token>" with the right token.
+// The token is never logged.
+func bearerAuth(token string) auth.AuthFunc {
+	want := []byte(token)
+	return func(ctx context.Context) (context.Context, error) {
+		got, err := auth.AuthFromMD(ctx, "bearer")
+		if err != nil {
+			return nil, status.Error(codes.Unauthenticated, "missing bearer token: send the metadata \"authorization: Bearer <token>\"")
+		}
+		if subtle.ConstantTimeCompare([]byte(got), want) != 1 {
+			return nil, status.Error(codes.Unauthenticated, "invalid bearer token")
+		}
+		return ctx, nil
+	}
+}
+
+// SetServing sets the health status of the server and of
+// tlsgate.v1.ControlService: SERVING once both planes are up, NOT_SERVING
+// as soon as shutdown begins.
+func (s *Server) SetServing(serving bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if serving {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(tlsgatev1.ControlService_ServiceDesc.ServiceName, st)
+}
+
+// Listen binds Config.Addr.
+func (s *Server) Listen(ctx context.Context) (net.Listener, error) {
+	var lc net.ListenConfig
+	return lc.Listen(ctx, "tcp", s.cfg.Addr)
+}
+
+// Serve serves gRPC on ln until Stop.
+func (s *Server) Serve(ln net.Listener) error {
+	s.cfg.Logger.Info("control plane listening", "addr", ln.Addr().String())
+	err := s.grpc.Serve(ln)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+// Stop ends the control plane: health goes NOT_SERVING, the hub ends the
+// open streams after what they have buffered, and the server stops
+// gracefully, or at once when ctx ends first.
+func (s *Server) Stop(ctx context.Context) {
+	s.SetServing(false)
+	s.cfg.Hub.Close()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-done
+	}
+}
+
+func timestampNow() *timestamppb.Timestamp { return timestamppb.New(time.Now()) }

@@ -1,0 +1,280 @@
+package control
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
+	"github.com/tlsgate/tlsgate/server"
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+// Default page size of ListSessions.
+const defaultPageSize = 100
+
+// Service implements tlsgate.v1.ControlService over a running gateway.
+type Service struct {
+	tlsgatev1.UnimplementedControlServiceServer
+	gw         *server.Server
+	hub        *Hub
+	maxPayload int
+}
+
+// NewService returns the control service of gw, whose Handler and OnEvent
+// must be hub's.
+func NewService(gw *server.Server, hub *Hub) *Service {
+	return &Service{gw: gw, hub: hub, maxPayload: gw.Config().MaxPayload}
+}
+
+func (s *Service) session(id uint64) (*server.Session, error) {
+	sess, ok := s.gw.Session(id)
+	if !ok {
+		return nil, notFound(id)
+	}
+	return sess, nil
+}
+
+// SendAsync queues one Data packet and returns at once.
+func (s *Service) SendAsync(_ context.Context, req *tlsgatev1.SendAsyncRequest) (*tlsgatev1.SendAsyncResponse, error) {
+	sess, err := s.session(req.GetSessionId())
+	if err != nil {
+		return nil, err
+	}
+	q, err := sess.SendAsync(encodingFromProto(req.GetEncoding()), req.GetPayload())
+	if err != nil {
+		return nil, statusFor(sess.ID(), err)
+	}
+	return &tlsgatev1.SendAsyncResponse{Seq: q.Seq, QueueLength: uint32(q.Depth)}, nil
+}
+
+// Drain waits until what was queued before the call is flushed (and, with
+// ack, acknowledged), for one session or all of them in parallel.
+func (s *Service) Drain(ctx context.Context, req *tlsgatev1.DrainRequest) (*tlsgatev1.DrainResponse, error) {
+	start := time.Now()
+	var sessions []*server.Session
+	if id, one := req.GetTarget().(*tlsgatev1.DrainRequest_SessionId); one {
+		sess, err := s.session(id.SessionId)
+		if err != nil {
+			return nil, err
+		}
+		sessions = []*server.Session{sess}
+	} else {
+		sessions = s.gw.Sessions()
+	}
+	resp := &tlsgatev1.DrainResponse{Sessions: make([]*tlsgatev1.SessionDrain, len(sessions))}
+	errs := make([]error, len(sessions))
+	var wg sync.WaitGroup
+	for i, sess := range sessions {
+		wg.Go(func() {
+			res, err := sess.Drain(ctx, req.GetAck())
+			d := &tlsgatev1.SessionDrain{SessionId: sess.ID(), FlushedSeq: res.Seq, TargetSeq: res.Target, Acknowledged: res.Acked}
+			if err != nil {
+				d.Error = err.Error()
+			}
+			resp.Sessions[i], errs[i] = d, err
+		})
+	}
+	wg.Wait()
+	resp.Elapsed = durationpb.New(time.Since(start))
+	if err := ctx.Err(); err != nil {
+		return nil, drainInterrupted(err, resp)
+	}
+	if len(sessions) == 1 && errs[0] != nil {
+		return nil, statusFor(sessions[0].ID(), errs[0])
+	}
+	return resp, nil
+}
+
+// drainInterrupted is the DEADLINE_EXCEEDED (or CANCELLED) status of a
+// drain, saying how far it got, with the partial response as a detail.
+func drainInterrupted(err error, resp *tlsgatev1.DrainResponse) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "drain interrupted after %s:", resp.GetElapsed().AsDuration().Round(time.Millisecond))
+	for _, d := range resp.GetSessions() {
+		if d.GetError() == "" {
+			continue
+		}
+		fmt.Fprintf(&b, " session %d flushed through seq %d of %d", d.GetSessionId(), d.GetFlushedSeq(), d.GetTargetSeq())
+		if d.GetFlushedSeq() >= d.GetTargetSeq() {
+			b.WriteString(" (not acknowledged)")
+		}
+		b.WriteString(";")
+	}
+	st := status.FromContextError(err)
+	st = status.New(st.Code(), strings.TrimSuffix(b.String(), ";"))
+	if detailed, derr := st.WithDetails(resp); derr == nil {
+		st = detailed
+	}
+	return st.Err()
+}
+
+// Disconnect closes a session and returns its final state.
+func (s *Service) Disconnect(ctx context.Context, req *tlsgatev1.DisconnectRequest) (*tlsgatev1.DisconnectResponse, error) {
+	start := time.Now()
+	sess, err := s.session(req.GetSessionId())
+	if err != nil {
+		return nil, err
+	}
+	o := server.CloseOptions{Code: req.GetCode(), Reason: req.GetReason(), Force: req.GetForce()}
+	if req.Reconnect != nil {
+		o.Reconnect = req.Reconnect
+	}
+	if o.Code == "" {
+		o.Code = wire.GoodbyeAdmin
+	}
+	if d := req.GetDrainTimeout(); d != nil {
+		o.DrainTimeout = d.AsDuration()
+	}
+	info, err := sess.Close(ctx, o)
+	if err != nil {
+		return nil, statusFor(sess.ID(), err)
+	}
+	return &tlsgatev1.DisconnectResponse{Connection: closedConnection(info), Elapsed: durationpb.New(time.Since(start))}, nil
+}
+
+// GetSession returns one session's state.
+func (s *Service) GetSession(_ context.Context, req *tlsgatev1.GetSessionRequest) (*tlsgatev1.GetSessionResponse, error) {
+	sess, err := s.session(req.GetSessionId())
+	if err != nil {
+		return nil, err
+	}
+	return &tlsgatev1.GetSessionResponse{Session: sessionToProto(sess.Info())}, nil
+}
+
+// ListSessions returns a page of sessions ordered by ID. The page token is
+// the last ID of the previous page, so pages stay stable while sessions
+// come and go, and the last page is known without an empty extra page.
+func (s *Service) ListSessions(_ context.Context, req *tlsgatev1.ListSessionsRequest) (*tlsgatev1.ListSessionsResponse, error) {
+	after, _ := decodePageToken(req.GetPageToken()) // validated already
+	size := int(req.GetPageSize())
+	if size == 0 {
+		size = defaultPageSize
+	}
+	resp := &tlsgatev1.ListSessionsResponse{}
+	for _, sess := range s.gw.Sessions() {
+		if sess.ID() <= after {
+			continue
+		}
+		info := sess.Info()
+		if len(req.GetStates()) > 0 && !slices.Contains(req.GetStates(), stateToProto(info.State)) {
+			continue
+		}
+		if !strings.HasPrefix(info.RemoteAddr, req.GetRemoteAddressPrefix()) {
+			continue
+		}
+		if len(resp.Sessions) == size {
+			resp.NextPageToken = encodePageToken(resp.Sessions[size-1].GetSessionId())
+			break
+		}
+		resp.Sessions = append(resp.Sessions, sessionToProto(info))
+	}
+	return resp, nil
+}
+
+func encodePageToken(lastID uint64) string {
+	return base64.RawURLEncoding.EncodeToString(binary.BigEndian.AppendUint64([]byte("v1"), lastID))
+}
+
+func decodePageToken(tok string) (uint64, error) {
+	if tok == "" {
+		return 0, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil || len(b) != 10 || string(b[:2]) != "v1" {
+		return 0, errors.New("not a token this server issued")
+	}
+	return binary.BigEndian.Uint64(b[2:]), nil
+}
+
+// WatchSessions streams lifecycle events, optionally after a snapshot.
+func (s *Service) WatchSessions(req *tlsgatev1.WatchSessionsRequest, ss tlsgatev1.ControlService_WatchSessionsServer) error {
+	var first []*tlsgatev1.WatchSessionsResponse
+	var snapshot func(*stream[*tlsgatev1.WatchSessionsResponse])
+	if req.GetIncludeSnapshot() {
+		snapshot = func(*stream[*tlsgatev1.WatchSessionsResponse]) {
+			now := timestampNow()
+			for _, sess := range s.gw.Sessions() {
+				first = append(first, &tlsgatev1.WatchSessionsResponse{Time: now, Event: &tlsgatev1.WatchSessionsResponse_Snapshot{Snapshot: sessionToProto(sess.Info())}})
+			}
+			first = append(first, &tlsgatev1.WatchSessionsResponse{Time: now, Event: &tlsgatev1.WatchSessionsResponse_SnapshotComplete{SnapshotComplete: &tlsgatev1.SnapshotComplete{}}})
+		}
+	}
+	w, unsubscribe := s.hub.subscribeWatcher(snapshot)
+	defer unsubscribe()
+	return pump(ss.Context(), w, first, ss.Send)
+}
+
+// Receive streams inbound packets of the selected sessions.
+func (s *Service) Receive(req *tlsgatev1.ReceiveRequest, ss tlsgatev1.ControlService_ReceiveServer) error {
+	r, unsubscribe := s.hub.subscribeReceiver(req.GetSessionIds())
+	defer unsubscribe()
+	return pump(ss.Context(), r, nil, ss.Send)
+}
+
+// errHubClosed ends a stream's sender after the hub shut down.
+var errHubClosed = errors.New("hub closed")
+
+// pump sends first, then the stream's items, until the client goes away,
+// the stream falls behind (RESOURCE_EXHAUSTED) or the hub shuts down
+// (UNAVAILABLE, after what is buffered). The sending runs in its own
+// goroutine so that a client that stops reading, which blocks Send on
+// flow control, cannot keep the stream from being cut off: once the
+// handler returns, gRPC ends the stream and the blocked Send fails.
+func pump[T any](ctx context.Context, st *stream[T], first []T, send func(T) error) error {
+	quit := make(chan struct{})
+	sent := make(chan error, 1)
+	go func() { sent <- sendLoop(st, first, send, quit) }()
+	select {
+	case err := <-sent:
+		if errors.Is(err, errHubClosed) {
+			return status.Error(codes.Unavailable, "server shutting down")
+		}
+		return err
+	case <-st.cut:
+		close(quit)
+		return status.Errorf(codes.ResourceExhausted, "stream fell behind: its buffer of %d items was full", cap(st.items))
+	case <-ctx.Done():
+		close(quit)
+		return status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+func sendLoop[T any](st *stream[T], first []T, send func(T) error, quit <-chan struct{}) error {
+	for _, item := range first {
+		if err := send(item); err != nil {
+			return err
+		}
+	}
+	for {
+		select {
+		case item := <-st.items:
+			if err := send(item); err != nil {
+				return err
+			}
+		case <-st.ended:
+			for {
+				select {
+				case item := <-st.items:
+					if err := send(item); err != nil {
+						return err
+					}
+				default:
+					return errHubClosed
+				}
+			}
+		case <-quit:
+			return nil
+		}
+	}
+}
