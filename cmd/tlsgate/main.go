@@ -21,9 +21,8 @@ import (
 
 	"github.com/alecthomas/kong"
 
-	"github.com/tlsgate/tlsgate/server/control"
-
 	"github.com/tlsgate/tlsgate/internal/devcert"
+	"github.com/tlsgate/tlsgate/server/control"
 )
 
 // cli is the command line: global flags, then one subcommand.
