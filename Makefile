@@ -18,7 +18,11 @@ GRPCURL_VERSION := v1.9.3
 
 # ---- Settings (override on the command line: `make test TEST_TIMEOUT=1h`) ---
 GO ?= go
+NODE ?= node
+NPM ?= npm
 BIN := $(CURDIR)/bin
+# The TypeScript client: npm packages pinned by its package-lock.json.
+TS_DIR := sdk/ts
 # Arguments passed to `bin/tlsgate serve` by `make run`, e.g. ARGS='--handler discard'.
 ARGS ?=
 # Packages for test, lint and bench.
@@ -37,6 +41,8 @@ BUF := $(BIN)/buf
 BUF_STAMP := $(BIN)/.buf-$(BUF_VERSION)
 GRPCURL := $(BIN)/grpcurl
 GRPCURL_STAMP := $(BIN)/.grpcurl-$(GRPCURL_VERSION)
+# Written by npm ci: newer than package-lock.json once node_modules matches it.
+TS_DEPS_STAMP := $(TS_DIR)/node_modules/.package-lock.json
 
 .PHONY: help
 help: ## Describe the make targets (default)
@@ -55,6 +61,10 @@ run: build ## Run bin/tlsgate serve on its dev defaults (self-signed cert, echo)
 .PHONY: test
 test: $(GRPCURL_STAMP) ## Run all tests under the race detector (end-to-end tests use bin/grpcurl, pinned)
 	TLSGATE_GRPCURL=$(GRPCURL) $(GO) test -race -count=1 -timeout=$(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS)
+
+.PHONY: test-ts
+test-ts: build $(TS_DEPS_STAMP) ## Run the TypeScript client's end-to-end test (sdk/ts, node --test) against bin/tlsgate
+	cd $(TS_DIR) && TLSGATE_BIN=$(BIN)/tlsgate $(NODE) --test test/*.test.js
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT_STAMP) $(BUF_STAMP) ## Run go vet, golangci-lint, buf lint and buf format (tools pinned, installed into bin/)
@@ -89,18 +99,25 @@ clean: ## Delete bin/ (the tlsgate binary and the pinned tools)
 
 # ---- Code generation ---------------------------------------------------------
 .PHONY: generate
-generate: $(BUF_STAMP) ## Regenerate gen/ from proto/ (offline: buf in bin/, plugins via go.mod's tool directive)
+generate: $(BUF_STAMP) generate-ts ## Regenerate gen/ and sdk/ts/gen/ from proto/ (offline: buf in bin/, plugins via go.mod's tool directive and sdk/ts/node_modules)
 	$(BUF) generate
 
+.PHONY: generate-ts
+generate-ts: $(BUF_STAMP) $(TS_DEPS_STAMP) ## Regenerate sdk/ts/gen/ only, with protoc-gen-es from sdk/ts/node_modules (offline once installed)
+	$(BUF) generate --template $(TS_DIR)/buf.gen.yaml
+
 .PHONY: check-generate
-check-generate: generate ## Fail when gen/ is stale (CI runs it)
-	@if [ -n "$$(git status --porcelain -- gen)" ]; then \
-		git status --porcelain -- gen; git diff --stat -- gen; \
-		echo 'gen/ is stale: run `make generate` and commit the result'; exit 1; \
+check-generate: generate ## Fail when gen/ or sdk/ts/gen/ is stale (CI runs it)
+	@if [ -n "$$(git status --porcelain -- gen $(TS_DIR)/gen)" ]; then \
+		git status --porcelain -- gen $(TS_DIR)/gen; git diff --stat -- gen $(TS_DIR)/gen; \
+		echo 'gen/ or sdk/ts/gen/ is stale: run `make generate` and commit the result'; exit 1; \
 	fi
 
 .PHONY: tools
-tools: $(GOLANGCI_LINT_STAMP) $(BUF_STAMP) $(GRPCURL_STAMP) ## Install the pinned tools into bin/
+tools: $(GOLANGCI_LINT_STAMP) $(BUF_STAMP) $(GRPCURL_STAMP) ts-deps ## Install the pinned tools into bin/ and the npm packages into sdk/ts/node_modules
+
+.PHONY: ts-deps
+ts-deps: $(TS_DEPS_STAMP) ## Install sdk/ts/node_modules with npm ci (pinned by sdk/ts/package-lock.json)
 
 # ---- Tools -----------------------------------------------------------------
 $(GOLANGCI_LINT_STAMP):
@@ -113,6 +130,11 @@ $(BUF_STAMP):
 	@mkdir -p $(BIN)
 	GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
 	@rm -f $(BIN)/.buf-*
+	@touch $@
+
+# --prefer-offline: reinstalling from npm's cache needs no network.
+$(TS_DEPS_STAMP): $(TS_DIR)/package-lock.json $(TS_DIR)/package.json
+	cd $(TS_DIR) && $(NPM) ci --prefer-offline --no-audit --no-fund
 	@touch $@
 
 $(GRPCURL_STAMP):
