@@ -94,8 +94,14 @@ type proc struct {
 // child then owns (the parent's copy is closed).
 func start(t *testing.T, stdin *os.File, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, nil, stdin, args...)
+}
+
+// startEnv is start with extra environment variables ("KEY=value").
+func startEnv(t *testing.T, extraEnv []string, stdin *os.File, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(binary(t), args...)
-	cmd.Env = env(t)
+	cmd.Env = append(env(t), extraEnv...)
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -178,11 +184,17 @@ type serveProc struct {
 	fingerprint string
 }
 
-// startServe runs `tlsgate serve --addr 127.0.0.1:0` with the extra args
-// and waits until it listens.
+// startServe runs `tlsgate serve --addr 127.0.0.1:0 --control-addr
+// 127.0.0.1:0` with the extra args and waits until both planes listen.
 func startServe(t *testing.T, args ...string) *serveProc {
 	t.Helper()
-	p := start(t, nil, append([]string{"serve", "--addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0"}, args...)...)
+	return startServeEnv(t, nil, args...)
+}
+
+// startServeEnv is startServe with extra environment variables.
+func startServeEnv(t *testing.T, extraEnv []string, args ...string) *serveProc {
+	t.Helper()
+	p := startEnv(t, extraEnv, nil, append([]string{"serve", "--addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0"}, args...)...)
 	s := &serveProc{proc: p}
 	s.addr = p.waitLine(p.stdout, "listening on ")
 	s.controlAddr = p.waitLine(p.stdout, "control plane listening on ")
