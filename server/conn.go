@@ -222,9 +222,13 @@ func (c *conn) teardown() {
 		}
 	}
 	c.state = StateClosed
+	code, reason := c.code, c.reason
+	if !c.goodbyeSent { // the close started, but its Goodbye never went out
+		code, reason = "", ""
+	}
 	c.final = CloseInfo{
 		SessionID: c.sess.id, ConnID: c.id,
-		Code: c.code, Reason: c.reason, PeerCode: c.peerCode,
+		Code: code, Reason: reason, PeerCode: c.peerCode,
 		Outcome: c.outcome, TruncatedFrame: c.truncated,
 		Counters: c.stats.snapshot(),
 	}

@@ -11,7 +11,7 @@ import (
 
 // DefaultStreamBuffer is how many items a Receive or WatchSessions stream
 // may have waiting before it is cut off with RESOURCE_EXHAUSTED.
-const DefaultStreamBuffer = 4096
+const DefaultStreamBuffer = 16384
 
 // Hub connects the data plane to the control plane's streams. It is the
 // gateway's Handler: while at least one Receive stream selects a session,

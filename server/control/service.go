@@ -23,6 +23,22 @@ import (
 // Default page size of ListSessions.
 const defaultPageSize = 100
 
+// answerMargin bounds how long before the call's deadline Drain and
+// Disconnect give up (a tenth of the time left, at most this), leaving
+// their answer time to reach the caller.
+const answerMargin = 500 * time.Millisecond
+
+// withAnswerMargin ends ctx a little ahead of the caller's deadline, so
+// that how far a call got reaches the caller rather than its own
+// DEADLINE_EXCEEDED.
+func withAnswerMargin(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, dl.Add(-min(time.Until(dl)/10, answerMargin)))
+}
+
 // Service implements tlsgate.v1.ControlService over a running gateway.
 type Service struct {
 	tlsgatev1.UnimplementedControlServiceServer
@@ -62,8 +78,11 @@ func (s *Service) SendAsync(_ context.Context, req *tlsgatev1.SendAsyncRequest) 
 // ack, acknowledged), for one session or all of them in parallel.
 func (s *Service) Drain(ctx context.Context, req *tlsgatev1.DrainRequest) (*tlsgatev1.DrainResponse, error) {
 	start := time.Now()
+	ctx, cancel := withAnswerMargin(ctx)
+	defer cancel()
 	var sessions []*server.Session
-	if id, one := req.GetTarget().(*tlsgatev1.DrainRequest_SessionId); one {
+	id, one := req.GetTarget().(*tlsgatev1.DrainRequest_SessionId)
+	if one {
 		sess, err := s.session(id.SessionId)
 		if err != nil {
 			return nil, err
@@ -90,7 +109,7 @@ func (s *Service) Drain(ctx context.Context, req *tlsgatev1.DrainRequest) (*tlsg
 	if err := ctx.Err(); err != nil {
 		return nil, drainInterrupted(err, resp)
 	}
-	if len(sessions) == 1 && errs[0] != nil {
+	if one && errs[0] != nil {
 		return nil, statusFor(sessions[0].ID(), errs[0])
 	}
 	return resp, nil
@@ -122,6 +141,9 @@ func drainInterrupted(err error, resp *tlsgatev1.DrainResponse) error {
 // Disconnect closes a session and returns its final state.
 func (s *Service) Disconnect(ctx context.Context, req *tlsgatev1.DisconnectRequest) (*tlsgatev1.DisconnectResponse, error) {
 	start := time.Now()
+	// At the deadline the close is forced; answer with the final state.
+	ctx, cancel := withAnswerMargin(ctx)
+	defer cancel()
 	sess, err := s.session(req.GetSessionId())
 	if err != nil {
 		return nil, err
@@ -212,6 +234,9 @@ func (s *Service) WatchSessions(req *tlsgatev1.WatchSessionsRequest, ss tlsgatev
 	}
 	w, unsubscribe := s.hub.subscribeWatcher(snapshot)
 	defer unsubscribe()
+	if err := ss.SendHeader(nil); err != nil { // subscribed: see Receive
+		return err
+	}
 	return pump(ss.Context(), w, first, ss.Send)
 }
 
@@ -219,6 +244,12 @@ func (s *Service) WatchSessions(req *tlsgatev1.WatchSessionsRequest, ss tlsgatev
 func (s *Service) Receive(req *tlsgatev1.ReceiveRequest, ss tlsgatev1.ControlService_ReceiveServer) error {
 	r, unsubscribe := s.hub.subscribeReceiver(req.GetSessionIds())
 	defer unsubscribe()
+	// The response headers tell the client that the stream is subscribed:
+	// every packet read from then on reaches it. Without them a client
+	// cannot know when its stream starts to take packets from the handler.
+	if err := ss.SendHeader(nil); err != nil {
+		return err
+	}
 	return pump(ss.Context(), r, nil, ss.Send)
 }
 

@@ -649,10 +649,12 @@ export declare const ControlService: GenService<{
    * Flush barrier and waits for the client's FlushAck, which proves the
    * client processed them.
    *
-   * It honours the call's deadline: DEADLINE_EXCEEDED, with how far it got
-   * in the message and as a DrainResponse in the status details.
-   * Errors: NOT_FOUND, FAILED_PRECONDITION (the session closed, or is
-   * closing and cannot take a barrier), INVALID_ARGUMENT.
+   * It honours the call's deadline: shortly before it (a tenth of the time
+   * left, at most 500 ms) it gives up with DEADLINE_EXCEEDED, saying how
+   * far it got in the message and as a DrainResponse in the status details.
+   * Errors: NOT_FOUND (no such session, or it ended before the drain
+   * completed), FAILED_PRECONDITION (with ack: the session is closing and
+   * cannot take a barrier), INVALID_ARGUMENT.
    *
    * @generated from rpc tlsgate.v1.ControlService.Drain
    */
@@ -666,7 +668,8 @@ export declare const ControlService: GenService<{
    * with its final state. By default the close is graceful: new sends are
    * refused, the queue is written, then the Goodbye exchange with
    * close_notify and reads until EOF or the linger timeout. With force it
-   * closes at once.
+   * closes at once, and so it does shortly before the call's deadline, still
+   * answering with the final state.
    *
    * Errors: NOT_FOUND, INVALID_ARGUMENT.
    *
@@ -700,8 +703,10 @@ export declare const ControlService: GenService<{
   },
   /**
    * WatchSessions streams session lifecycle events as they happen,
-   * optionally after a snapshot of the current sessions. A watcher that
-   * cannot keep up is ended with RESOURCE_EXHAUSTED.
+   * optionally after a snapshot of the current sessions. The server sends
+   * the response headers once the stream is subscribed: every event after
+   * that reaches it. A watcher that cannot keep up (16,384 events waiting)
+   * is ended with RESOURCE_EXHAUSTED.
    *
    * @generated from rpc tlsgate.v1.ControlService.WatchSessions
    */
@@ -715,10 +720,13 @@ export declare const ControlService: GenService<{
    * session. Every open stream gets every packet it selects, and a
    * connection's closed marker after its last packet. While at least one
    * stream selects a session, its packets go to the streams instead of the
-   * server's in-process handler (echo or discard).
+   * server's in-process handler (echo or discard). The server sends the
+   * response headers once the stream is subscribed: wait for them to know
+   * that every packet read from then on reaches the stream.
    *
-   * A stream that cannot keep up (its buffer of 4,096 packets is full) is
-   * ended with RESOURCE_EXHAUSTED; it never stalls other sessions or streams.
+   * A stream that cannot keep up (its buffer of 16,384 items is full) is
+   * ended at once with RESOURCE_EXHAUSTED, and what was buffered for it is
+   * lost to it; it never stalls sessions or other streams.
    *
    * @generated from rpc tlsgate.v1.ControlService.Receive
    */

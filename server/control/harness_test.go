@@ -1,0 +1,429 @@
+package control_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/tlsgate/tlsgate/client"
+	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
+	"github.com/tlsgate/tlsgate/internal/devcert"
+	"github.com/tlsgate/tlsgate/server"
+	"github.com/tlsgate/tlsgate/server/control"
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+// wait bounds every wait of a test on an event that should happen.
+const wait = 10 * time.Second
+
+// streamLife bounds the Receive and WatchSessions streams a test opens,
+// which may serve a long test.
+const streamLife = 2 * time.Minute
+
+// setup configures a test environment. The zero value is the defaults.
+type setup struct {
+	// gateway is the data plane's config; start sets TLSConfig, Handler
+	// and OnEvent.
+	gateway server.Config
+	// fallback is the hub's handler when no Receive stream selects a
+	// session. Default server.Echo{}.
+	fallback server.Handler
+	// buffer is the hub's per-stream buffer (0: the default).
+	buffer int
+	// token is the control plane's bearer token.
+	token string
+	// logger is the control plane's logger.
+	logger *slog.Logger
+	// notServing skips SetServing(true) after the start.
+	notServing bool
+}
+
+// env is a running gateway and control plane wired as `tlsgate serve`
+// wires them, with a gRPC client.
+type env struct {
+	gw      *server.Server
+	hub     *control.Hub
+	ctl     *control.Server
+	gwAddr  string
+	ctlAddr string
+	cert    tls.Certificate
+	api     tlsgatev1.ControlServiceClient
+}
+
+// start runs a gateway and its control plane on loopback ports. They are
+// shut down at the test's end as serve does it: the gateway, then the
+// control plane.
+func start(t *testing.T, s setup) *env {
+	t.Helper()
+	cert, _, _, err := devcert.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{cert: cert}
+	fallback := s.fallback
+	if fallback == nil {
+		fallback = server.Echo{}
+	}
+	e.hub = control.NewHub(fallback, s.buffer)
+	cfg := s.gateway
+	cfg.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	cfg.Handler = e.hub
+	cfg.OnEvent = e.hub.Publish
+	if cfg.Logger == nil && testing.Verbose() {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if e.gw, err = server.New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	ln := listen(t)
+	e.gwAddr = ln.Addr().String()
+	served := make(chan error, 1)
+	go func() { served <- e.gw.Serve(context.Background(), ln) }()
+
+	logger := s.logger
+	if logger == nil && testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("plane", "control")
+	}
+	if e.ctl, err = control.New(control.Config{Gateway: e.gw, Hub: e.hub, Token: s.token, Logger: logger}); err != nil {
+		t.Fatal(err)
+	}
+	cln := listen(t)
+	e.ctlAddr = cln.Addr().String()
+	ctlServed := make(chan error, 1)
+	go func() { ctlServed <- e.ctl.Serve(cln) }()
+	if !s.notServing {
+		e.ctl.SetServing(true)
+	}
+
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if err := e.gw.Shutdown(ctx); err != nil {
+			t.Errorf("gateway shutdown: %v", err)
+		}
+		if err := <-served; !errors.Is(err, server.ErrServerClosed) {
+			t.Errorf("gateway Serve returned %v, want ErrServerClosed", err)
+		}
+		e.ctl.Stop(ctx)
+		if err := <-ctlServed; err != nil {
+			t.Errorf("control Serve returned %v", err)
+		}
+		if ctx.Err() != nil {
+			t.Errorf("shutdown took over %s", wait)
+		}
+	})
+	e.api = tlsgatev1.NewControlServiceClient(e.conn(t))
+	return e
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// conn returns a new gRPC client connection to the control plane, closed
+// at the test's end.
+func (e *env) conn(t *testing.T) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient(e.ctlAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	return cc
+}
+
+// timeout returns a context ending after d (or with the test).
+func timeout(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// wantCode fails the test unless err is a status with code, whose message
+// contains every one of substrs.
+func wantCode(t *testing.T, err error, code codes.Code, substrs ...string) *status.Status {
+	t.Helper()
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != code {
+		t.Fatalf("got %v, want code %s", err, code)
+	}
+	for _, s := range substrs {
+		if !strings.Contains(st.Message(), s) {
+			t.Fatalf("status message %q does not contain %q", st.Message(), s)
+		}
+	}
+	return st
+}
+
+func newKey(t *testing.T) ed25519.PrivateKey {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// dialGo connects the Go client library with a new key unless key is set.
+func (e *env) dialGo(t *testing.T, key ed25519.PrivateKey, opts ...client.Option) *client.Conn {
+	t.Helper()
+	if key == nil {
+		key = newKey(t)
+	}
+	opts = append([]client.Option{client.WithFingerprint(client.Fingerprint(e.cert.Certificate[0]))}, opts...)
+	c, err := client.Dial(timeout(t, wait), e.gwAddr, key, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		_ = c.Close(ctx)
+	})
+	return c
+}
+
+// rawClient speaks the protocol by hand, as a naive third-party client
+// would: no library, no Goodbye, no FlushAck unless the test sends them.
+type rawClient struct {
+	tc  *tls.Conn
+	fr  *wire.Reader
+	id  uint64
+	pub ed25519.PublicKey
+	wmu sync.Mutex
+}
+
+// dialRaw connects and completes the handshake with a new key unless key
+// is set. When it returns, the session is registered.
+func (e *env) dialRaw(t *testing.T, key ed25519.PrivateKey) *rawClient {
+	t.Helper()
+	if key == nil {
+		key = newKey(t)
+	}
+	tc, err := tls.Dial("tcp", e.gwAddr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tc.Close() })
+	_ = tc.SetDeadline(time.Now().Add(wait))
+	hello, err := wire.ReadServerHello(tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := wire.SignAuth(key, hello.Nonce, sha256.Sum256(e.cert.Certificate[0]))
+	if _, err := tc.Write(auth.Append(nil)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReaderSize(tc, 64<<10)
+	id, err := wire.ReadSessionID(br)
+	if err != nil {
+		t.Fatalf("reading session id: %v", err)
+	}
+	_ = tc.SetDeadline(time.Time{})
+	return &rawClient{tc: tc, fr: wire.NewReader(br, wire.MaxPayload), id: id, pub: key.Public().(ed25519.PublicKey)}
+}
+
+// send writes one frame. It is safe from several goroutines.
+func (r *rawClient) send(t *testing.T, typ wire.Type, enc wire.Encoding, payload []byte) {
+	t.Helper()
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	if _, err := r.tc.Write(wire.AppendFrame(nil, typ, enc, payload)); err != nil {
+		t.Errorf("send: %v", err)
+	}
+}
+
+// sendControl writes a control packet with a JSON payload.
+func (r *rawClient) sendControl(t *testing.T, typ wire.Type, v any) {
+	t.Helper()
+	b, err := wire.Marshal(wire.JSON, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.send(t, typ, wire.JSON, b)
+}
+
+// read returns the next frame, failing the test after the wait.
+func (r *rawClient) read(t *testing.T) wire.Frame {
+	t.Helper()
+	_ = r.tc.SetReadDeadline(time.Now().Add(wait))
+	f, err := r.fr.ReadFrame()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return f
+}
+
+// readEOF expects the server's close_notify.
+func (r *rawClient) readEOF(t *testing.T) {
+	t.Helper()
+	_ = r.tc.SetReadDeadline(time.Now().Add(wait))
+	if f, err := r.fr.ReadFrame(); !errors.Is(err, io.EOF) {
+		t.Fatalf("got frame %v, error %v; want EOF", f.Type, err)
+	}
+}
+
+// flush is a barrier round trip: it sends Flush seq and returns the frames
+// read before the FlushAck, which the server writes after the replies to
+// everything sent before the Flush.
+func (r *rawClient) flush(t *testing.T, seq uint64) []wire.Frame {
+	t.Helper()
+	r.sendControl(t, wire.TypeFlush, wire.FlushPayload{Seq: seq})
+	var before []wire.Frame
+	for {
+		f := r.read(t)
+		if f.Type != wire.TypeFlushAck {
+			before = append(before, f)
+			continue
+		}
+		p, err := wire.DecodeFlush(f.Encoding, f.Payload)
+		if err != nil || p.Seq != seq {
+			t.Fatalf("FlushAck %+v, %v; want seq %d", p, err, seq)
+		}
+		return before
+	}
+}
+
+// readGoodbye reads Data frames until the server's Goodbye and returns
+// their payloads and the Goodbye.
+func (r *rawClient) readGoodbye(t *testing.T) ([][]byte, wire.GoodbyePayload) {
+	t.Helper()
+	var data [][]byte
+	for {
+		f := r.read(t)
+		switch f.Type {
+		case wire.TypeData:
+			data = append(data, f.Payload)
+		case wire.TypeGoodbye:
+			gb, err := wire.DecodeGoodbye(f.Encoding, f.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return data, gb
+		default:
+			t.Fatalf("unexpected %s frame", f.Type)
+		}
+	}
+}
+
+// receive opens a Receive stream and returns once the server has
+// subscribed it (its response headers arrived): every packet read from
+// then on reaches it.
+func (e *env) receive(t *testing.T, api tlsgatev1.ControlServiceClient, ids ...uint64) grpc.ServerStreamingClient[tlsgatev1.ReceiveResponse] {
+	t.Helper()
+	if api == nil {
+		api = e.api
+	}
+	rs, err := api.Receive(timeout(t, streamLife), &tlsgatev1.ReceiveRequest{SessionIds: ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs.Header(); err != nil {
+		t.Fatalf("Receive headers: %v", err)
+	}
+	return rs
+}
+
+// watcher is a WatchSessions stream.
+type watcher struct {
+	grpc.ServerStreamingClient[tlsgatev1.WatchSessionsResponse]
+}
+
+// recvNext returns the next event.
+func (w watcher) recvNext(t *testing.T) *tlsgatev1.WatchSessionsResponse {
+	t.Helper()
+	ev, err := w.Recv()
+	if err != nil {
+		t.Fatalf("WatchSessions: %v", err)
+	}
+	return ev
+}
+
+// watch opens a WatchSessions stream with its snapshot and returns it
+// after snapshot_complete, with the snapshot.
+func (e *env) watch(t *testing.T) (watcher, []*tlsgatev1.Session) {
+	t.Helper()
+	ws, err := e.api.WatchSessions(timeout(t, streamLife), &tlsgatev1.WatchSessionsRequest{IncludeSnapshot: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snapshot []*tlsgatev1.Session
+	for {
+		ev, err := ws.Recv()
+		if err != nil {
+			t.Fatalf("WatchSessions: %v", err)
+		}
+		switch {
+		case ev.GetSnapshot() != nil:
+			snapshot = append(snapshot, ev.GetSnapshot())
+		case ev.GetSnapshotComplete() != nil:
+			return watcher{ws}, snapshot
+		default:
+			t.Fatalf("event %v before snapshot_complete", ev)
+		}
+	}
+}
+
+// nextEvent returns the next event on ws that matches.
+func nextEvent(t *testing.T, ws watcher, match func(*tlsgatev1.WatchSessionsResponse) bool) *tlsgatev1.WatchSessionsResponse {
+	t.Helper()
+	for {
+		ev, err := ws.Recv()
+		if err != nil {
+			t.Fatalf("WatchSessions: %v", err)
+		}
+		if match(ev) {
+			return ev
+		}
+	}
+}
+
+// closedEvent returns the next closed event of session id on ws.
+func closedEvent(t *testing.T, ws watcher, id uint64) *tlsgatev1.ClosedConnection {
+	t.Helper()
+	return nextEvent(t, ws, func(ev *tlsgatev1.WatchSessionsResponse) bool {
+		return ev.GetClosed().GetSessionId() == id
+	}).GetClosed()
+}
+
+// getSession returns a session's state through the API.
+func (e *env) getSession(t *testing.T, id uint64) *tlsgatev1.Session {
+	t.Helper()
+	resp, err := e.api.GetSession(timeout(t, wait), &tlsgatev1.GetSessionRequest{SessionId: id})
+	if err != nil {
+		t.Fatalf("GetSession(%d): %v", id, err)
+	}
+	return resp.GetSession()
+}
+
+// sendAsync queues a payload through the API.
+func (e *env) sendAsync(t *testing.T, id uint64, enc tlsgatev1.Encoding, payload []byte) *tlsgatev1.SendAsyncResponse {
+	t.Helper()
+	resp, err := e.api.SendAsync(timeout(t, wait), &tlsgatev1.SendAsyncRequest{SessionId: id, Payload: payload, Encoding: enc})
+	if err != nil {
+		t.Fatalf("SendAsync: %v", err)
+	}
+	return resp
+}

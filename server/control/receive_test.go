@@ -1,0 +1,261 @@
+package control_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+type receiveStream = grpc.ServerStreamingClient[tlsgatev1.ReceiveResponse]
+
+// inbound is what a Receive stream delivered for one session.
+type inbound struct {
+	packets []*tlsgatev1.InboundPacket
+	closed  *tlsgatev1.ClosedConnection
+}
+
+// readUntilClosed reads rs until it has the closed marker of every session
+// in ids, failing on anything for a session not in ids or after its
+// marker.
+func readUntilClosed(t *testing.T, rs receiveStream, ids ...uint64) map[uint64]*inbound {
+	t.Helper()
+	got := make(map[uint64]*inbound)
+	for _, id := range ids {
+		got[id] = &inbound{}
+	}
+	open := len(ids)
+	for open > 0 {
+		item, err := rs.Recv()
+		if err != nil {
+			t.Fatalf("Receive: %v", err)
+		}
+		id := item.GetPacket().GetSessionId()
+		if item.GetClosed() != nil {
+			id = item.GetClosed().GetSessionId()
+		}
+		in, ok := got[id]
+		switch {
+		case !ok:
+			t.Fatalf("an item of session %d, not selected: %v", id, item)
+		case in.closed != nil:
+			t.Fatalf("an item of session %d after its closed marker: %v", id, item)
+		case item.GetClosed() != nil:
+			in.closed = item.GetClosed()
+			open--
+		default:
+			in.packets = append(in.packets, item.GetPacket())
+		}
+	}
+	return got
+}
+
+// TestReceive: every open stream gets every packet it selects, in order,
+// then the connection's closed marker; a filtered stream gets only its
+// sessions'.
+func TestReceive(t *testing.T) {
+	const n = 20
+	e := start(t, setup{})
+	a, b := e.dialRaw(t, nil), e.dialRaw(t, nil)
+	all1 := e.receive(t, nil)
+	all2 := e.receive(t, tlsgatev1.NewControlServiceClient(e.conn(t)))
+	onlyA := e.receive(t, nil, a.id)
+
+	fromAll1 := make(map[uint64]*inbound)
+	for _, rc := range []*rawClient{b, a} {
+		for i := range n {
+			typ, enc := wire.TypeData, wire.JSON
+			if i%5 == 4 {
+				typ, enc = wire.TypeError, wire.MsgPack
+			}
+			rc.send(t, typ, enc, fmt.Appendf(nil, "%d:%d", rc.id, i))
+		}
+		// A naive close: no Goodbye.
+		_ = rc.tc.Close()
+		// b's marker is out before a's first packet: onlyA would see b's
+		// items before a's marker if it selected b.
+		fromAll1[rc.id] = readUntilClosed(t, all1, rc.id)[rc.id]
+	}
+	check := func(name string, got map[uint64]*inbound) {
+		t.Helper()
+		for id, in := range got {
+			if len(in.packets) != n {
+				t.Fatalf("%s: %d packets of session %d, want %d", name, len(in.packets), id, n)
+			}
+			for i, p := range in.packets {
+				typ, enc := tlsgatev1.PacketType_PACKET_TYPE_DATA, tlsgatev1.Encoding_ENCODING_JSON
+				if i%5 == 4 {
+					typ, enc = tlsgatev1.PacketType_PACKET_TYPE_ERROR, tlsgatev1.Encoding_ENCODING_MSGPACK
+				}
+				if p.GetSeq() != uint64(i+1) || string(p.GetPayload()) != fmt.Sprintf("%d:%d", id, i) || p.GetType() != typ ||
+					p.GetEncoding() != enc || p.GetConnectionId() != in.closed.GetConnectionId() || p.GetReceivedTime() == nil {
+					t.Fatalf("%s: packet %d of session %d: %v", name, i, id, p)
+				}
+			}
+			if c := in.closed; c.GetOutcome() != tlsgatev1.Outcome_OUTCOME_PEER_CLOSED || c.GetCounters().GetPacketsIn() != n {
+				t.Fatalf("%s: closed marker of session %d: %v", name, id, c)
+			}
+		}
+	}
+	check("all1", fromAll1)
+	check("all2", readUntilClosed(t, all2, a.id, b.id))
+	check("onlyA", readUntilClosed(t, onlyA, a.id))
+}
+
+// TestReceiveReplacesFallback: while a stream selects a session, the
+// fallback handler (echo) does not run for it; once the stream ends, the
+// echo applies again.
+func TestReceiveReplacesFallback(t *testing.T) {
+	e := start(t, setup{})
+	rc := e.dialRaw(t, nil)
+	flushSeq := uint64(0)
+	// roundTrip sends a packet and a barrier; it returns the echoes written
+	// before the FlushAck, which the server writes after processing the
+	// packet.
+	roundTrip := func(payload string) []wire.Frame {
+		rc.send(t, wire.TypeData, wire.JSON, []byte(payload))
+		flushSeq++
+		return rc.flush(t, flushSeq)
+	}
+	echoed := func(frames []wire.Frame, payload string) bool {
+		return len(frames) == 1 && frames[0].Type == wire.TypeData && string(frames[0].Payload) == payload
+	}
+
+	if got := roundTrip("one"); !echoed(got, "one") {
+		t.Fatalf("no stream: got %d frames, want the echo", len(got))
+	}
+	// A stream of another session changes nothing for this one.
+	other := e.dialRaw(t, nil)
+	e.receive(t, nil, other.id)
+	if got := roundTrip("two"); !echoed(got, "two") {
+		t.Fatalf("a stream of another session: got %d frames, want the echo", len(got))
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	rs, err := e.api.Receive(ctx, &tlsgatev1.ReceiveRequest{SessionIds: []uint64{rc.id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs.Header(); err != nil {
+		t.Fatal(err)
+	}
+	if got := roundTrip("three"); len(got) != 0 {
+		t.Fatalf("with a stream: %d frames before the FlushAck, the first %q; want no echo", len(got), got[0].Payload)
+	}
+	if item, err := rs.Recv(); err != nil || string(item.GetPacket().GetPayload()) != "three" || item.GetPacket().GetSeq() != 3 {
+		t.Fatalf("stream got %v, %v; want packet 3 \"three\"", item, err)
+	}
+
+	// The stream ends; the server unsubscribes it as soon as it notices,
+	// after which every packet is echoed again. A packet in between goes
+	// to the ended stream.
+	cancel()
+	for i := 0; ; i++ {
+		if i == 1000 {
+			t.Fatal("no echo in 1,000 round trips after the stream ended")
+		}
+		p := fmt.Sprintf("four-%d", i)
+		if got := roundTrip(p); echoed(got, p) {
+			break
+		} else if len(got) != 0 {
+			t.Fatalf("after the stream: %d frames", len(got))
+		}
+	}
+	if got := roundTrip("five"); !echoed(got, "five") {
+		t.Fatalf("after the stream: got %d frames, want the echo", len(got))
+	}
+}
+
+// TestReceiveSlowConsumer: a stream whose consumer stops reading is cut off
+// with RESOURCE_EXHAUSTED once its buffer is full, while the sessions and
+// another stream keep going.
+func TestReceiveSlowConsumer(t *testing.T) {
+	const n, buffer, chunk = 1000, 16, 8
+	e := start(t, setup{buffer: buffer})
+	a, b := e.dialRaw(t, nil), e.dialRaw(t, nil)
+	// Each stream on its own connection, as separate consumers would be.
+	stalled := e.receive(t, tlsgatev1.NewControlServiceClient(e.conn(t)))
+	live := e.receive(t, tlsgatev1.NewControlServiceClient(e.conn(t)))
+
+	// 8 MB through a's session, far more than the stalled stream's flow
+	// control window and buffer hold. The live consumer keeps up: the
+	// client sends a chunk (less than a buffer) once the live stream has
+	// the previous one. The hub hands packets over without waiting, so a
+	// burst larger than the buffer would cut off a reader that keeps up
+	// on average, too.
+	payload := bytes.Repeat([]byte("x"), 8000)
+	for i := range n {
+		copy(payload, fmt.Sprintf("%06d", i))
+		a.send(t, wire.TypeData, wire.JSON, payload)
+		if i%chunk != chunk-1 && i != n-1 {
+			continue
+		}
+		for j := i - i%chunk; j <= i; j++ {
+			item, err := live.Recv()
+			if err != nil {
+				t.Fatalf("live stream, packet %d: %v", j, err)
+			}
+			if p := item.GetPacket(); p.GetSessionId() != a.id || p.GetSeq() != uint64(j+1) || string(p.GetPayload()[:6]) != fmt.Sprintf("%06d", j) {
+				t.Fatalf("live stream packet %d: %v", j, item)
+			}
+		}
+	}
+	// a's reader never stalled on the stream, and nothing was echoed.
+	if got := a.flush(t, 1); len(got) != 0 {
+		t.Fatalf("%d frames before the FlushAck", len(got))
+	}
+	// Another session works as well.
+	b.send(t, wire.TypeData, wire.JSON, []byte("b"))
+	b.flush(t, 1)
+	_, _ = a.tc.Close(), b.tc.Close()
+	got := readUntilClosed(t, live, a.id, b.id)
+	if len(got[a.id].packets) != 0 || len(got[b.id].packets) != 1 || string(got[b.id].packets[0].GetPayload()) != "b" {
+		t.Fatalf("the live stream's last items: %d of a, %v of b", len(got[a.id].packets), got[b.id].packets)
+	}
+
+	// The stalled stream: what it was sent, then RESOURCE_EXHAUSTED.
+	var read int
+	for {
+		item, err := stalled.Recv()
+		if err != nil {
+			wantCode(t, err, codes.ResourceExhausted, "fell behind", fmt.Sprint(buffer))
+			break
+		}
+		if p := item.GetPacket(); p.GetSeq() != uint64(read+1) {
+			t.Fatalf("stalled stream item %d: %v", read, item)
+		}
+		read++
+	}
+	if read >= n {
+		t.Fatalf("the stalled stream got all %d packets before it was cut off", read)
+	}
+	t.Logf("the stalled stream got %d packets before it was cut off", read)
+}
+
+// TestReceiveErrors: invalid session filters.
+func TestReceiveErrors(t *testing.T) {
+	e := start(t, setup{})
+	for _, tc := range []struct {
+		ids []uint64
+		msg string
+	}{
+		{[]uint64{5, 0}, "session_ids[1]"},
+		{slices.Repeat([]uint64{1}, 10001), "session_ids"},
+	} {
+		t.Run(strings.NewReplacer("[", "", "]", "").Replace(tc.msg), func(t *testing.T) {
+			rs, err := e.api.Receive(timeout(t, wait), &tlsgatev1.ReceiveRequest{SessionIds: tc.ids})
+			if err == nil {
+				_, err = rs.Recv()
+			}
+			wantCode(t, err, codes.InvalidArgument, tc.msg)
+		})
+	}
+}
