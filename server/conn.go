@@ -136,7 +136,7 @@ func (c *conn) startClose(o CloseOptions) {
 
 func (c *conn) startCloseIn(gb wire.GoodbyePayload, enc wire.Encoding, drain time.Duration) {
 	c.mu.Lock()
-	if c.closeStarted {
+	if c.closeStarted || c.ctx.Err() != nil { // started, or aborted
 		c.mu.Unlock()
 		return
 	}
@@ -222,13 +222,9 @@ func (c *conn) teardown() {
 		}
 	}
 	c.state = StateClosed
-	code, reason := c.code, c.reason
-	if !c.goodbyeSent { // the close started, but its Goodbye never went out
-		code, reason = "", ""
-	}
 	c.final = CloseInfo{
 		SessionID: c.sess.id, ConnID: c.id,
-		Code: code, Reason: reason, PeerCode: c.peerCode,
+		Code: c.code, Reason: c.reason, GoodbyeSent: c.goodbyeSent, PeerCode: c.peerCode,
 		Outcome: c.outcome, TruncatedFrame: c.truncated,
 		Counters: c.stats.snapshot(),
 	}

@@ -69,8 +69,12 @@ type SessionInfo struct {
 type CloseInfo struct {
 	SessionID uint64
 	ConnID    uint64
-	// Code and Reason of the Goodbye this side sent, if any.
+	// Code and Reason of the close the server started (its Goodbye), empty
+	// if it started none (the connection was forced or simply lost).
 	Code, Reason string
+	// GoodbyeSent: the server's Goodbye was written. A slow consumer or a
+	// drain timeout can end the connection before it is.
+	GoodbyeSent bool
 	// PeerCode is the code of the peer's Goodbye, if one arrived.
 	PeerCode string
 	Outcome  Outcome

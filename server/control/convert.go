@@ -86,6 +86,7 @@ func closedConnection(c server.CloseInfo) *tlsgatev1.ClosedConnection {
 		ConnectionId:    c.ConnID,
 		GoodbyeCode:     c.Code,
 		GoodbyeReason:   c.Reason,
+		GoodbyeSent:     c.GoodbyeSent,
 		PeerGoodbyeCode: c.PeerCode,
 		Outcome:         outcomeToProto(c.Outcome),
 		TruncatedFrame:  c.TruncatedFrame,

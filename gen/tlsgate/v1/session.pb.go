@@ -429,8 +429,10 @@ type ClosedConnection struct {
 	SessionId uint64 `protobuf:"varint,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// The connection's ID.
 	ConnectionId uint64 `protobuf:"varint,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	// The code of the Goodbye the server sent, such as "admin" or
-	// "session_taken_over"; empty if it sent none.
+	// Why the server closed the connection: the code of its Goodbye, such as
+	// "admin", "session_taken_over" or "slow_consumer", whether or not the
+	// Goodbye could be written (see goodbye_sent). Empty if the server started
+	// no close (a forced close, or a connection that was simply lost).
 	GoodbyeCode string `protobuf:"bytes,3,opt,name=goodbye_code,json=goodbyeCode,proto3" json:"goodbye_code,omitempty"`
 	// The reason in the server's Goodbye.
 	GoodbyeReason string `protobuf:"bytes,4,opt,name=goodbye_reason,json=goodbyeReason,proto3" json:"goodbye_reason,omitempty"`
@@ -441,7 +443,9 @@ type ClosedConnection struct {
 	// True if the stream ended inside a frame (the partial frame is dropped).
 	TruncatedFrame bool `protobuf:"varint,7,opt,name=truncated_frame,json=truncatedFrame,proto3" json:"truncated_frame,omitempty"`
 	// The connection's final counters.
-	Counters      *Counters `protobuf:"bytes,8,opt,name=counters,proto3" json:"counters,omitempty"`
+	Counters *Counters `protobuf:"bytes,8,opt,name=counters,proto3" json:"counters,omitempty"`
+	// True if the server's Goodbye was written to the connection.
+	GoodbyeSent   bool `protobuf:"varint,9,opt,name=goodbye_sent,json=goodbyeSent,proto3" json:"goodbye_sent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -532,6 +536,13 @@ func (x *ClosedConnection) GetCounters() *Counters {
 	return nil
 }
 
+func (x *ClosedConnection) GetGoodbyeSent() bool {
+	if x != nil {
+		return x.GoodbyeSent
+	}
+	return false
+}
+
 var File_tlsgate_v1_session_proto protoreflect.FileDescriptor
 
 const file_tlsgate_v1_session_proto_rawDesc = "" +
@@ -569,7 +580,7 @@ const file_tlsgate_v1_session_proto_rawDesc = "" +
 	"queueBytes\x12*\n" +
 	"\x11queue_limit_bytes\x18\r \x01(\x04R\x0fqueueLimitBytes\x12+\n" +
 	"\x12last_flush_ack_seq\x18\x0e \x01(\x04R\x0flastFlushAckSeq\x12\x1c\n" +
-	"\ttakeovers\x18\x0f \x01(\x04R\ttakeovers\"\xd6\x02\n" +
+	"\ttakeovers\x18\x0f \x01(\x04R\ttakeovers\"\xf9\x02\n" +
 	"\x10ClosedConnection\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x04R\tsessionId\x12#\n" +
@@ -579,7 +590,8 @@ const file_tlsgate_v1_session_proto_rawDesc = "" +
 	"\x11peer_goodbye_code\x18\x05 \x01(\tR\x0fpeerGoodbyeCode\x12-\n" +
 	"\aoutcome\x18\x06 \x01(\x0e2\x13.tlsgate.v1.OutcomeR\aoutcome\x12'\n" +
 	"\x0ftruncated_frame\x18\a \x01(\bR\x0etruncatedFrame\x120\n" +
-	"\bcounters\x18\b \x01(\v2\x14.tlsgate.v1.CountersR\bcounters*\x9d\x01\n" +
+	"\bcounters\x18\b \x01(\v2\x14.tlsgate.v1.CountersR\bcounters\x12!\n" +
+	"\fgoodbye_sent\x18\t \x01(\bR\vgoodbyeSent*\x9d\x01\n" +
 	"\fSessionState\x12\x1d\n" +
 	"\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19SESSION_STATE_HANDSHAKING\x10\x01\x12\x18\n" +

@@ -214,8 +214,10 @@ export declare type ClosedConnection = Message<"tlsgate.v1.ClosedConnection"> & 
   connectionId: bigint;
 
   /**
-   * The code of the Goodbye the server sent, such as "admin" or
-   * "session_taken_over"; empty if it sent none.
+   * Why the server closed the connection: the code of its Goodbye, such as
+   * "admin", "session_taken_over" or "slow_consumer", whether or not the
+   * Goodbye could be written (see goodbye_sent). Empty if the server started
+   * no close (a forced close, or a connection that was simply lost).
    *
    * @generated from field: string goodbye_code = 3;
    */
@@ -255,6 +257,13 @@ export declare type ClosedConnection = Message<"tlsgate.v1.ClosedConnection"> & 
    * @generated from field: tlsgate.v1.Counters counters = 8;
    */
   counters?: Counters | undefined;
+
+  /**
+   * True if the server's Goodbye was written to the connection.
+   *
+   * @generated from field: bool goodbye_sent = 9;
+   */
+  goodbyeSent: boolean;
 };
 
 /**
