@@ -19,6 +19,10 @@ const (
 	DefaultDrainTimeout     = 10 * time.Second
 	DefaultShutdownTimeout  = 15 * time.Second
 	DefaultQueueBytes       = 4 << 20
+	DefaultIdleInterval     = 30 * time.Second
+	DefaultPongTimeout      = 10 * time.Second
+	DefaultSlowConsumer     = 10 * time.Second
+	DefaultMaxConns         = 100000
 	// ReadBufferSize and WriteBufferSize are the per-connection buffer sizes.
 	ReadBufferSize  = 64 << 10
 	WriteBufferSize = 64 << 10
@@ -63,6 +67,25 @@ type Config struct {
 	// ShutdownTimeout bounds Shutdown when its context has no deadline.
 	// Default 15 s.
 	ShutdownTimeout time.Duration
+	// IdleInterval: after this long without a packet from the client, the
+	// server sends Ping. Default 30 s.
+	IdleInterval time.Duration
+	// PongTimeout: a client that sends nothing for this long after a Ping
+	// is closed with Goodbye idle_timeout. Default 10 s.
+	PongTimeout time.Duration
+	// SlowConsumerTimeout: when the writer has made no progress for this
+	// long (the client does not read), the session is closed with Goodbye
+	// slow_consumer. Default 10 s.
+	SlowConsumerTimeout time.Duration
+	// MaxConns bounds the open connections, handshakes included; more are
+	// refused at accept. Default 100,000; -1 means no limit.
+	MaxConns int
+	// MaxConnsPerIP bounds the open connections from one IP address.
+	// Default 0: no limit (clients behind NAT share addresses).
+	MaxConnsPerIP int
+	// Authorizer, when set, may refuse a client's key at the handshake
+	// (after its signature is verified). See AllowList.
+	Authorizer Authorizer
 }
 
 func (c *Config) setDefaults() error {
@@ -99,6 +122,9 @@ func (c *Config) setDefaults() error {
 		{"LingerTimeout", &c.LingerTimeout, DefaultLingerTimeout},
 		{"DrainTimeout", &c.DrainTimeout, DefaultDrainTimeout},
 		{"ShutdownTimeout", &c.ShutdownTimeout, DefaultShutdownTimeout},
+		{"IdleInterval", &c.IdleInterval, DefaultIdleInterval},
+		{"PongTimeout", &c.PongTimeout, DefaultPongTimeout},
+		{"SlowConsumerTimeout", &c.SlowConsumerTimeout, DefaultSlowConsumer},
 	} {
 		if *d.v == 0 {
 			*d.v = d.def
@@ -106,6 +132,15 @@ func (c *Config) setDefaults() error {
 		if *d.v < 0 {
 			return fmt.Errorf("server: Config.%s must not be negative, got %s", d.name, *d.v)
 		}
+	}
+	switch {
+	case c.MaxConns == 0:
+		c.MaxConns = DefaultMaxConns
+	case c.MaxConns < -1:
+		return fmt.Errorf("server: Config.MaxConns must be positive, or -1 for no limit, got %d", c.MaxConns)
+	}
+	if c.MaxConnsPerIP < 0 {
+		return fmt.Errorf("server: Config.MaxConnsPerIP must not be negative, got %d", c.MaxConnsPerIP)
 	}
 	tc := c.TLSConfig.Clone()
 	tc.MinVersion = tls.VersionTLS13

@@ -44,8 +44,14 @@ type conn struct {
 	done       chan struct{} // closed once the connection has fully ended
 
 	lastEnc      atomic.Uint32 // encoding of the last frame received
-	lastActivity atomic.Int64  // unix nanoseconds
-	stats        stats
+	lastActivity atomic.Int64  // unix nanoseconds of the last frame received
+
+	// Watchdog state: see watchdog.go.
+	watchdog      *time.Timer
+	flushingSince atomic.Int64 // unix nanoseconds; 0 when no flush is under way
+	pingSentAt    atomic.Int64 // unix nanoseconds of the last Ping; 0 before any
+	pingNonce     uint64       // owned by the watchdog
+	stats         stats
 
 	mu                          sync.Mutex
 	state                       State
@@ -201,6 +207,7 @@ func (c *conn) abort(o Outcome) {
 // reads until the connection ends, then tears it down.
 func (c *conn) serve() {
 	go c.writeLoop()
+	c.startWatchdog()
 	c.readLoop()
 	close(c.readerDone)
 	<-c.writerDone
@@ -210,6 +217,7 @@ func (c *conn) serve() {
 func (c *conn) teardown() {
 	_ = c.nc.Close()
 	c.cancel()
+	c.watchdog.Stop()
 	c.stats.unwritten.Add(uint64(c.srv.release(c)))
 	c.failFlushes(ErrClosed)
 

@@ -6,11 +6,15 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
+	"os"
 	"time"
 
 	"github.com/tlsgate/tlsgate/wire"
 )
+
+var errShuttingDown = errors.New("server shutting down")
 
 // handshake runs the TLS handshake and the tlsgate handshake, all within
 // the handshake timeout counted from accept, then registers the session.
@@ -24,7 +28,9 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 	tc := tls.Server(nc, s.cfg.TLSConfig)
 
 	fail := func(stage string, err error) (*conn, error) {
-		log.Info("handshake failed", "stage", stage, "err", err, "elapsed", time.Since(start))
+		reason := failureReason(err)
+		s.counters.handshakeFailure(reason)
+		log.Info("handshake failed", "stage", stage, "reason", reason, "err", err, "elapsed", time.Since(start))
 		_ = tc.Close() // close_notify if the TLS handshake completed, then the socket
 		return nil, err
 	}
@@ -32,7 +38,12 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 	ctx, cancel := context.WithDeadline(s.ctx, start.Add(s.cfg.HandshakeTimeout))
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
-		log.Debug("TLS handshake failed", "err", err)
+		reason := "tls"
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+			reason = "timeout"
+		}
+		s.counters.handshakeFailure(reason)
+		log.Debug("TLS handshake failed", "reason", reason, "err", err)
 		_ = nc.Close()
 		return nil, err
 	}
@@ -49,6 +60,11 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 	}
 	if err := auth.Verify(hello.Nonce, s.certHash); err != nil {
 		return fail("verify", err)
+	}
+	if a := s.cfg.Authorizer; a != nil {
+		if err := a.Authorize(ctx, auth.PublicKey, nc.RemoteAddr()); err != nil {
+			return fail("authorize", &unauthorizedError{err})
+		}
 	}
 	id := wire.SessionID(auth.PublicKey)
 	_ = nc.SetDeadline(time.Time{})
@@ -77,7 +93,7 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 	c.log = log.With("session_id", id, "conn_id", c.id)
 	if _, ok := s.register(c, &Session{srv: s, id: id, pub: auth.PublicKey, q: queue{limit: s.cfg.QueueBytes}}); !ok {
 		c.cancel()
-		return fail("register", errors.New("server shutting down"))
+		return fail("register", errShuttingDown)
 	}
 	// Registered first, so that a client holding its ID finds its session.
 	// The send buffer of a new connection is empty: this write cannot block.
@@ -87,4 +103,29 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 	}
 	c.log.Info("session connected", "tls_version", tls.VersionName(st.Version), "elapsed", time.Since(start))
 	return c, nil
+}
+
+// unauthorizedError marks the Authorizer's refusal.
+type unauthorizedError struct{ error }
+
+func (e *unauthorizedError) Unwrap() error { return e.error }
+
+// failureReason classifies a failed handshake for Stats.
+func failureReason(err error) string {
+	var ua *unauthorizedError
+	switch {
+	case errors.As(err, &ua):
+		return "unauthorized"
+	case errors.Is(err, wire.ErrHandshakeVersion):
+		return "version"
+	case errors.Is(err, wire.ErrHandshakeSignature):
+		return "signature"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "short_read"
+	case errors.Is(err, errShuttingDown):
+		return "shutdown"
+	}
+	return "io"
 }

@@ -34,11 +34,14 @@ type Server struct {
 	listeners  map[net.Listener]struct{}
 	handshakes map[net.Conn]struct{}
 	conns      map[*conn]struct{} // every connection past its handshake
+	open       int                // connections admitted and not yet ended
+	perIP      map[string]int     // open, by remote IP
 	shutting   bool
 	shutdown   chan struct{} // closed when shutdown begins
 	wg         sync.WaitGroup
 
 	nextConnID atomic.Uint64
+	counters   counters
 }
 
 // New validates cfg, fills in its defaults and returns a Server.
@@ -57,6 +60,7 @@ func New(cfg Config) (*Server, error) {
 		listeners:  make(map[net.Listener]struct{}),
 		handshakes: make(map[net.Conn]struct{}),
 		conns:      make(map[*conn]struct{}),
+		perIP:      make(map[string]int),
 		shutdown:   make(chan struct{}),
 	}
 	return s, nil
@@ -124,7 +128,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		if !s.track(nc) {
+		if !s.admit(nc) {
 			_ = nc.Close()
 			continue
 		}
@@ -132,29 +136,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
-// track registers a connection in its handshake; false once shutting down.
-func (s *Server) track(nc net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.shutting {
-		return false
-	}
-	s.handshakes[nc] = struct{}{}
-	s.wg.Add(1)
-	return true
-}
-
-func (s *Server) untrack(nc net.Conn) {
-	s.mu.Lock()
-	delete(s.handshakes, nc)
-	s.mu.Unlock()
-}
-
 // handle runs one accepted connection: handshake, then the session.
 func (s *Server) handle(nc net.Conn) {
 	defer s.wg.Done()
+	defer s.forget(nc)
 	c, err := s.handshake(nc)
-	s.untrack(nc)
 	if err != nil {
 		return
 	}

@@ -83,7 +83,10 @@ func (c *conn) writeBatch(batch []entry) (goodbye bool, err error) {
 			break
 		}
 	}
-	if err := c.bw.Flush(); err != nil {
+	c.flushingSince.Store(time.Now().UnixNano())
+	err = c.bw.Flush()
+	c.flushingSince.Store(0)
+	if err != nil {
 		return false, err
 	}
 	c.stats.packetsOut.Add(packets)

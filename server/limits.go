@@ -1,0 +1,108 @@
+package server
+
+import (
+	"net"
+	"sync/atomic"
+)
+
+// Stats are the data plane's counters since start.
+type Stats struct {
+	// Accepted counts TCP connections accepted and admitted.
+	Accepted uint64
+	// RefusedTotal and RefusedPerIP count connections refused at accept by
+	// Config.MaxConns and Config.MaxConnsPerIP.
+	RefusedTotal, RefusedPerIP uint64
+	// HandshakeFailed counts failed handshakes by reason: "tls", "version",
+	// "signature", "short_read", "timeout", "unauthorized", "shutdown",
+	// "io".
+	HandshakeFailed map[string]uint64
+	// SlowConsumers counts sessions closed with Goodbye slow_consumer.
+	SlowConsumers uint64
+	// IdleTimeouts counts sessions closed with Goodbye idle_timeout.
+	IdleTimeouts uint64
+}
+
+// counters back Stats.
+type counters struct {
+	accepted, refusedTotal, refusedPerIP atomic.Uint64
+	slowConsumers, idleTimeouts          atomic.Uint64
+	handshakeFailed                      [len(handshakeFailureReasons)]atomic.Uint64
+}
+
+var handshakeFailureReasons = [...]string{"tls", "version", "signature", "short_read", "timeout", "unauthorized", "shutdown", "io"}
+
+func (c *counters) handshakeFailure(reason string) {
+	for i, r := range handshakeFailureReasons {
+		if r == reason {
+			c.handshakeFailed[i].Add(1)
+			return
+		}
+	}
+}
+
+// Stats returns the data plane's counters.
+func (s *Server) Stats() Stats {
+	st := Stats{
+		Accepted:        s.counters.accepted.Load(),
+		RefusedTotal:    s.counters.refusedTotal.Load(),
+		RefusedPerIP:    s.counters.refusedPerIP.Load(),
+		SlowConsumers:   s.counters.slowConsumers.Load(),
+		IdleTimeouts:    s.counters.idleTimeouts.Load(),
+		HandshakeFailed: make(map[string]uint64, len(handshakeFailureReasons)),
+	}
+	for i, r := range handshakeFailureReasons {
+		st.HandshakeFailed[r] = s.counters.handshakeFailed[i].Load()
+	}
+	return st
+}
+
+// hostOf is the IP a connection is counted under.
+func hostOf(addr net.Addr) string {
+	if ta, ok := addr.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	host, _, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	return host
+}
+
+// admit registers an accepted connection, in its handshake, unless the
+// server is shutting down or a connection limit is reached.
+func (s *Server) admit(nc net.Conn) bool {
+	ip := hostOf(nc.RemoteAddr())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutting {
+		return false
+	}
+	switch {
+	case s.cfg.MaxConns > 0 && s.open >= s.cfg.MaxConns:
+		s.counters.refusedTotal.Add(1)
+		s.log.Warn("connection refused: too many connections", "remote_addr", nc.RemoteAddr().String(), "open", s.open, "max_conns", s.cfg.MaxConns)
+		return false
+	case s.cfg.MaxConnsPerIP > 0 && s.perIP[ip] >= s.cfg.MaxConnsPerIP:
+		s.counters.refusedPerIP.Add(1)
+		s.log.Warn("connection refused: too many connections from one IP", "remote_addr", nc.RemoteAddr().String(), "open_from_ip", s.perIP[ip], "max_conns_per_ip", s.cfg.MaxConnsPerIP)
+		return false
+	}
+	s.open++
+	s.perIP[ip]++
+	s.handshakes[nc] = struct{}{}
+	s.counters.accepted.Add(1)
+	s.wg.Add(1)
+	return true
+}
+
+// forget is admit's counterpart, once the connection has ended.
+func (s *Server) forget(nc net.Conn) {
+	ip := hostOf(nc.RemoteAddr())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.handshakes, nc)
+	s.open--
+	if s.perIP[ip]--; s.perIP[ip] <= 0 {
+		delete(s.perIP, ip)
+	}
+}
