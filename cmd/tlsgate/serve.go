@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 
 	"github.com/tlsgate/tlsgate/internal/devcert"
@@ -31,9 +33,19 @@ type serveCmd struct {
 	AllowTLS12       bool          `name:"allow-tls12" env:"TLSGATE_ALLOW_TLS12" help:"Accept TLS 1.2 as well as 1.3 (default: TLS 1.3 only)."`
 	SessionTickets   bool          `env:"TLSGATE_SESSION_TICKETS" help:"Send TLS 1.3 session tickets (default: off, see docs/protocol.md)."`
 
+	IdleInterval        time.Duration `env:"TLSGATE_IDLE_INTERVAL" default:"30s" help:"Ping a client after this long without a packet from it (default: ${default})."`
+	PongTimeout         time.Duration `env:"TLSGATE_PONG_TIMEOUT" default:"10s" help:"Close with Goodbye idle_timeout when a pinged client stays silent this long (default: ${default})."`
+	SlowConsumerTimeout time.Duration `env:"TLSGATE_SLOW_CONSUMER_TIMEOUT" default:"10s" help:"Close with Goodbye slow_consumer when a client has not read for this long (default: ${default})."`
+	MaxConns            int           `env:"TLSGATE_MAX_CONNS" default:"100000" help:"Most open connections, handshakes included; more are refused at accept; -1 for no limit (default: ${default})."`
+	MaxConnsPerIP       int           `name:"max-conns-per-ip" env:"TLSGATE_MAX_CONNS_PER_IP" default:"0" help:"Most open connections from one IP address; 0 for no limit (default: ${default})."`
+	AllowList           string        `env:"TLSGATE_ALLOW_LIST" type:"path" placeholder:"FILE" help:"Only admit the client public keys listed in FILE (hex or base64, one per line, # comments). Default: any key."`
+
 	ControlAddr          string `env:"TLSGATE_CONTROL_ADDR" default:"${controladdr}" placeholder:"HOST:PORT" help:"gRPC control plane address; empty turns the control plane off (default: ${default})."`
 	ControlToken         string `env:"TLSGATE_CONTROL_TOKEN" placeholder:"TOKEN" help:"Bearer token every control-plane RPC must carry (the health service stays open). Prefer the env var: flags show in ps."`
-	InsecureControlPlane bool   `env:"TLSGATE_INSECURE_CONTROL_PLANE" help:"Allow the control plane on a non-loopback address without --control-token."`
+	ControlCert          string `env:"TLSGATE_CONTROL_CERT" type:"path" placeholder:"FILE" help:"Serve the control plane over TLS with this certificate chain (PEM). Default: plaintext."`
+	ControlKey           string `env:"TLSGATE_CONTROL_KEY" type:"path" placeholder:"FILE" help:"Private key of --control-cert (PEM)."`
+	ControlClientCA      string `name:"control-client-ca" env:"TLSGATE_CONTROL_CLIENT_CA" type:"path" placeholder:"FILE" help:"Require control-plane clients to present a certificate signed by this CA (mTLS; needs --control-cert)."`
+	InsecureControlPlane bool   `env:"TLSGATE_INSECURE_CONTROL_PLANE" help:"Allow the control plane on a non-loopback address without --control-token or --control-client-ca."`
 }
 
 // Validate checks the values kong cannot, naming the flag at fault.
@@ -47,8 +59,20 @@ func (c *serveCmd) Validate() error {
 	if frame := wire.HeaderLen + c.MaxPayload; c.QueueBytes < frame {
 		return fmt.Errorf("--queue-bytes must hold at least one full frame (%d bytes with --max-payload %d), got %d", frame, c.MaxPayload, c.QueueBytes)
 	}
-	if c.ControlAddr != "" && c.ControlToken == "" && !c.InsecureControlPlane && !isLoopback(c.ControlAddr) {
-		return fmt.Errorf("--control-addr %s is not a loopback address and --control-token is empty: anyone who can reach it could send to and disconnect every session; set --control-token (or TLSGATE_CONTROL_TOKEN), or pass --insecure-control-plane", c.ControlAddr)
+	if (c.ControlCert == "") != (c.ControlKey == "") {
+		return fmt.Errorf("--control-cert and --control-key must be given together")
+	}
+	if c.ControlClientCA != "" && c.ControlCert == "" {
+		return fmt.Errorf("--control-client-ca needs --control-cert and --control-key: mTLS runs over TLS")
+	}
+	if c.ControlAddr != "" && c.ControlToken == "" && c.ControlClientCA == "" && !c.InsecureControlPlane && !isLoopback(c.ControlAddr) {
+		return fmt.Errorf("--control-addr %s is not a loopback address and the control plane has no auth: anyone who can reach it could send to and disconnect every session; set --control-token (or TLSGATE_CONTROL_TOKEN) or --control-client-ca, or pass --insecure-control-plane", c.ControlAddr)
+	}
+	if c.MaxConns < -1 || c.MaxConns == 0 {
+		return fmt.Errorf("--max-conns must be positive, or -1 for no limit, got %d", c.MaxConns)
+	}
+	if c.MaxConnsPerIP < 0 {
+		return fmt.Errorf("--max-conns-per-ip must be 0 (no limit) or positive, got %d", c.MaxConnsPerIP)
 	}
 	for _, d := range []struct {
 		flag string
@@ -58,6 +82,9 @@ func (c *serveCmd) Validate() error {
 		{"--linger-timeout", c.LingerTimeout},
 		{"--drain-timeout", c.DrainTimeout},
 		{"--shutdown-timeout", c.ShutdownTimeout},
+		{"--idle-interval", c.IdleInterval},
+		{"--pong-timeout", c.PongTimeout},
+		{"--slow-consumer-timeout", c.SlowConsumerTimeout},
 	} {
 		if d.v <= 0 {
 			return fmt.Errorf("%s must be positive, got %s", d.flag, d.v)
@@ -84,6 +111,19 @@ func (c *serveCmd) Run(rt *runtime) error {
 	// The hub routes inbound packets to the control plane's Receive streams
 	// (or the handler when none is open) and lifecycle events to watchers.
 	hub := control.NewHub(handler, 0)
+	var authorizer server.Authorizer
+	if c.AllowList != "" {
+		list, err := server.LoadAllowList(c.AllowList)
+		if err != nil {
+			return fmt.Errorf("--allow-list: %w", err)
+		}
+		authorizer = list
+		log.Info("allow list loaded", "keys", len(list), "file", c.AllowList)
+	}
+	controlTLS, err := c.controlTLS()
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(server.Config{
 		Addr:             c.Addr,
 		TLSConfig:        &tls.Config{Certificates: []tls.Certificate{cert}},
@@ -98,6 +138,13 @@ func (c *serveCmd) Run(rt *runtime) error {
 		LingerTimeout:    c.LingerTimeout,
 		DrainTimeout:     c.DrainTimeout,
 		ShutdownTimeout:  c.ShutdownTimeout,
+
+		IdleInterval:        c.IdleInterval,
+		PongTimeout:         c.PongTimeout,
+		SlowConsumerTimeout: c.SlowConsumerTimeout,
+		MaxConns:            c.MaxConns,
+		MaxConnsPerIP:       c.MaxConnsPerIP,
+		Authorizer:          authorizer,
 	})
 	if err != nil {
 		return err
@@ -123,7 +170,7 @@ func (c *serveCmd) Run(rt *runtime) error {
 	var ctl *control.Server
 	ctlServed := make(chan error, 1)
 	if c.ControlAddr != "" {
-		ctl, err = control.New(control.Config{Gateway: srv, Hub: hub, Addr: c.ControlAddr, Token: c.ControlToken, Logger: log.With("plane", "control")})
+		ctl, err = control.New(control.Config{Gateway: srv, Hub: hub, Addr: c.ControlAddr, Token: c.ControlToken, TLSConfig: controlTLS, Logger: log.With("plane", "control")})
 		if err == nil {
 			var cln net.Listener
 			if cln, err = lc.Listen(rt.ctx, "tcp", c.ControlAddr); err != nil {
@@ -167,6 +214,32 @@ func (c *serveCmd) Run(rt *runtime) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// controlTLS builds the control plane's TLS configuration: none (plaintext)
+// without --control-cert; with --control-client-ca, client certificates
+// signed by that CA are required.
+func (c *serveCmd) controlTLS() (*tls.Config, error) {
+	if c.ControlCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.ControlCert, c.ControlKey)
+	if err != nil {
+		return nil, fmt.Errorf("--control-cert/--control-key: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.ControlClientCA != "" {
+		pem, err := os.ReadFile(c.ControlClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("--control-client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--control-client-ca %s: no PEM certificate in it", c.ControlClientCA)
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
 }
 
 // isLoopback reports whether a listen address binds only loopback.

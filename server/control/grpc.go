@@ -7,6 +7,7 @@ package control
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -48,6 +50,10 @@ type Config struct {
 	// ("authorization: Bearer <token>"), compared in constant time. The
 	// health service stays open for probes. Default: no auth.
 	Token string
+	// TLSConfig, when set, serves gRPC over TLS; with ClientCAs and
+	// ClientAuth set it requires client certificates (mTLS). Default:
+	// plaintext, which is only safe on loopback.
+	TLSConfig *tls.Config
 	// Logger receives one line per RPC. Default: discard.
 	Logger *slog.Logger
 	// ServerOptions are extra grpc.ServerOptions (credentials, say).
@@ -79,6 +85,13 @@ func New(cfg Config) (*Server, error) {
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 	}, cfg.ServerOptions...)
+	if cfg.TLSConfig != nil {
+		tc := cfg.TLSConfig.Clone()
+		if tc.MinVersion < tls.VersionTLS12 {
+			tc.MinVersion = tls.VersionTLS12
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+	}
 	s := &Server{cfg: cfg, grpc: grpc.NewServer(opts...), health: health.NewServer()}
 	tlsgatev1.RegisterControlServiceServer(s.grpc, svc)
 	healthpb.RegisterHealthServer(s.grpc, s.health)

@@ -52,6 +52,9 @@ type setup struct {
 	logger *slog.Logger
 	// notServing skips SetServing(true) after the start.
 	notServing bool
+	// tls serves the control plane over TLS (then env.api is nil: the
+	// test dials with its own credentials).
+	tls *tls.Config
 }
 
 // env is a running gateway and control plane wired as `tlsgate serve`
@@ -100,7 +103,7 @@ func start(t *testing.T, s setup) *env {
 	if logger == nil && testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("plane", "control")
 	}
-	if e.ctl, err = control.New(control.Config{Gateway: e.gw, Hub: e.hub, Token: s.token, Logger: logger}); err != nil {
+	if e.ctl, err = control.New(control.Config{Gateway: e.gw, Hub: e.hub, Token: s.token, TLSConfig: s.tls, Logger: logger}); err != nil {
 		t.Fatal(err)
 	}
 	cln := listen(t)
@@ -128,7 +131,9 @@ func start(t *testing.T, s setup) *env {
 			t.Errorf("shutdown took over %s", wait)
 		}
 	})
-	e.api = tlsgatev1.NewControlServiceClient(e.conn(t))
+	if s.tls == nil {
+		e.api = tlsgatev1.NewControlServiceClient(e.conn(t))
+	}
 	return e
 }
 
