@@ -83,6 +83,9 @@ type Config struct {
 	// MaxConnsPerIP bounds the open connections from one IP address.
 	// Default 0: no limit (clients behind NAT share addresses).
 	MaxConnsPerIP int
+	// Observer, when set, receives the durations of handshakes, drains and
+	// closes (for histograms). Its methods must not block.
+	Observer Observer
 	// Authorizer, when set, may refuse a client's key at the handshake
 	// (after its signature is verified). See AllowList.
 	Authorizer Authorizer

@@ -52,6 +52,7 @@ type conn struct {
 	pingSentAt    atomic.Int64 // unix nanoseconds of the last Ping; 0 before any
 	pingNonce     uint64       // owned by the watchdog
 	stats         stats
+	in, out       traffic // by packet type
 
 	mu                          sync.Mutex
 	state                       State
@@ -71,18 +72,19 @@ type conn struct {
 
 // stats are updated by the reader and the writer, read by anyone.
 type stats struct {
-	packetsIn, bytesIn, packetsOut, bytesOut atomic.Uint64
-	discarded, repliesDropped, badControl    atomic.Uint64
-	unwritten                                atomic.Uint64
+	discarded, repliesDropped, badControl atomic.Uint64
+	unwritten                             atomic.Uint64
 }
 
-func (st *stats) snapshot() Counters {
-	return Counters{
-		PacketsIn: st.packetsIn.Load(), BytesIn: st.bytesIn.Load(),
-		PacketsOut: st.packetsOut.Load(), BytesOut: st.bytesOut.Load(),
-		Discarded: st.discarded.Load(), RepliesDropped: st.repliesDropped.Load(),
-		Unwritten: st.unwritten.Load(),
+// counters returns the connection's counters.
+func (c *conn) counters() Counters {
+	st := Counters{
+		Discarded: c.stats.discarded.Load(), RepliesDropped: c.stats.repliesDropped.Load(),
+		Unwritten: c.stats.unwritten.Load(),
 	}
+	st.PacketsIn, st.BytesIn = c.in.totals()
+	st.PacketsOut, st.BytesOut = c.out.totals()
+	return st
 }
 
 func (c *conn) wakeWriter() {
@@ -234,7 +236,7 @@ func (c *conn) teardown() {
 		SessionID: c.sess.id, ConnID: c.id,
 		Code: c.code, Reason: c.reason, GoodbyeSent: c.goodbyeSent, PeerCode: c.peerCode,
 		Outcome: c.outcome, TruncatedFrame: c.truncated,
-		Counters: c.stats.snapshot(),
+		Counters: c.counters(),
 	}
 	info := c.final
 	c.mu.Unlock()
@@ -262,5 +264,5 @@ func (c *conn) fillInfo(info *SessionInfo) {
 	info.TLSVersion, info.Cipher = c.tlsVersion, c.cipher
 	info.ConnectedAt = c.connectedAt
 	info.LastActivity = time.Unix(0, c.lastActivity.Load())
-	info.Counters = c.stats.snapshot()
+	info.Counters = c.counters()
 }

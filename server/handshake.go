@@ -91,7 +91,7 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 	c.lastActivity.Store(c.connectedAt.UnixNano())
 	c.ctx, c.cancel = context.WithCancel(context.WithValue(context.Background(), handlerKey{}, c))
 	c.log = log.With("session_id", id, "conn_id", c.id)
-	if _, ok := s.register(c, &Session{srv: s, id: id, pub: auth.PublicKey, q: queue{limit: s.cfg.QueueBytes}}); !ok {
+	if _, ok := s.register(c, &Session{srv: s, id: id, pub: auth.PublicKey, q: queue{limit: s.cfg.QueueBytes, highWater: &s.counters.queueHighWater}}); !ok {
 		c.cancel()
 		return fail("register", errShuttingDown)
 	}
@@ -101,7 +101,11 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 		c.log.Info("handshake failed", "stage", "session_id", "err", err)
 		c.abort(OutcomePeerClosed) // serve then ends at once and releases the session
 	}
-	c.log.Info("session connected", "tls_version", tls.VersionName(st.Version), "elapsed", time.Since(start))
+	elapsed := time.Since(start)
+	if o := s.cfg.Observer; o != nil {
+		o.Handshake(elapsed)
+	}
+	c.log.Info("session connected", "tls_version", tls.VersionName(st.Version), "elapsed", elapsed)
 	return c, nil
 }
 

@@ -3,7 +3,18 @@ package server
 import (
 	"net"
 	"sync/atomic"
+	"time"
 )
+
+// raiseTo raises v to at least n.
+func raiseTo(v *atomic.Uint64, n uint64) {
+	for {
+		cur := v.Load()
+		if n <= cur || v.CompareAndSwap(cur, n) {
+			return
+		}
+	}
+}
 
 // Stats are the data plane's counters since start.
 type Stats struct {
@@ -20,12 +31,29 @@ type Stats struct {
 	SlowConsumers uint64
 	// IdleTimeouts counts sessions closed with Goodbye idle_timeout.
 	IdleTimeouts uint64
+	// SendRejected counts SendAsync calls refused because the session's
+	// queue was full.
+	SendRejected uint64
+	// QueueHighWater is the most bytes any session's queue has held.
+	QueueHighWater uint64
+}
+
+// Observer receives the durations the data plane measures. Its methods
+// are called on connection and caller goroutines and must not block.
+type Observer interface {
+	// Handshake: a successful handshake, TLS included, from accept.
+	Handshake(d time.Duration)
+	// Drain: a Session.Drain, however it ended.
+	Drain(d time.Duration, ack bool, err error)
+	// Close: a Session.Close (a disconnect), until the connection ended.
+	Close(d time.Duration, o Outcome)
 }
 
 // counters back Stats.
 type counters struct {
 	accepted, refusedTotal, refusedPerIP atomic.Uint64
 	slowConsumers, idleTimeouts          atomic.Uint64
+	sendRejected, queueHighWater         atomic.Uint64
 	handshakeFailed                      [len(handshakeFailureReasons)]atomic.Uint64
 }
 
@@ -48,6 +76,8 @@ func (s *Server) Stats() Stats {
 		RefusedPerIP:    s.counters.refusedPerIP.Load(),
 		SlowConsumers:   s.counters.slowConsumers.Load(),
 		IdleTimeouts:    s.counters.idleTimeouts.Load(),
+		SendRejected:    s.counters.sendRejected.Load(),
+		QueueHighWater:  s.counters.queueHighWater.Load(),
 		HandshakeFailed: make(map[string]uint64, len(handshakeFailureReasons)),
 	}
 	for i, r := range handshakeFailureReasons {

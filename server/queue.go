@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tlsgate/tlsgate/wire"
 )
@@ -41,7 +42,10 @@ type queue struct {
 	head  int
 	bytes int
 	limit int
-	seq   uint64 // last sequence number assigned
+	// highWater, shared by every session of a server, is raised to the
+	// most bytes a queue has held.
+	highWater *atomic.Uint64
+	seq       uint64 // last sequence number assigned
 	// written is the sequence number through which every entry was written
 	// to the connection and flushed (or dropped as not its own).
 	written uint64
@@ -117,6 +121,9 @@ func (q *queue) push(ctx context.Context, e entry, api, wait bool) (seq uint64, 
 	e.seq = q.seq
 	q.items = append(q.items, e)
 	q.bytes += n
+	if q.highWater != nil && uint64(q.bytes) > q.highWater.Load() {
+		raiseTo(q.highWater, uint64(q.bytes))
+	}
 	seq, depth = q.seq, q.len()
 	owner := q.owner
 	q.mu.Unlock()

@@ -38,8 +38,7 @@ func (c *conn) readLoop() {
 		}
 		c.lastEnc.Store(uint32(f.Encoding))
 		c.lastActivity.Store(time.Now().UnixNano())
-		c.stats.packetsIn.Add(1)
-		c.stats.bytesIn.Add(uint64(f.Len()))
+		c.in.add(f.Type, 1, uint64(f.Len()))
 		if !discarding {
 			c.sess.inbound.Lock()
 			if c.sess.cur.Load() == c {

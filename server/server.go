@@ -42,6 +42,8 @@ type Server struct {
 
 	nextConnID atomic.Uint64
 	counters   counters
+	// trafficIn and trafficOut total the ended connections' traffic.
+	trafficIn, trafficOut traffic
 }
 
 // New validates cfg, fills in its defaults and returns a Server.
@@ -190,6 +192,8 @@ func (s *Server) release(c *conn) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.conns, c)
+	c.in.mergeInto(&s.trafficIn)
+	c.out.mergeInto(&s.trafficOut)
 	sess := c.sess
 	if sess.cur.Load() != c {
 		return 0

@@ -74,6 +74,9 @@ func (s *Session) SendAsync(enc wire.Encoding, payload []byte) (Enqueued, error)
 		return Enqueued{}, err
 	}
 	seq, depth, err := s.q.push(context.Background(), entry{typ: wire.TypeData, enc: enc, payload: payload}, true, false)
+	if errors.Is(err, ErrQueueFull) {
+		s.srv.counters.sendRejected.Add(1)
+	}
 	return Enqueued{Seq: seq, Depth: depth}, err
 }
 
@@ -125,6 +128,9 @@ func (s *Session) Drain(ctx context.Context, ack bool) (DrainResult, error) {
 		}
 	}
 	res.Elapsed = time.Since(start)
+	if o := s.srv.cfg.Observer; o != nil {
+		o.Drain(res.Elapsed, ack, err)
+	}
 	return res, err
 }
 
@@ -142,6 +148,7 @@ func (s *Session) Close(ctx context.Context, o CloseOptions) (CloseInfo, error) 
 	if c == nil {
 		return CloseInfo{}, ErrClosed
 	}
+	start := time.Now()
 	if o.Force {
 		c.abort(OutcomeForced)
 	} else {
@@ -156,7 +163,11 @@ func (s *Session) Close(ctx context.Context, o CloseOptions) (CloseInfo, error) 
 		c.abort(OutcomeForced)
 		<-c.done
 	}
-	return c.closeInfo(), nil
+	info := c.closeInfo()
+	if obs := s.srv.cfg.Observer; obs != nil {
+		obs.Close(time.Since(start), info.Outcome)
+	}
+	return info, nil
 }
 
 // handlerKey marks the ctx a connection passes to its Handler.

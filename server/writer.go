@@ -64,7 +64,7 @@ func (c *conn) writeBatch(batch []entry) (goodbye bool, err error) {
 	c.mu.Lock()
 	peerGoodbye := c.goodbyeRecv
 	c.mu.Unlock()
-	var packets, bytes uint64
+	var written [TypeSlots]struct{ packets, bytes uint64 }
 	for i := range batch {
 		e := &batch[i]
 		switch {
@@ -76,8 +76,9 @@ func (c *conn) writeBatch(batch []entry) (goodbye bool, err error) {
 		h := wire.Header(e.typ, e.enc, len(e.payload))
 		_, _ = c.bw.Write(h[:])
 		_, _ = c.bw.Write(e.payload)
-		packets++
-		bytes += uint64(wire.HeaderLen + len(e.payload))
+		w := &written[typeSlot(e.typ)]
+		w.packets++
+		w.bytes += uint64(wire.HeaderLen + len(e.payload))
 		if e.typ == wire.TypeGoodbye {
 			goodbye = true
 			break
@@ -89,8 +90,11 @@ func (c *conn) writeBatch(batch []entry) (goodbye bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	c.stats.packetsOut.Add(packets)
-	c.stats.bytesOut.Add(bytes)
+	for i, w := range written {
+		if w.packets > 0 {
+			c.out.add(wire.Type(i), w.packets, w.bytes)
+		}
+	}
 	return goodbye, nil
 }
 

@@ -27,6 +27,8 @@ type Hub struct {
 	buffer   int
 
 	receiving atomic.Int32 // len(receivers), read without the lock
+	delivered atomic.Uint64
+	cutOff    atomic.Uint64
 	mu        sync.RWMutex
 	receivers map[*stream[*tlsgatev1.ReceiveResponse]]struct{}
 	watchers  map[*stream[*tlsgatev1.WatchSessionsResponse]]struct{}
@@ -47,9 +49,27 @@ func NewHub(fallback server.Handler, buffer int) *Hub {
 	}
 }
 
+// HubStats are the hub's counters, for metrics.
+type HubStats struct {
+	// Receivers and Watchers are the open Receive and WatchSessions streams.
+	Receivers, Watchers int
+	// Delivered counts packets handed to Receive streams (once per stream).
+	Delivered uint64
+	// CutOff counts streams ended because they fell behind.
+	CutOff uint64
+}
+
+// Stats returns the hub's counters.
+func (h *Hub) Stats() HubStats {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return HubStats{Receivers: len(h.receivers), Watchers: len(h.watchers), Delivered: h.delivered.Load(), CutOff: h.cutOff.Load()}
+}
+
 // stream is one subscriber: a bounded buffer and a cut-off signal.
 type stream[T any] struct {
 	sessions map[uint64]bool // nil: every session
+	cutOff   *atomic.Uint64  // the hub's count of streams cut off
 	items    chan T
 	cut      chan struct{} // closed when the subscriber fell behind
 	ended    chan struct{} // closed when the hub shuts down
@@ -64,7 +84,10 @@ func (s *stream[T]) offer(item T) {
 	select {
 	case s.items <- item:
 	default:
-		s.once.Do(func() { close(s.cut) })
+		s.once.Do(func() {
+			close(s.cut)
+			s.cutOff.Add(1)
+		})
 	}
 }
 
@@ -89,6 +112,7 @@ func (h *Hub) deliver(s *server.Session, p server.Packet) bool {
 			item = &tlsgatev1.ReceiveResponse{Item: &tlsgatev1.ReceiveResponse_Packet{Packet: inboundPacket(s, p)}}
 		}
 		r.offer(item)
+		h.delivered.Add(1)
 	}
 	return item != nil
 }
@@ -113,8 +137,8 @@ func (h *Hub) Publish(e server.Event) {
 	}
 }
 
-func newStream[T any](buffer int, ids []uint64) *stream[T] {
-	s := &stream[T]{items: make(chan T, buffer), cut: make(chan struct{}), ended: make(chan struct{})}
+func newStream[T any](buffer int, ids []uint64, cutOff *atomic.Uint64) *stream[T] {
+	s := &stream[T]{items: make(chan T, buffer), cut: make(chan struct{}), ended: make(chan struct{}), cutOff: cutOff}
 	if len(ids) > 0 {
 		s.sessions = make(map[uint64]bool, len(ids))
 		for _, id := range ids {
@@ -126,7 +150,7 @@ func newStream[T any](buffer int, ids []uint64) *stream[T] {
 
 // subscribeReceiver adds a Receive stream; remove it with the returned func.
 func (h *Hub) subscribeReceiver(ids []uint64) (*stream[*tlsgatev1.ReceiveResponse], func()) {
-	r := newStream[*tlsgatev1.ReceiveResponse](h.buffer, ids)
+	r := newStream[*tlsgatev1.ReceiveResponse](h.buffer, ids, &h.cutOff)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -149,7 +173,7 @@ func (h *Hub) subscribeReceiver(ids []uint64) (*stream[*tlsgatev1.ReceiveRespons
 // runs under the hub's lock, so no event is published between the
 // snapshot and the live events.
 func (h *Hub) subscribeWatcher(snapshot func(*stream[*tlsgatev1.WatchSessionsResponse])) (*stream[*tlsgatev1.WatchSessionsResponse], func()) {
-	w := newStream[*tlsgatev1.WatchSessionsResponse](h.buffer, nil)
+	w := newStream[*tlsgatev1.WatchSessionsResponse](h.buffer, nil, &h.cutOff)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
