@@ -25,6 +25,7 @@ type conn struct {
 	tc     *tls.Conn
 	br     *bufio.Reader
 	bw     *bufio.Writer
+	hdr    [wire.HeaderLen]byte // the writer's frame header scratch
 	log    *slog.Logger
 	remote string
 
@@ -45,6 +46,9 @@ type conn struct {
 
 	lastEnc      atomic.Uint32 // encoding of the last frame received
 	lastActivity atomic.Int64  // unix nanoseconds of the last frame received
+	// processing is set while the reader is processing a packet (in the
+	// Handler, say): it reads nothing then, so the client is not idle.
+	processing atomic.Bool
 
 	// Watchdog state: see watchdog.go.
 	watchdog      *time.Timer

@@ -17,7 +17,9 @@ import (
 func (c *conn) readLoop() {
 	fr := wire.NewReader(c.br, c.srv.cfg.MaxPayload)
 	discarding := false // after a takeover: read, count and drop
+	var now time.Time   // when the frame's bytes arrived
 	for {
+		buffered := c.br.Buffered()
 		f, err := fr.ReadFrame()
 		if err != nil {
 			var fe *wire.FramingError
@@ -36,13 +38,20 @@ func (c *conn) readLoop() {
 			c.readEnded(err)
 			return
 		}
+		// Frames decoded from one buffer refill arrived together: read the
+		// clock once per refill, not per frame.
+		if buffered < f.Len() || now.IsZero() {
+			now = time.Now()
+		}
 		c.lastEnc.Store(uint32(f.Encoding))
-		c.lastActivity.Store(time.Now().UnixNano())
+		c.lastActivity.Store(now.UnixNano())
 		c.in.add(f.Type, 1, uint64(f.Len()))
 		if !discarding {
 			c.sess.inbound.Lock()
 			if c.sess.cur.Load() == c {
-				c.process(f)
+				c.processing.Store(true)
+				c.process(f, now)
+				c.processing.Store(false)
 				c.sess.inbound.Unlock()
 				continue
 			}
@@ -58,13 +67,13 @@ func (c *conn) readLoop() {
 }
 
 // process handles one packet. The caller holds the session's inbound lock.
-func (c *conn) process(f wire.Frame) {
+func (c *conn) process(f wire.Frame, receivedAt time.Time) {
 	switch f.Type {
 	case wire.TypeData, wire.TypeError:
 		s := c.sess
 		s.inSeq++
 		s.srv.cfg.Handler.Handle(c.ctx, s, Packet{
-			Seq: s.inSeq, ConnID: c.id, Type: f.Type, Encoding: f.Encoding, Payload: f.Payload, ReceivedAt: time.Now(),
+			Seq: s.inSeq, ConnID: c.id, Type: f.Type, Encoding: f.Encoding, Payload: f.Payload, ReceivedAt: receivedAt,
 		})
 	case wire.TypeFlush:
 		p, err := wire.DecodeFlush(f.Encoding, f.Payload)

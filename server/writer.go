@@ -73,8 +73,8 @@ func (c *conn) writeBatch(batch []entry) (goodbye bool, err error) {
 		case e.typ == wire.TypeFlush && peerGoodbye:
 			continue // no Flush after the peer's Goodbye; its waiter has failed
 		}
-		h := wire.Header(e.typ, e.enc, len(e.payload))
-		_, _ = c.bw.Write(h[:])
+		c.hdr = wire.Header(e.typ, e.enc, len(e.payload)) // a field: no allocation per frame
+		_, _ = c.bw.Write(c.hdr[:])
 		_, _ = c.bw.Write(e.payload)
 		w := &written[typeSlot(e.typ)]
 		w.packets++

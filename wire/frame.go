@@ -6,6 +6,7 @@ package wire
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -146,7 +147,8 @@ type Reader struct {
 }
 
 // NewReader returns a Reader that refuses payloads over maxPayload
-// (clamped to MaxPayload).
+// (clamped to MaxPayload). Payloads that fit br's buffer are copied out of
+// it; give br 64 KiB (bufio.NewReaderSize) for the fast path on every frame.
 func NewReader(br *bufio.Reader, maxPayload int) *Reader {
 	if maxPayload <= 0 || maxPayload > MaxPayload {
 		maxPayload = MaxPayload
@@ -173,12 +175,28 @@ func (r *Reader) ReadFrame() (Frame, error) {
 	if n > r.max {
 		return Frame{}, &TooLargeError{Type: f.Type, Encoding: f.Encoding, Len: n, Max: r.max}
 	}
+	if n <= r.br.Size() {
+		// Copy the payload out of the buffer: cheaper than a zeroed make
+		// and a ReadFull. The caller owns the copy.
+		b, err := r.br.Peek(n)
+		if err != nil {
+			return Frame{}, truncated(err)
+		}
+		f.Payload = bytes.Clone(b)
+		_, _ = r.br.Discard(n)
+		return f, nil
+	}
 	f.Payload = make([]byte, n)
 	if _, err := io.ReadFull(r.br, f.Payload); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			err = ErrTruncated
-		}
-		return Frame{}, err
+		return Frame{}, truncated(err)
 	}
 	return f, nil
+}
+
+// truncated maps the end of the stream inside a frame to ErrTruncated.
+func truncated(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return ErrTruncated
+	}
+	return err
 }
