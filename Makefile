@@ -33,6 +33,8 @@ TEST_TIMEOUT ?= 30m
 TESTFLAGS ?=
 # Benchmark selection (a -bench regexp).
 BENCH ?= .
+# How long `make fuzz` runs each fuzz target (a duration, or Nx for N runs).
+FUZZTIME ?= 20s
 
 GOLANGCI_LINT := $(BIN)/golangci-lint
 # Marks which version is in bin/, so that bumping the pin reinstalls it.
@@ -84,6 +86,14 @@ bench: ## Run the Go benchmarks with allocation counts
 .PHONY: bench-ci
 bench-ci: ## Run every benchmark briefly (100 iterations) so they keep working; no timing checks
 	$(GO) test -run='^$$' -bench='$(BENCH)' -benchmem -benchtime=100x $(PKGS)
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target in ./wire for FUZZTIME (default 20s), one at a time; a crash is saved to wire/testdata/fuzz
+	@targets=$$($(GO) test -list='^Fuzz' ./wire | grep '^Fuzz'); \
+	for t in $$targets; do \
+		echo "fuzz $$t for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) ./wire; \
+	done
 
 .PHONY: fmt
 fmt: ## Format the Go sources (gofmt -s)

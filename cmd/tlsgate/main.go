@@ -32,7 +32,10 @@ type cli struct {
 	Serve   serveCmd   `cmd:"" help:"Run the gateway."`
 	Client  clientCmd  `cmd:"" help:"Send stdin lines as Data packets and print what comes back."`
 	Keygen  keygenCmd  `cmd:"" help:"Write a new Ed25519 client key."`
+	Bench   benchCmd   `cmd:"" help:"Measure the gateway against same-run baselines (docs/performance.md)."`
 	Version versionCmd `cmd:"" help:"Print the version."`
+
+	BenchClient benchClientCmd `cmd:"" name:"bench-client" hidden:"" help:"The client process of bench (internal)."`
 }
 
 // exitError ends the program with a status, its message already printed

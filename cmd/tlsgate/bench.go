@@ -1,0 +1,112 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/tlsgate/tlsgate/internal/loadgen"
+)
+
+// benchCmd is `tlsgate bench`: the load generator of docs/performance.md.
+type benchCmd struct {
+	Scenario        string        `enum:"inbound,outbound,connections,close,echo,all" default:"all" help:"Scenario: ${enum} (default: ${default})."`
+	JSON            bool          `name:"json" help:"Print the results as JSON on stdout instead of a table (and no progress bar)."`
+	Duration        time.Duration `default:"3s" help:"Length of each throughput and echo measurement (default: ${default})."`
+	Conns           int           `default:"2" help:"Connections of inbound and outbound; echo uses one (default: ${default})."`
+	Payload         []int         `default:"64,1024" placeholder:"BYTES" help:"Data payload sizes of inbound; outbound, echo and close use the first (default: ${default})."`
+	Sessions        []int         `default:"1000,10000" placeholder:"N" help:"Idle session counts of connections (default: ${default})."`
+	DialConcurrency int           `default:"64" help:"Handshakes in flight at once in connections (default: ${default})."`
+	Samples         int           `default:"200" help:"Operations timed per case in close (default: ${default})."`
+	Queued          int           `default:"1000" help:"Packets queued before the full-queue cases of close (default: ${default})."`
+	RPCConcurrency  int           `name:"rpc-concurrency" default:"16" help:"gRPC calls in flight at once in outbound (default: ${default})."`
+	Addr            string        `placeholder:"HOST:PORT" help:"Drive a running gateway's data plane instead of starting one in-process (its handler must be echo for the echo scenario)."`
+	ControlAddr     string        `placeholder:"HOST:PORT" help:"The running gateway's control plane (plaintext gRPC), for outbound's SendAsync and close."`
+	NoProgress      bool          `help:"No progress bar (it is off anyway when stderr is not a terminal or with --json)."`
+}
+
+// Validate checks what kong cannot.
+func (c *benchCmd) Validate() error {
+	for _, p := range c.Payload {
+		if p < 0 || p > 65531 {
+			return fmt.Errorf("--payload %d out of range 0..65531", p)
+		}
+	}
+	for _, k := range c.Sessions {
+		if k < 1 {
+			return fmt.Errorf("--sessions must be positive, got %d", k)
+		}
+	}
+	if c.ControlAddr != "" && c.Addr == "" {
+		return errors.New("--control-addr needs --addr")
+	}
+	return nil
+}
+
+// Run runs the scenarios and prints the results; it fails on packet loss.
+func (c *benchCmd) Run(rt *runtime) error {
+	// The in-process gateway logs every connection at info: quiet it to
+	// warnings unless debug is asked for.
+	g := *rt.globals
+	if g.LogLevel == "info" {
+		g.LogLevel = "warn"
+	}
+	log, err := g.logger(rt.stderr)
+	if err != nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding this program for the client process: %w", err)
+	}
+	opts := loadgen.Options{
+		Scenarios:       []string{c.Scenario},
+		Duration:        c.Duration,
+		Conns:           c.Conns,
+		Payloads:        c.Payload,
+		Sessions:        c.Sessions,
+		DialConcurrency: c.DialConcurrency,
+		Samples:         c.Samples,
+		QueuedPackets:   c.Queued,
+		RPCConcurrency:  c.RPCConcurrency,
+		Addr:            c.Addr,
+		ControlAddr:     c.ControlAddr,
+		ChildArgv:       []string{exe, "--log-level", rt.globals.LogLevel, "bench-client"},
+		Logger:          log,
+	}
+	if c.Scenario == "all" {
+		opts.Scenarios = loadgen.Scenarios
+	}
+	if f, ok := rt.stderr.(*os.File); ok && !c.JSON && !c.NoProgress && term.IsTerminal(int(f.Fd())) {
+		opts.Progress = f
+	}
+	res, runErr := loadgen.Run(rt.ctx, opts)
+	if res != nil {
+		if c.JSON {
+			enc := json.NewEncoder(rt.stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(res); err != nil {
+				return err
+			}
+		} else if err := loadgen.WriteTable(rt.stdout, res); err != nil {
+			return err
+		}
+	}
+	return runErr
+}
+
+// benchClientCmd is the client process of `bench --scenario connections`.
+type benchClientCmd struct{}
+
+// Run serves the parent bench over stdin and stdout.
+func (c *benchClientCmd) Run(rt *runtime) error {
+	log, err := rt.globals.logger(rt.stderr)
+	if err != nil {
+		return err
+	}
+	return loadgen.RunChild(rt.ctx, rt.stdin, rt.stdout, log)
+}

@@ -1,0 +1,236 @@
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"time"
+
+	"github.com/tlsgate/tlsgate/server"
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+// connections: K idle sessions opened by a separate client process (this
+// program re-executed), DialConcurrency handshakes at a time. Reports
+// handshakes/s and this process's RSS and live heap per idle session,
+// against a raw TLS server holding the raw loop's per-connection state
+// (and, for reference, a bare one). Then every session is closed at once:
+// the in-process gateway queues one packet to each and closes them all in
+// parallel, gracefully; every packet must arrive and every close be clean.
+func (e *env) connections(ctx context.Context) error {
+	if len(e.opts.ChildArgv) == 0 {
+		return errors.New("connections needs a client process (Options.ChildArgv)")
+	}
+	for _, k := range e.opts.Sessions {
+		type measured struct {
+			handshakes float64
+			rss, heap  float64 // bytes per connection
+		}
+		var raw, bare measured
+		for _, mode := range []rawMode{rawIdle, rawIdleBare} {
+			name := "raw TLS"
+			if mode == rawIdleBare {
+				name = "bare raw TLS"
+			}
+			e.prog.step(fmt.Sprintf("connections %d: %s", k, name))
+			m0 := measureMemory()
+			rs, err := startRaw(ctx, e.srvTLS, mode, 0, 0, e.log)
+			if err != nil {
+				return err
+			}
+			ch, rep, err := e.startChild(ctx, childConfig{Addr: rs.addr(), Conns: k, Concurrency: e.opts.DialConcurrency})
+			if err != nil {
+				rs.close()
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			m1 := measureMemory()
+			m := measured{
+				handshakes: float64(k) / time.Duration(rep.ElapsedNS).Seconds(),
+				rss:        perConn(m1.rss, m0.rss, k),
+				heap:       perConn(m1.heap, m0.heap, k),
+			}
+			_, err = ch.command("close")
+			rs.close()
+			if werr := ch.wait(); err == nil {
+				err = werr
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			if mode == rawIdle {
+				raw = m
+			} else {
+				bare = m
+			}
+			e.prog.stepDone()
+		}
+
+		e.prog.step(fmt.Sprintf("connections %d: gateway", k))
+		m0 := measureMemory()
+		gw, err := e.gatewayFor(ctx, server.Discard{})
+		if err != nil {
+			return err
+		}
+		run := nextRun()
+		ch, rep, err := e.startChild(ctx, childConfig{Addr: gw.addr, Conns: k, Concurrency: e.opts.DialConcurrency, Gateway: true, Run: run})
+		if err != nil {
+			_ = gw.stop()
+			return fmt.Errorf("gateway: %w", err)
+		}
+		hs := float64(k) / time.Duration(rep.ElapsedNS).Seconds()
+		e.figure(Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: handshakes/s (with Ed25519)", k), Unit: "handshakes/s", Value: hs, Baseline: "raw TLS handshakes", BaselineValue: raw.handshakes})
+		e.target("≥ 0.8 × raw", hs >= 0.8*raw.handshakes)
+		if gw.inProcess() {
+			if n := len(gw.srv.Sessions()); n != k {
+				_ = gw.stop()
+				return fmt.Errorf("gateway holds %d sessions, want %d", n, k)
+			}
+			m1 := measureMemory()
+			rss, heap := perConn(m1.rss, m0.rss, k), perConn(m1.heap, m0.heap, k)
+			e.figure(Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: RSS per idle session", k), Unit: "KiB", Value: rss / 1024, Baseline: "raw TLS, 2×64 KiB buffers", BaselineValue: raw.rss / 1024})
+			e.target("≤ 1.5 × raw", rss <= 1.5*raw.rss)
+			e.figure(Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: RSS per idle session", k), Unit: "KiB", Value: rss / 1024, Baseline: "bare raw TLS, no buffers", BaselineValue: bare.rss / 1024})
+			e.figure(Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: heap per idle session", k), Unit: "KiB", Value: heap / 1024, Baseline: "raw TLS, 2×64 KiB buffers", BaselineValue: raw.heap / 1024})
+			err = e.closeAllAtOnce(ctx, gw, ch, k)
+		} else {
+			var fin childReport
+			fin, err = ch.command("close")
+			if err == nil {
+				e.loss(Loss{Scenario: "connections", Name: fmt.Sprintf("%d sessions closing at once (client-initiated)", k), Sent: uint64(k), Processed: uint64(fin.Clean), Detail: "one packet per session, proved by a clean Goodbye exchange"})
+				e.figure(Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: close all at once (client-initiated)", k), Unit: "ms", Value: ms(time.Duration(fin.CloseNS))})
+			}
+		}
+		if werr := ch.wait(); err == nil {
+			err = werr
+		}
+		if serr := gw.stop(); err == nil {
+			err = serr
+		}
+		if err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
+		e.prog.stepDone()
+	}
+	return nil
+}
+
+// closeAllAtOnce queues one packet to each of the k sessions, then closes
+// them all in parallel through Session.Close (graceful, server-initiated).
+// Every packet must reach its client, every client's packet the handler,
+// and every close must be clean.
+func (e *env) closeAllAtOnce(ctx context.Context, gw *gateway, ch *child, k int) error {
+	sessions := gw.srv.Sessions()
+	payload := []byte(`"bye"`)
+	for _, s := range sessions {
+		if _, err := s.SendAsync(wire.JSON, payload); err != nil {
+			return err
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	start := time.Now()
+	var wg sync.WaitGroup
+	infos := make([]server.CloseInfo, len(sessions))
+	errs := make([]error, len(sessions))
+	for i, s := range sessions {
+		wg.Go(func() {
+			infos[i], errs[i] = s.Close(cctx, server.CloseOptions{Code: wire.GoodbyeServerShutdown, Reason: "bench"})
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	clean := 0
+	for _, info := range infos {
+		if info.Outcome == server.OutcomeClean {
+			clean++
+		}
+	}
+	fin, err := ch.command("wait")
+	if err != nil {
+		return err
+	}
+	e.figure(Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: close all at once (server-initiated, graceful)", k), Unit: "ms", Value: ms(elapsed)})
+	e.loss(Loss{Scenario: "connections", Name: fmt.Sprintf("%d sessions closing at once: server to clients", k), Sent: uint64(k), Processed: fin.Data, Detail: "one packet queued per session, counted by the client process"})
+	e.loss(Loss{Scenario: "connections", Name: fmt.Sprintf("%d sessions closing at once: clients to server", k), Sent: uint64(k), Processed: gw.handled.n.Load(), Detail: "one packet per session, counted by the handler"})
+	e.loss(Loss{Scenario: "connections", Name: fmt.Sprintf("%d sessions closing at once: clean closes", k), Sent: uint64(k), Processed: uint64(min(clean, fin.Clean)), Detail: "outcome clean on both sides"})
+	return nil
+}
+
+func perConn(after, before uint64, k int) float64 {
+	return (float64(after) - float64(before)) / float64(k)
+}
+
+// child is the connections scenario's client process.
+type child struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	dec    *json.Decoder
+	stderr *bytes.Buffer
+}
+
+// startChild starts the client process and waits for its connections.
+func (e *env) startChild(ctx context.Context, cfg childConfig) (*child, childReport, error) {
+	argv := e.opts.ChildArgv
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), ChildEnv+"=1")
+	ch := &child{cmd: cmd, stderr: &bytes.Buffer{}}
+	cmd.Stderr = ch.stderr
+	var err error
+	if ch.stdin, err = cmd.StdinPipe(); err != nil {
+		return nil, childReport{}, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, childReport{}, err
+	}
+	ch.dec = json.NewDecoder(out)
+	if err := cmd.Start(); err != nil {
+		return nil, childReport{}, err
+	}
+	if err := json.NewEncoder(ch.stdin).Encode(cfg); err != nil {
+		_ = ch.wait()
+		return nil, childReport{}, err
+	}
+	var rep childReport
+	if err := ch.dec.Decode(&rep); err != nil {
+		werr := ch.wait()
+		return nil, rep, fmt.Errorf("client process: %w (%v)", err, werr)
+	}
+	if rep.Err != "" || rep.Established != cfg.Conns {
+		_ = ch.stdin.Close()
+		_ = ch.wait()
+		return nil, rep, fmt.Errorf("client process established %d of %d connections: %s", rep.Established, cfg.Conns, rep.Err)
+	}
+	return ch, rep, nil
+}
+
+// command tells the child to close its connections, or to wait for the
+// server to, and returns its final report.
+func (ch *child) command(cmd string) (childReport, error) {
+	var rep childReport
+	if err := json.NewEncoder(ch.stdin).Encode(childCommand{Cmd: cmd}); err != nil {
+		return rep, err
+	}
+	if err := ch.dec.Decode(&rep); err != nil {
+		return rep, fmt.Errorf("client process: %w", err)
+	}
+	return rep, nil
+}
+
+// wait ends the child's input and waits for it to exit.
+func (ch *child) wait() error {
+	_ = ch.stdin.Close()
+	if err := ch.cmd.Wait(); err != nil {
+		return fmt.Errorf("client process: %w; stderr: %s", err, ch.stderr.String())
+	}
+	return nil
+}

@@ -1,0 +1,140 @@
+package loadgen
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tlsgate/tlsgate/server"
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+// inbound: Conns connections each send Data packets as fast as they can
+// for Duration, through 64 KiB writes of pre-encoded frames, then a Flush
+// barrier. The rate is what the handler processed (discard) over the time
+// until the last FlushAck, against the raw loop's sink.
+func (e *env) inbound(ctx context.Context) error {
+	for _, size := range e.opts.Payloads {
+		e.prog.step(fmt.Sprintf("inbound %d B: raw TLS", size))
+		rs, err := startRaw(ctx, e.srvTLS, rawSink, 0, 0, e.log)
+		if err != nil {
+			return err
+		}
+		base, err := e.pushInbound(ctx, rs.addr(), 0, false, size)
+		rs.close()
+		if err != nil {
+			return fmt.Errorf("raw: %w", err)
+		}
+		baseProcessed := rs.count.Load()
+		e.loss(Loss{Scenario: "inbound", Name: fmt.Sprintf("raw TLS %d B", size), Sent: base.sent, Processed: baseProcessed, Detail: "counted by the raw server"})
+		e.prog.stepDone()
+
+		e.prog.step(fmt.Sprintf("inbound %d B: gateway", size))
+		gw, err := e.gatewayFor(ctx, server.Discard{})
+		if err != nil {
+			return err
+		}
+		got, err := e.pushInbound(ctx, gw.addr, nextRun(), true, size)
+		if serr := gw.stop(); err == nil {
+			err = serr
+		}
+		if err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
+		processed, detail := got.acked, "proved by each connection's Flush barrier and a clean Goodbye exchange"
+		if gw.inProcess() {
+			processed, detail = gw.handled.n.Load(), "counted by the handler"
+		}
+		e.loss(Loss{Scenario: "inbound", Name: fmt.Sprintf("gateway %d B", size), Sent: got.sent, Processed: processed, Detail: detail})
+		e.prog.stepDone()
+
+		pps, basePPS := float64(processed)/got.elapsed.Seconds(), float64(baseProcessed)/base.elapsed.Seconds()
+		e.figure(Figure{Scenario: "inbound", Name: fmt.Sprintf("%d B packets/s", size), Unit: "packets/s", Value: pps, Baseline: "raw TLS loop", BaselineValue: basePPS})
+		switch size {
+		case 64:
+			e.target("≥ 0.5 × raw", pps >= 0.5*basePPS)
+		case 1024:
+			e.target("≥ 0.7 × raw", pps >= 0.7*basePPS)
+		}
+		e.figure(Figure{Scenario: "inbound", Name: fmt.Sprintf("%d B MB/s (payload)", size), Unit: "MB/s", Value: pps * float64(size) / 1e6, Baseline: "raw TLS loop", BaselineValue: basePPS * float64(size) / 1e6})
+	}
+	return nil
+}
+
+// pushed is what pushInbound did.
+type pushed struct {
+	sent    uint64        // Data frames written
+	acked   uint64        // of them, covered by a FlushAck and a clean close
+	elapsed time.Duration // from the start to the last FlushAck
+}
+
+func (e *env) pushInbound(ctx context.Context, addr string, run int, gatewayPeers bool, size int) (pushed, error) {
+	cs, err := e.dialClients(ctx, addr, e.opts.Conns, run, gatewayPeers, false)
+	if err != nil {
+		return pushed{}, err
+	}
+	frame := wire.AppendFrame(nil, wire.TypeData, wire.JSON, make([]byte, size))
+	perChunk := max(1, bufSize/len(frame))
+	chunk := make([]byte, 0, perChunk*len(frame))
+	for range perChunk {
+		chunk = append(chunk, frame...)
+	}
+	wctx, cancel := context.WithTimeout(ctx, e.opts.Duration+time.Minute)
+	defer cancel()
+	start := time.Now()
+	deadline := start.Add(e.opts.Duration)
+	sent := make([]uint64, len(cs))
+	ends := make([]time.Time, len(cs))
+	errs := make([]error, len(cs))
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Go(func() {
+			for {
+				c.wmu.Lock()
+				_, err := c.tc.Write(chunk) // the batched writer: one Write per 64 KiB
+				c.wmu.Unlock()
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				sent[i] += uint64(perChunk)
+				if time.Now().After(deadline) || wctx.Err() != nil {
+					break
+				}
+			}
+			if err := c.sendControl(wire.TypeFlush, wire.FlushPayload{Seq: 1}); err != nil {
+				errs[i] = err
+				return
+			}
+			if err := c.waitAck(wctx, 1); err != nil {
+				errs[i] = err
+				return
+			}
+			ends[i] = time.Now()
+		})
+	}
+	wg.Wait()
+	var res pushed
+	var last time.Time
+	for i := range cs {
+		res.sent += sent[i]
+		if ends[i].After(last) {
+			last = ends[i]
+		}
+	}
+	res.elapsed = last.Sub(start)
+	clean := closeAll(ctx, cs)
+	for i, c := range cs {
+		if errs[i] == nil && c.res.clean() {
+			res.acked += sent[i]
+		}
+		if errs[i] != nil {
+			return res, errs[i]
+		}
+	}
+	if gatewayPeers && clean != len(cs) {
+		return res, fmt.Errorf("%d of %d closes were not clean", len(cs)-clean, len(cs))
+	}
+	return res, nil
+}

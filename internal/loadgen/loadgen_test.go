@@ -1,0 +1,90 @@
+package loadgen_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlsgate/tlsgate/internal/loadgen"
+)
+
+// TestMain doubles as the connections scenario's client process: the
+// parent re-executes this test binary with loadgen.ChildEnv set.
+func TestMain(m *testing.M) {
+	if os.Getenv(loadgen.ChildEnv) == "1" {
+		if err := loadgen.RunChild(context.Background(), os.Stdin, os.Stdout, slog.New(slog.DiscardHandler)); err != nil {
+			_, _ = os.Stderr.WriteString(err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestScenarios runs every scenario at tiny sizes, so that the tool keeps
+// working: every figure is produced and nothing is lost. No timing is
+// asserted.
+func TestScenarios(t *testing.T) {
+	for _, sc := range loadgen.Scenarios {
+		t.Run(sc, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+			defer cancel()
+			var progress bytes.Buffer
+			res, err := loadgen.Run(ctx, loadgen.Options{
+				Scenarios:       []string{sc},
+				Duration:        50 * time.Millisecond,
+				Conns:           2,
+				Payloads:        []int{64},
+				Sessions:        []int{20},
+				DialConcurrency: 8,
+				Samples:         5,
+				QueuedPackets:   50,
+				RPCConcurrency:  2,
+				ChildArgv:       []string{os.Args[0]},
+				Progress:        &progress,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.Lossless || len(res.Loss) == 0 {
+				t.Errorf("loss checks %+v", res.Loss)
+			}
+			if len(res.Figures) == 0 {
+				t.Fatal("no figures")
+			}
+			for _, f := range res.Figures {
+				if f.Value <= 0 || (f.Baseline != "" && (f.BaselineValue <= 0 || f.Ratio <= 0)) {
+					t.Errorf("figure %+v: want positive values", f)
+				}
+			}
+			var table bytes.Buffer
+			if err := loadgen.WriteTable(&table, res); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(table.String(), "no packet lost") || !strings.Contains(table.String(), "RATIO") {
+				t.Errorf("table:\n%s", table.String())
+			}
+			b, err := json.Marshal(res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back loadgen.Result
+			if err := json.Unmarshal(b, &back); err != nil || len(back.Figures) != len(res.Figures) {
+				t.Errorf("JSON round trip: %v", err)
+			}
+		})
+	}
+}
+
+func TestUnknownScenario(t *testing.T) {
+	_, err := loadgen.Run(t.Context(), loadgen.Options{Scenarios: []string{"nope"}})
+	if err == nil || errors.Is(err, loadgen.ErrLoss) {
+		t.Fatalf("got %v, want an unknown-scenario error", err)
+	}
+}

@@ -1,0 +1,124 @@
+package wire_test
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"testing"
+
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+// Frame encode and decode, the per-packet work of every reader and writer.
+// Run with -benchmem: encoding into a reused buffer allocates nothing;
+// decoding allocates exactly the payload (ReadFrame hands the caller a
+// fresh slice it owns), so 0 allocs/op at 0 bytes and 1 above.
+
+var benchSizes = []struct {
+	name string
+	n    int
+}{{"0B", 0}, {"64B", 64}, {"1KiB", 1024}, {"64KiB", wire.MaxPayload}}
+
+func BenchmarkAppendFrame(b *testing.B) {
+	for _, sz := range benchSizes {
+		b.Run(sz.name, func(b *testing.B) {
+			payload := make([]byte, sz.n)
+			buf := make([]byte, 0, wire.HeaderLen+sz.n)
+			b.SetBytes(int64(wire.HeaderLen + sz.n))
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = wire.AppendFrame(buf[:0], wire.TypeData, wire.JSON, payload)
+			}
+			if len(buf) != wire.HeaderLen+sz.n {
+				b.Fatal("short frame")
+			}
+		})
+	}
+}
+
+// BenchmarkHeaderBufio is the server writer's per-packet work: the header
+// and the payload written into a 64 KiB bufio.Writer, flushed when full.
+func BenchmarkHeaderBufio(b *testing.B) {
+	for _, sz := range benchSizes[:3] {
+		b.Run(sz.name, func(b *testing.B) {
+			payload := make([]byte, sz.n)
+			bw := bufio.NewWriterSize(io.Discard, 64<<10)
+			b.SetBytes(int64(wire.HeaderLen + sz.n))
+			b.ReportAllocs()
+			for b.Loop() {
+				h := wire.Header(wire.TypeData, wire.JSON, len(payload))
+				_, _ = bw.Write(h[:])
+				_, _ = bw.Write(payload)
+			}
+			if err := bw.Flush(); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
+
+// repeatReader serves the same stream of frames forever, without allocating.
+type repeatReader struct {
+	data []byte
+	off  int
+}
+
+func (r *repeatReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		c := copy(p[n:], r.data[r.off:])
+		n += c
+		r.off = (r.off + c) % len(r.data)
+	}
+	return n, nil
+}
+
+func BenchmarkReadFrame(b *testing.B) {
+	for _, sz := range benchSizes {
+		b.Run(sz.name, func(b *testing.B) {
+			var stream []byte
+			for range max(1, (64<<10)/(wire.HeaderLen+sz.n)) {
+				stream = wire.AppendFrame(stream, wire.TypeData, wire.MsgPack, bytes.Repeat([]byte{'x'}, sz.n))
+			}
+			fr := wire.NewReader(bufio.NewReaderSize(&repeatReader{data: stream}, 64<<10), wire.MaxPayload)
+			b.SetBytes(int64(wire.HeaderLen + sz.n))
+			b.ReportAllocs()
+			for b.Loop() {
+				f, err := fr.ReadFrame()
+				if err != nil || len(f.Payload) != sz.n {
+					b.Fatalf("frame %d bytes, err %v", len(f.Payload), err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkMarshalControl(b *testing.B) {
+	for _, enc := range []wire.Encoding{wire.JSON, wire.MsgPack} {
+		b.Run(enc.String(), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := wire.Marshal(enc, wire.FlushPayload{Seq: 7}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkDecodeFlush(b *testing.B) {
+	for _, enc := range []wire.Encoding{wire.JSON, wire.MsgPack} {
+		b.Run(enc.String(), func(b *testing.B) {
+			p, err := wire.Marshal(enc, wire.FlushPayload{Seq: 7})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := wire.DecodeFlush(enc, p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
