@@ -180,6 +180,7 @@ func (r *Reader) ReadFrame() (Frame, error) {
 		// and a ReadFull. The caller owns the copy.
 		b, err := r.br.Peek(n)
 		if err != nil {
+			_, _ = r.br.Discard(len(b)) // the truncated payload is gone
 			return Frame{}, truncated(err)
 		}
 		f.Payload = bytes.Clone(b)

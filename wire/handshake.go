@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"filippo.io/edwards25519"
 )
 
 // Handshake sizes and the signature context of protocol v1.
@@ -101,10 +103,23 @@ func SignAuth(key ed25519.PrivateKey, nonce [NonceLen]byte, certHash [sha256.Siz
 // Verify checks the signature against the nonce and the server's own leaf
 // certificate hash.
 func (a ClientAuth) Verify(nonce [NonceLen]byte, certHash [sha256.Size]byte) error {
-	if len(a.PublicKey) != ed25519.PublicKeySize || !ed25519.Verify(a.PublicKey, signedMessage(nonce, certHash), a.Signature) {
+	if len(a.PublicKey) != ed25519.PublicKeySize || smallOrder(a.PublicKey) ||
+		!ed25519.Verify(a.PublicKey, signedMessage(nonce, certHash), a.Signature) {
 		return ErrHandshakeSignature
 	}
 	return nil
+}
+
+// smallOrder reports whether pub is not a point, or a point of small order
+// (its multiple by the cofactor is the identity). No one holds the private
+// key of such a point, and a signature made without one (R = the identity,
+// S = 0, for the identity) verifies for every message.
+func smallOrder(pub ed25519.PublicKey) bool {
+	p, err := new(edwards25519.Point).SetBytes(pub)
+	if err != nil {
+		return true
+	}
+	return new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1
 }
 
 // SessionID derives the session ID of an identity: the first 8 bytes of
