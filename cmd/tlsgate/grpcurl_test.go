@@ -142,7 +142,9 @@ func (g *grpcurl) fail(method, data, code string, exit int) string {
 func TestControlPlaneGrpcurl(t *testing.T) {
 	t.Parallel()
 	gc := newGrpcurl(t, "") // skips before serve starts if grpcurl is missing
-	srv := startServe(t, "--dev-dir", t.TempDir())
+	// The client sends nothing while the 1,000 grpcurl calls run, which can
+	// take longer than the idle interval: a Ping would then take a seq.
+	srv := startServe(t, "--dev-dir", t.TempDir(), "--idle-interval", "1h")
 	gc.addr = srv.controlAddr
 
 	// Health and reflection, with no proto files.

@@ -181,11 +181,13 @@ type serveProc struct {
 	*proc
 	addr        string
 	controlAddr string
+	adminAddr   string
 	fingerprint string
 }
 
 // startServe runs `tlsgate serve --addr 127.0.0.1:0 --control-addr
-// 127.0.0.1:0` with the extra args and waits until both planes listen.
+// 127.0.0.1:0 --admin-addr 127.0.0.1:0` with the extra args and waits
+// until both planes and the admin listener listen.
 func startServe(t *testing.T, args ...string) *serveProc {
 	t.Helper()
 	return startServeEnv(t, nil, args...)
@@ -194,10 +196,11 @@ func startServe(t *testing.T, args ...string) *serveProc {
 // startServeEnv is startServe with extra environment variables.
 func startServeEnv(t *testing.T, extraEnv []string, args ...string) *serveProc {
 	t.Helper()
-	p := startEnv(t, extraEnv, nil, append([]string{"serve", "--addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0"}, args...)...)
+	p := startEnv(t, extraEnv, nil, append([]string{"serve", "--addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, args...)...)
 	s := &serveProc{proc: p}
 	s.addr = p.waitLine(p.stdout, "listening on ")
 	s.controlAddr = p.waitLine(p.stdout, "control plane listening on ")
+	s.adminAddr = p.waitLine(p.stdout, "admin listening on ")
 	s.fingerprint, _ = p.stdout.find("dev certificate fingerprint: ")
 	return s
 }

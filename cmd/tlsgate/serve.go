@@ -8,9 +8,13 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/tlsgate/tlsgate/internal/devcert"
+	"github.com/tlsgate/tlsgate/internal/metrics"
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/server/control"
 	"github.com/tlsgate/tlsgate/wire"
@@ -46,6 +50,10 @@ type serveCmd struct {
 	ControlKey           string `env:"TLSGATE_CONTROL_KEY" type:"path" placeholder:"FILE" help:"Private key of --control-cert (PEM)."`
 	ControlClientCA      string `name:"control-client-ca" env:"TLSGATE_CONTROL_CLIENT_CA" type:"path" placeholder:"FILE" help:"Require control-plane clients to present a certificate signed by this CA (mTLS; needs --control-cert)."`
 	InsecureControlPlane bool   `env:"TLSGATE_INSECURE_CONTROL_PLANE" help:"Allow the control plane on a non-loopback address without --control-token or --control-client-ca."`
+
+	AdminAddr string     `env:"TLSGATE_ADMIN_ADDR" default:"127.0.0.1:7225" placeholder:"HOST:PORT" help:"Admin HTTP listener: /metrics, /healthz, /readyz, and /debug/pprof/ with --pprof; empty turns it off (default: ${default})."`
+	Pprof     bool       `name:"pprof" env:"TLSGATE_PPROF" help:"Serve /debug/pprof/ on --admin-addr (default: off)."`
+	Config    configFile `env:"TLSGATE_CONFIG" type:"path" placeholder:"FILE" help:"YAML file of settings keyed by the long flag names (max-conns: 500); flags and env vars win over it. See docs/operations.md."`
 }
 
 // Validate checks the values kong cannot, naming the flag at fault.
@@ -70,6 +78,9 @@ func (c *serveCmd) Validate() error {
 	}
 	if c.MaxConns < -1 || c.MaxConns == 0 {
 		return fmt.Errorf("--max-conns must be positive, or -1 for no limit, got %d", c.MaxConns)
+	}
+	if c.Pprof && c.AdminAddr == "" {
+		return fmt.Errorf("--pprof needs --admin-addr: pprof is served on the admin listener")
 	}
 	if c.MaxConnsPerIP < 0 {
 		return fmt.Errorf("--max-conns-per-ip must be 0 (no limit) or positive, got %d", c.MaxConnsPerIP)
@@ -111,6 +122,12 @@ func (c *serveCmd) Run(rt *runtime) error {
 	// The hub routes inbound packets to the control plane's Receive streams
 	// (or the handler when none is open) and lifecycle events to watchers.
 	hub := control.NewHub(handler, 0)
+	// The metrics observe durations and count lifecycle events; the rest
+	// they read from the gateway and the hub at scrape time.
+	m := metrics.New(versionString())
+	if c.Config != "" {
+		log.Info("settings read from a config file", "config", string(c.Config))
+	}
 	var authorizer server.Authorizer
 	if c.AllowList != "" {
 		list, err := server.LoadAllowList(c.AllowList)
@@ -125,12 +142,14 @@ func (c *serveCmd) Run(rt *runtime) error {
 		return err
 	}
 	srv, err := server.New(server.Config{
-		Addr:             c.Addr,
-		TLSConfig:        &tls.Config{Certificates: []tls.Certificate{cert}},
-		AllowTLS12:       c.AllowTLS12,
-		SessionTickets:   c.SessionTickets,
-		Handler:          hub,
-		OnEvent:          hub.Publish,
+		Addr:           c.Addr,
+		TLSConfig:      &tls.Config{Certificates: []tls.Certificate{cert}},
+		AllowTLS12:     c.AllowTLS12,
+		SessionTickets: c.SessionTickets,
+		Handler:        hub,
+		// Counted before published: what a watcher has seen is in /metrics.
+		OnEvent:          func(e server.Event) { m.Event(e); hub.Publish(e) },
+		Observer:         m,
 		Logger:           log,
 		MaxPayload:       c.MaxPayload,
 		QueueBytes:       c.QueueBytes,
@@ -149,6 +168,7 @@ func (c *serveCmd) Run(rt *runtime) error {
 	if err != nil {
 		return err
 	}
+	m.Attach(srv, hub)
 
 	var lc net.ListenConfig
 	ln, err := lc.Listen(rt.ctx, "tcp", c.Addr)
@@ -167,44 +187,96 @@ func (c *serveCmd) Run(rt *runtime) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(context.Background(), ln) }()
 
+	// serving is the health state, of the gRPC health service and of the
+	// admin /healthz and /readyz alike.
+	var serving atomic.Bool
 	var ctl *control.Server
+	setServing := func(on bool) {
+		serving.Store(on)
+		if ctl != nil {
+			ctl.SetServing(on)
+		}
+	}
+	var adm *admin
+	// stopStarted undoes a start that failed half-way.
+	stopStarted := func(err error) error {
+		sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		if ctl != nil {
+			ctl.Stop(sctx)
+		}
+		return err
+	}
 	ctlServed := make(chan error, 1)
 	if c.ControlAddr != "" {
-		ctl, err = control.New(control.Config{Gateway: srv, Hub: hub, Addr: c.ControlAddr, Token: c.ControlToken, TLSConfig: controlTLS, Logger: log.With("plane", "control")})
+		ctl, err = control.New(control.Config{
+			Gateway: srv, Hub: hub, Addr: c.ControlAddr, Token: c.ControlToken, TLSConfig: controlTLS,
+			Logger: log.With("plane", "control"),
+			// Metrics outermost: they count every call with its final code.
+			UnaryInterceptors:  []grpc.UnaryServerInterceptor{m.GRPCUnary()},
+			StreamInterceptors: []grpc.StreamServerInterceptor{m.GRPCStream()},
+		})
 		if err == nil {
+			m.InitializeGRPC(ctl)
 			var cln net.Listener
 			if cln, err = lc.Listen(rt.ctx, "tcp", c.ControlAddr); err != nil {
 				err = fmt.Errorf("--control-addr %s: %w", c.ControlAddr, err)
 			} else if _, err = fmt.Fprintf(rt.stdout, "control plane listening on %s\n", cln.Addr()); err == nil {
 				go func() { ctlServed <- ctl.Serve(cln) }()
-				ctl.SetServing(true) // both planes are up
+			} else {
+				_ = cln.Close()
 			}
 		}
 		if err != nil {
-			sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
-			defer cancel()
-			_ = srv.Shutdown(sctx)
-			return err
+			ctl = nil // never served: nothing to stop
+			return stopStarted(err)
 		}
+	}
+	var adminDone <-chan struct{} // nil without the admin listener
+	if c.AdminAddr != "" {
+		aln, err := lc.Listen(rt.ctx, "tcp", c.AdminAddr)
+		if err != nil {
+			return stopStarted(fmt.Errorf("--admin-addr %s: %w", c.AdminAddr, err))
+		}
+		if c.Pprof && !isLoopback(c.AdminAddr) {
+			log.Warn("pprof is served on a non-loopback admin address: anyone who can reach it can profile the process and read its command line", "admin_addr", c.AdminAddr)
+		}
+		adm = startAdmin(aln, adminHandler(m.Handler(), &serving, c.Pprof), log.With("plane", "admin"))
+		adminDone = adm.done
+		setServing(true) // both planes are up
+		log.Info("admin listening", "addr", aln.Addr().String(), "pprof", c.Pprof)
+		if _, err := fmt.Fprintf(rt.stdout, "admin listening on %s\n", aln.Addr()); err != nil {
+			_ = adm.shutdown(context.Background())
+			return stopStarted(err)
+		}
+	} else {
+		setServing(true) // both planes are up
 	}
 
 	select {
 	case err = <-served: // the data-plane listener failed
 	case err = <-ctlServed: // the control-plane listener failed
+	case <-adminDone: // the admin listener failed
+		err = fmt.Errorf("--admin-addr: %w", adm.err)
 	case <-rt.ctx.Done():
 	}
 	log.Info("stopping: closing every session gracefully; signal again to force",
 		"cause", context.Cause(rt.ctx), "shutdown_timeout", c.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer cancel()
-	if ctl != nil {
-		ctl.SetServing(false) // health goes NOT_SERVING first
-	}
+	setServing(false) // health goes NOT_SERVING first
 	if serr := srv.Shutdown(sctx); serr != nil {
 		log.Warn("shutdown timeout expired: the remaining connections were closed at once", "err", serr)
 	}
 	if ctl != nil {
 		ctl.Stop(sctx) // after the sessions, so watchers see every closed event
+	}
+	if adm != nil {
+		// Last, so that metrics and health stay readable during the drain.
+		if aerr := adm.shutdown(sctx); aerr != nil && err == nil {
+			log.Warn("admin listener", "err", aerr)
+		}
 	}
 	if err != nil {
 		return err

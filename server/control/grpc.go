@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
@@ -58,6 +59,12 @@ type Config struct {
 	Logger *slog.Logger
 	// ServerOptions are extra grpc.ServerOptions (credentials, say).
 	ServerOptions []grpc.ServerOption
+	// UnaryInterceptors and StreamInterceptors run first, outermost, ahead
+	// of the built-in chain (logging, auth, validation, recovery): metrics
+	// interceptors go here, so that they count every call, rejected ones
+	// included, with its final code and its whole handling time.
+	UnaryInterceptors  []grpc.UnaryServerInterceptor
+	StreamInterceptors []grpc.StreamServerInterceptor
 }
 
 // Server is the control plane's gRPC server.
@@ -100,10 +107,11 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// interceptorChain orders the middleware: logging sees every call and its
-// final code; auth rejects before anything else runs; validation rejects
-// bad requests before their handler; recovery, innermost, turns a
-// handler's panic into INTERNAL.
+// interceptorChain orders the middleware: Config's own interceptors
+// (metrics) first; logging sees every call and its final code, with the
+// request's session ID when it has one; auth rejects before anything else
+// runs; validation rejects bad requests before their handler; recovery,
+// innermost, turns a handler's panic into INTERNAL.
 func interceptorChain(cfg Config, svc *Service) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		cfg.Logger.Log(ctx, slog.Level(lvl), msg, fields...)
@@ -113,8 +121,19 @@ func interceptorChain(cfg Config, svc *Service) ([]grpc.UnaryServerInterceptor, 
 		cfg.Logger.ErrorContext(ctx, "panic in RPC handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	})}
-	unary := []grpc.UnaryServerInterceptor{logging.UnaryServerInterceptor(logger, logOpts...)}
-	stream := []grpc.StreamServerInterceptor{logging.StreamServerInterceptor(logger, logOpts...)}
+	// SendAsync is called once per packet: its successful calls log at
+	// debug, so that info carries no per-packet line.
+	perPacketOpts := append(slices.Clone(logOpts), logging.WithLevels(func(code codes.Code) logging.Level {
+		if code == codes.OK {
+			return logging.LevelDebug
+		}
+		return logging.DefaultServerCodeToLevel(code)
+	}))
+	unary := append(slices.Clone(cfg.UnaryInterceptors),
+		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), selector.MatchFunc(notPerPacket)),
+		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, perPacketOpts...), selector.MatchFunc(perPacket)),
+		sessionLogField)
+	stream := append(slices.Clone(cfg.StreamInterceptors), logging.StreamServerInterceptor(logger, logOpts...))
 	if cfg.Token != "" {
 		check := bearerAuth(cfg.Token)
 		unary = append(unary, selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(check), selector.MatchFunc(needsAuth)))
@@ -123,6 +142,22 @@ func interceptorChain(cfg Config, svc *Service) ([]grpc.UnaryServerInterceptor, 
 	unary = append(unary, svc.unaryValidator, recovery.UnaryServerInterceptor(recoverOpts...))
 	stream = append(stream, svc.streamValidator, recovery.StreamServerInterceptor(recoverOpts...))
 	return unary, stream
+}
+
+// perPacket selects the RPCs called once per packet: SendAsync.
+func perPacket(_ context.Context, c interceptors.CallMeta) bool {
+	return c.FullMethod() == tlsgatev1.ControlService_SendAsync_FullMethodName
+}
+
+func notPerPacket(ctx context.Context, c interceptors.CallMeta) bool { return !perPacket(ctx, c) }
+
+// sessionLogField adds the request's session_id to the RPC's log line
+// (SendAsync, Drain, Disconnect, GetSession).
+func sessionLogField(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if r, ok := req.(interface{ GetSessionId() uint64 }); ok && r.GetSessionId() != 0 {
+		logging.AddFields(ctx, logging.Fields{"session_id", r.GetSessionId()})
+	}
+	return handler(ctx, req)
 }
 
 // needsAuth exempts the health service, so that probes need no token.
@@ -157,6 +192,10 @@ func (s *Server) SetServing(serving bool) {
 	s.health.SetServingStatus("", st)
 	s.health.SetServingStatus(tlsgatev1.ControlService_ServiceDesc.ServiceName, st)
 }
+
+// GetServiceInfo reports the services the gRPC server has (it makes Server
+// a reflection.ServiceInfoProvider, for metrics that pre-register methods).
+func (s *Server) GetServiceInfo() map[string]grpc.ServiceInfo { return s.grpc.GetServiceInfo() }
 
 // Listen binds Config.Addr.
 func (s *Server) Listen(ctx context.Context) (net.Listener, error) {

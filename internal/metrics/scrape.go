@@ -1,0 +1,110 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tlsgate/tlsgate/server"
+	"github.com/tlsgate/tlsgate/server/control"
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", name), help, labels, nil)
+}
+
+// The metrics read at scrape time.
+var (
+	descAccepted     = desc("connections_accepted_total", "TCP connections accepted and admitted (before their handshake).")
+	descRefused      = desc("connections_refused_total", "TCP connections refused at accept by a connection limit: reason max_conns (--max-conns) or max_conns_per_ip (--max-conns-per-ip).", "reason")
+	descHandshakeErr = desc("handshakes_failed_total", "Failed handshakes by reason: tls, version, signature, short_read, timeout, unauthorized, shutdown, io.", "reason")
+	descActive       = desc("sessions_active", "Live sessions.")
+	descQueued       = desc("queued_bytes", "Bytes (frames, headers included) waiting in the outbound queues of every live session.")
+	descHighWater    = desc("queue_high_water_bytes", "The most bytes any session's outbound queue has held since start.")
+	descSlow         = desc("slow_consumer_disconnects_total", "Sessions closed with Goodbye slow_consumer: the client did not read for --slow-consumer-timeout.")
+	descIdle         = desc("idle_timeout_disconnects_total", "Sessions closed with Goodbye idle_timeout: no packet and no Pong after a Ping.")
+	descRejected     = desc("send_rejected_total", "SendAsync calls rejected because the session's queue was full (RESOURCE_EXHAUSTED).")
+	descPacketsIn    = desc("received_packets_total", "Packets received from clients, by packet type.", "type")
+	descBytesIn      = desc("received_bytes_total", "Bytes received from clients in frames (headers included), by packet type.", "type")
+	descPacketsOut   = desc("sent_packets_total", "Packets written to clients, by packet type.", "type")
+	descBytesOut     = desc("sent_bytes_total", "Bytes written to clients in frames (headers included), by packet type.", "type")
+	descReceivers    = desc("receive_streams_active", "Open control-plane Receive streams.")
+	descWatchers     = desc("watch_streams_active", "Open control-plane WatchSessions streams.")
+	descDelivered    = desc("receive_delivered_packets_total", "Inbound packets handed to Receive streams (once per stream).")
+	descCutOff       = desc("control_streams_cut_off_total", "Receive and WatchSessions streams ended with RESOURCE_EXHAUSTED because they fell behind.")
+)
+
+// typeLabels are the values of the type label, by traffic slot.
+var typeLabels = func() [server.TypeSlots]string {
+	var l [server.TypeSlots]string
+	for i := range server.TypeSlots - 1 {
+		l[i] = wire.Type(i).String()
+	}
+	l[server.TypeSlots-1] = "unknown"
+	return l
+}()
+
+// scrape reads the gateway's and the hub's counters when Prometheus asks.
+type scrape struct {
+	gw  *server.Server
+	hub *control.Hub // nil without a control plane
+}
+
+func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		descAccepted, descRefused, descHandshakeErr, descActive, descQueued, descHighWater,
+		descSlow, descIdle, descRejected, descPacketsIn, descBytesIn, descPacketsOut, descBytesOut,
+	} {
+		ch <- d
+	}
+	if s.hub != nil {
+		ch <- descReceivers
+		ch <- descWatchers
+		ch <- descDelivered
+		ch <- descCutOff
+	}
+}
+
+func (s *scrape) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+
+	st := s.gw.Stats()
+	counter(descAccepted, st.Accepted)
+	counter(descRefused, st.RefusedTotal, "max_conns")
+	counter(descRefused, st.RefusedPerIP, "max_conns_per_ip")
+	for reason, n := range st.HandshakeFailed {
+		counter(descHandshakeErr, n, reason)
+	}
+	counter(descSlow, st.SlowConsumers)
+	counter(descIdle, st.IdleTimeouts)
+	counter(descRejected, st.SendRejected)
+	gauge(descHighWater, float64(st.QueueHighWater))
+
+	sessions := s.gw.Sessions()
+	queued := 0
+	for _, sess := range sessions {
+		queued += sess.Info().QueueBytes
+	}
+	gauge(descActive, float64(len(sessions)))
+	gauge(descQueued, float64(queued))
+
+	in, out := s.gw.Traffic()
+	for i, typ := range typeLabels {
+		counter(descPacketsIn, in.Packets[i], typ)
+		counter(descBytesIn, in.Bytes[i], typ)
+		counter(descPacketsOut, out.Packets[i], typ)
+		counter(descBytesOut, out.Bytes[i], typ)
+	}
+
+	if s.hub != nil {
+		hs := s.hub.Stats()
+		gauge(descReceivers, float64(hs.Receivers))
+		gauge(descWatchers, float64(hs.Watchers))
+		counter(descDelivered, hs.Delivered)
+		counter(descCutOff, hs.CutOff)
+	}
+}
