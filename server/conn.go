@@ -55,8 +55,11 @@ type conn struct {
 	flushingSince atomic.Int64 // unix nanoseconds; 0 when no flush is under way
 	pingSentAt    atomic.Int64 // unix nanoseconds of the last Ping; 0 before any
 	pingNonce     uint64       // owned by the watchdog
-	stats         stats
-	in, out       traffic // by packet type
+	// lingerCap, once this side's Goodbye is written, is the latest the
+	// reader may extend its linger deadline to (unix nanoseconds).
+	lingerCap atomic.Int64
+	stats     stats
+	in, out   traffic // by packet type
 
 	mu                          sync.Mutex
 	state                       State

@@ -42,6 +42,11 @@ func (c *conn) readLoop() {
 		// clock once per refill, not per frame.
 		if buffered < f.Len() || now.IsZero() {
 			now = time.Now()
+			if limit := c.lingerCap.Load(); limit != 0 {
+				// Lingering: the peer is still sending, so keep reading
+				// for another linger timeout, up to the cap.
+				_ = c.nc.SetReadDeadline(time.Unix(0, min(now.Add(c.srv.cfg.LingerTimeout).UnixNano(), limit)))
+			}
 		}
 		c.lastEnc.Store(uint32(f.Encoding))
 		c.lastActivity.Store(now.UnixNano())

@@ -48,6 +48,9 @@ func (c *conn) check() {
 			Reason:    fmt.Sprintf("the client did not read for %s", cfg.SlowConsumerTimeout),
 			Reconnect: true,
 		}, c.encoding(), cfg.LingerTimeout)
+	case c.processing.Load():
+		// The reader is in the handler and reads nothing: a client pushing
+		// against that back-pressure is not idle.
 	case now-c.lastActivity.Load() > int64(cfg.IdleInterval):
 		ping := c.pingSentAt.Load()
 		switch {

@@ -138,11 +138,19 @@ func (c *conn) writeTakeover() bool {
 
 // linger runs after this side's Goodbye is on the wire: it waits for the
 // peer's Goodbye (or EOF), sends close_notify, and lets the reader read
-// until EOF. The linger timeout bounds all of it.
+// until EOF. The linger timeout is an inactivity bound: the reader extends
+// it on every buffer of input, so that a peer still sending what it owed
+// before its Goodbye is read to the end rather than reset, and the drain
+// plus linger timeouts cap the whole.
 func (c *conn) linger() {
 	c.setState(StateClosing)
-	c.shortenReadDeadline(time.Now().Add(c.srv.cfg.LingerTimeout))
-	timer := time.NewTimer(c.srv.cfg.LingerTimeout)
+	now := time.Now()
+	limit := c.srv.cfg.DrainTimeout + c.srv.cfg.LingerTimeout
+	c.lingerCap.Store(now.Add(limit).UnixNano())
+	c.shortenReadDeadline(now.Add(c.srv.cfg.LingerTimeout))
+	// The timer only matters when the reader is not reading (a handler
+	// holds it); otherwise the read deadline ends the linger.
+	timer := time.NewTimer(limit)
 	defer timer.Stop()
 	select {
 	case <-c.gotGoodbye:
