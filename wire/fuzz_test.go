@@ -482,7 +482,7 @@ func FuzzDecodeControl(f *testing.F) {
 	f.Fuzz(func(t *testing.T, encByte uint8, data []byte) {
 		for _, enc := range []wire.Encoding{wire.Encoding(encByte & 1), wire.Encoding(2 + encByte&1)} {
 			if enc == wire.MsgPack {
-				// msgpackLengthsFit must agree with msgpack itself. A fresh
+				// The length check must agree with msgpack itself. A fresh
 				// Decoder (not msgpack.Unmarshal's pooled one) allocates at
 				// most 1 MiB for an overlong length.
 				fit := msgpackLengthsFit(data)
@@ -498,82 +498,8 @@ func FuzzDecodeControl(f *testing.F) {
 	})
 }
 
-// msgpackLengthsFit walks the first MessagePack value in b without
-// recursion and reports whether it is complete: every str, bin and ext
-// length, and every array and map count, fits in the bytes that are left.
-// Bytes after the value are not looked at.
-func msgpackLengthsFit(b []byte) bool {
-	off, pending := 0, 1 // pending: values still to read
-	for pending > 0 {
-		if off >= len(b) {
-			return false
-		}
-		c := b[off]
-		off++
-		pending--
-		// be reads an n-byte big-endian length at off, capped at len(b)+1.
-		be := func(n int) (int, bool) {
-			if len(b)-off < n {
-				return 0, false
-			}
-			var v uint64
-			for _, x := range b[off : off+n] {
-				v = v<<8 | uint64(x)
-			}
-			off += n
-			return int(min(v, uint64(len(b))+1)), true
-		}
-		var skip, count int // bytes to skip; values to add to pending
-		ok := true
-		switch {
-		case c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3: // fixint, nil, bool
-		case c <= 0x8f: // fixmap
-			count = 2 * int(c&0x0f)
-		case c <= 0x9f: // fixarray
-			count = int(c & 0x0f)
-		case c <= 0xbf: // fixstr
-			skip = int(c & 0x1f)
-		case c == 0xc4 || c == 0xd9: // bin8, str8
-			skip, ok = be(1)
-		case c == 0xc5 || c == 0xda: // bin16, str16
-			skip, ok = be(2)
-		case c == 0xc6 || c == 0xdb: // bin32, str32
-			skip, ok = be(4)
-		case c >= 0xc7 && c <= 0xc9: // ext8, ext16, ext32: length, type, data
-			skip, ok = be(1 << (c - 0xc7))
-			skip++
-		case c == 0xca: // float32
-			skip = 4
-		case c == 0xcb: // float64
-			skip = 8
-		case c >= 0xcc && c <= 0xcf: // uint8..uint64
-			skip = 1 << (c - 0xcc)
-		case c >= 0xd0 && c <= 0xd3: // int8..int64
-			skip = 1 << (c - 0xd0)
-		case c >= 0xd4 && c <= 0xd8: // fixext1..fixext16: type, data
-			skip = 1 + 1<<(c-0xd4)
-		case c == 0xdc: // array16
-			count, ok = be(2)
-		case c == 0xdd: // array32
-			count, ok = be(4)
-		case c == 0xde: // map16
-			count, ok = be(2)
-			count *= 2
-		case c == 0xdf: // map32
-			count, ok = be(4)
-			count *= 2
-		default: // 0xc1, never used
-			return false
-		}
-		// Every value takes at least one byte.
-		if !ok || skip+count+pending > len(b)-off {
-			return false
-		}
-		off += skip
-		pending += count
-	}
-	return true
-}
+// msgpackLengthsFit is the product's own length check (control.go).
+func msgpackLengthsFit(b []byte) bool { return wire.CheckMsgPack(b) == nil }
 
 // TestFuzzFindingMsgPackOverlongLength is FuzzDecodeControl's first finding.
 // A MessagePack payload that declares a str, bin or ext longer than itself
