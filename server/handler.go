@@ -18,7 +18,9 @@ type Packet struct {
 	// Type is wire.TypeData or wire.TypeError.
 	Type     wire.Type
 	Encoding wire.Encoding
-	// Payload is owned by the handler once delivered.
+	// Payload is the handler's once delivered. Small payloads share
+	// backing chunks with other packets of the connection (see
+	// Config.PayloadChunkBytes): copy one before keeping it long.
 	Payload    []byte
 	ReceivedAt time.Time
 }

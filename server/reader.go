@@ -16,6 +16,9 @@ import (
 // the client through TCP.
 func (c *conn) readLoop() {
 	fr := wire.NewReader(c.br, c.srv.cfg.MaxPayload)
+	if n := c.srv.cfg.PayloadChunkBytes; n > 0 {
+		fr.UseSlab(n)
+	}
 	discarding := false // after a takeover: read, count and drop
 	var now time.Time   // when the frame's bytes arrived
 	for {

@@ -141,10 +141,18 @@ var ErrTruncated = errors.New("wire: stream ended inside a frame")
 
 // Reader decodes frames from a buffered stream.
 type Reader struct {
-	br  *bufio.Reader
-	max int
-	hdr [HeaderLen]byte
+	br       *bufio.Reader
+	max      int
+	hdr      [HeaderLen]byte
+	slab     []byte // spare room payloads are carved from; see UseSlab
+	slabSize int
 }
+
+// UseSlab makes the Reader carve payloads out of shared chunks of size
+// bytes instead of allocating each one: one allocation per chunk rather
+// than per frame. A payload kept by the caller keeps its whole chunk
+// alive, so use it where payloads are short-lived.
+func (r *Reader) UseSlab(size int) { r.slabSize = size }
 
 // NewReader returns a Reader that refuses payloads over maxPayload
 // (clamped to MaxPayload). Payloads that fit br's buffer are copied out of
@@ -183,7 +191,7 @@ func (r *Reader) ReadFrame() (Frame, error) {
 			_, _ = r.br.Discard(len(b)) // the truncated payload is gone
 			return Frame{}, truncated(err)
 		}
-		f.Payload = bytes.Clone(b)
+		f.Payload = r.copyPayload(b)
 		_, _ = r.br.Discard(n)
 		return f, nil
 	}
@@ -192,6 +200,20 @@ func (r *Reader) ReadFrame() (Frame, error) {
 		return Frame{}, truncated(err)
 	}
 	return f, nil
+}
+
+// copyPayload copies b into memory the caller owns.
+func (r *Reader) copyPayload(b []byte) []byte {
+	if r.slabSize == 0 || len(b) > r.slabSize/4 {
+		return bytes.Clone(b)
+	}
+	if len(r.slab) < len(b) {
+		r.slab = make([]byte, r.slabSize)
+	}
+	p := r.slab[:len(b):len(b)] // capped: appending to it cannot touch the next payload
+	copy(p, b)
+	r.slab = r.slab[len(b):]
+	return p
 }
 
 // truncated maps the end of the stream inside a frame to ErrTruncated.

@@ -133,3 +133,40 @@ func TestControlPayloads(t *testing.T) {
 		t.Fatal("marshal in a reserved encoding must fail")
 	}
 }
+
+// TestSlabPayloadsAreIndependent: payloads carved from a shared chunk
+// neither overlap nor let an append reach the next one.
+func TestSlabPayloadsAreIndependent(t *testing.T) {
+	var stream []byte
+	var want [][]byte
+	for i := range 50 {
+		p := bytes.Repeat([]byte{byte('a' + i%26)}, i%13)
+		want = append(want, p)
+		stream = wire.AppendFrame(stream, wire.TypeData, wire.JSON, p)
+	}
+	stream = wire.AppendFrame(stream, wire.TypeData, wire.JSON, bytes.Repeat([]byte{'z'}, 100)) // over a quarter chunk: its own allocation
+	r := wire.NewReader(bufio.NewReaderSize(bytes.NewReader(stream), 64<<10), wire.MaxPayload)
+	r.UseSlab(64)
+	var got [][]byte
+	for {
+		f, err := r.ReadFrame()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, f.Payload)
+		if len(got) > 1 {
+			_ = append(got[len(got)-2], "clobber"...) // must not touch this payload
+		}
+	}
+	if len(got) != len(want)+1 {
+		t.Fatalf("%d frames, want %d", len(got), len(want)+1)
+	}
+	for i, p := range want {
+		if !bytes.Equal(got[i], p) {
+			t.Fatalf("payload %d = %q, want %q", i, got[i], p)
+		}
+	}
+}
