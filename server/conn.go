@@ -177,26 +177,26 @@ func (c *conn) startCloseIn(gb wire.GoodbyePayload, enc wire.Encoding, drain tim
 // socket deadline unless an earlier one is already set: every bound on a
 // closing connection only ever tightens.
 func (c *conn) shortenReadDeadline(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.readDeadline.IsZero() || t.Before(c.readDeadline) {
-		c.readDeadline = t
-		_ = c.nc.SetReadDeadline(t)
-	}
+	c.shorten(&c.readDeadline, t, c.nc.SetReadDeadline)
 }
 
 func (c *conn) shortenWriteDeadline(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.writeDeadline.IsZero() || t.Before(c.writeDeadline) {
-		c.writeDeadline = t
-		_ = c.nc.SetWriteDeadline(t)
-	}
+	c.shorten(&c.writeDeadline, t, c.nc.SetWriteDeadline)
 }
 
 func (c *conn) shortenDeadlines(t time.Time) {
 	c.shortenReadDeadline(t)
 	c.shortenWriteDeadline(t)
+}
+
+// shorten moves *cur, and the socket with set, to t if t is earlier.
+func (c *conn) shorten(cur *time.Time, t time.Time, set func(time.Time) error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur.IsZero() || t.Before(*cur) {
+		*cur = t
+		_ = set(t)
+	}
 }
 
 // abort ends the connection at once: handlers and blocked replies are
