@@ -23,7 +23,6 @@ const (
 	DefaultPongTimeout      = 10 * time.Second
 	DefaultSlowConsumer     = 10 * time.Second
 	DefaultMaxConns         = 100000
-	DefaultPayloadChunk     = 64 << 10
 	// ReadBufferSize and WriteBufferSize are the per-connection buffer sizes.
 	ReadBufferSize  = 64 << 10
 	WriteBufferSize = 64 << 10
@@ -53,12 +52,6 @@ type Config struct {
 	// MaxPayload is the largest frame payload accepted, in bytes.
 	// Default and upper bound wire.MaxPayload (65,531).
 	MaxPayload int
-	// PayloadChunkBytes: inbound payloads up to a quarter of this size are
-	// carved out of per-connection chunks of this many bytes, one
-	// allocation per chunk instead of one per packet. A handler that keeps
-	// a payload keeps its chunk alive: one that retains many should copy
-	// them, or set -1 for one allocation per payload. Default 64 KiB.
-	PayloadChunkBytes int
 	// QueueBytes bounds each session's outbound queue, in frame bytes.
 	// Default 4 MiB; at least one full frame.
 	QueueBytes int
@@ -116,12 +109,6 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxPayload < 0 || c.MaxPayload > wire.MaxPayload {
 		return fmt.Errorf("server: Config.MaxPayload %d out of range: want 1..%d", c.MaxPayload, wire.MaxPayload)
-	}
-	switch {
-	case c.PayloadChunkBytes == 0:
-		c.PayloadChunkBytes = DefaultPayloadChunk
-	case c.PayloadChunkBytes < -1:
-		return fmt.Errorf("server: Config.PayloadChunkBytes must be positive, or -1 for one allocation per payload, got %d", c.PayloadChunkBytes)
 	}
 	if c.QueueBytes == 0 {
 		c.QueueBytes = DefaultQueueBytes

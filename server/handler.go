@@ -18,16 +18,19 @@ type Packet struct {
 	// Type is wire.TypeData or wire.TypeError.
 	Type     wire.Type
 	Encoding wire.Encoding
-	// Payload is the handler's once delivered. Small payloads share
-	// backing chunks with other packets of the connection (see
-	// Config.PayloadChunkBytes): copy one before keeping it long.
+	// Payload is read in place from the connection's buffer: it is valid
+	// only until Handle returns, and is then overwritten by the packets
+	// that follow. A handler that keeps it, or hands it to another
+	// goroutine, copies it first (bytes.Clone); Session.Reply copies it
+	// itself. This is what makes the inbound path allocation-free.
 	Payload    []byte
 	ReceivedAt time.Time
 }
 
 // Handler processes inbound Data and Error packets. Calls for one session
 // are sequential and in the order the client sent the packets; a packet is
-// "processed" when Handle returns. ctx ends when the connection does.
+// "processed" when Handle returns. ctx ends when the connection does. The
+// packet's Payload is borrowed for the call only: see Packet.
 //
 // Replies queued with Session.Reply during Handle are written ahead of the
 // FlushAck that answers any later Flush.

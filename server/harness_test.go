@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -184,7 +185,7 @@ func (h *countingHandler) Handle(_ context.Context, s *server.Session, p server.
 	if h.payloads == nil {
 		h.payloads = make(map[uint64][][]byte)
 	}
-	h.payloads[s.ID()] = append(h.payloads[s.ID()], p.Payload)
+	h.payloads[s.ID()] = append(h.payloads[s.ID()], bytes.Clone(p.Payload)) // borrowed for the call only
 }
 
 func (h *countingHandler) got(id uint64) [][]byte {

@@ -16,14 +16,13 @@ import (
 // the client through TCP.
 func (c *conn) readLoop() {
 	fr := wire.NewReader(c.br, c.srv.cfg.MaxPayload)
-	if n := c.srv.cfg.PayloadChunkBytes; n > 0 {
-		fr.UseSlab(n)
-	}
 	discarding := false // after a takeover: read, count and drop
 	var now time.Time   // when the frame's bytes arrived
 	for {
 		buffered := c.br.Buffered()
-		f, err := fr.ReadFrame()
+		// Borrowed: the payload is read in place, valid until the next
+		// frame, which is all a Handler is promised (see Packet).
+		f, err := fr.ReadFrameBorrowed()
 		if err != nil {
 			var fe *wire.FramingError
 			var tl *wire.TooLargeError

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -81,13 +82,15 @@ func (s *Session) SendAsync(enc wire.Encoding, payload []byte) (Enqueued, error)
 }
 
 // Reply queues a packet answering the peer from within a Handler, waiting
-// for queue space while ctx allows. A reply produced after the server's
-// Goodbye is dropped and counted, as the protocol requires.
+// for queue space while ctx allows. It queues a copy of payload, so a
+// handler may reply with (part of) the packet's borrowed payload. A reply
+// produced after the server's Goodbye is dropped and counted, as the
+// protocol requires.
 func (s *Session) Reply(ctx context.Context, typ wire.Type, enc wire.Encoding, payload []byte) error {
 	if err := s.checkPacket(typ, enc, payload); err != nil {
 		return err
 	}
-	_, _, err := s.q.push(ctx, entry{typ: typ, enc: enc, payload: payload}, false, true)
+	_, _, err := s.q.push(ctx, entry{typ: typ, enc: enc, payload: bytes.Clone(payload)}, false, true)
 	if errors.Is(err, errReplyAfterGoodbye) {
 		if c := s.cur.Load(); c != nil {
 			c.stats.repliesDropped.Add(1)

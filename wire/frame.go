@@ -141,22 +141,15 @@ var ErrTruncated = errors.New("wire: stream ended inside a frame")
 
 // Reader decodes frames from a buffered stream.
 type Reader struct {
-	br       *bufio.Reader
-	max      int
-	hdr      [HeaderLen]byte
-	slab     []byte // spare room payloads are carved from; see UseSlab
-	slabSize int
+	br      *bufio.Reader
+	max     int
+	scratch []byte // ReadFrameBorrowed's payloads that do not fit br's buffer
 }
 
-// UseSlab makes the Reader carve payloads out of shared chunks of size
-// bytes instead of allocating each one: one allocation per chunk rather
-// than per frame. A payload kept by the caller keeps its whole chunk
-// alive, so use it where payloads are short-lived.
-func (r *Reader) UseSlab(size int) { r.slabSize = size }
-
 // NewReader returns a Reader that refuses payloads over maxPayload
-// (clamped to MaxPayload). Payloads that fit br's buffer are copied out of
-// it; give br 64 KiB (bufio.NewReaderSize) for the fast path on every frame.
+// (clamped to MaxPayload). Frames that fit br's buffer are decoded in
+// place; give br 64 KiB (bufio.NewReaderSize) for the fast path on every
+// frame.
 func NewReader(br *bufio.Reader, maxPayload int) *Reader {
 	if maxPayload <= 0 || maxPayload > MaxPayload {
 		maxPayload = MaxPayload
@@ -168,52 +161,57 @@ func NewReader(br *bufio.Reader, maxPayload int) *Reader {
 // owns. It returns io.EOF only at a frame boundary, ErrTruncated when the
 // stream ends inside a frame, *FramingError or *TooLargeError for bad
 // headers, and any other error from the underlying reader as it is.
-func (r *Reader) ReadFrame() (Frame, error) {
-	if _, err := io.ReadFull(r.br, r.hdr[:]); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			err = ErrTruncated
+func (r *Reader) ReadFrame() (Frame, error) { return r.read(false) }
+
+// ReadFrameBorrowed is ReadFrame without the copy: the payload aliases the
+// Reader's buffers and is valid only until the next call. It allocates
+// nothing in steady state.
+func (r *Reader) ReadFrameBorrowed() (Frame, error) { return r.read(true) }
+
+func (r *Reader) read(borrow bool) (Frame, error) {
+	h, err := r.br.Peek(HeaderLen)
+	if err != nil {
+		if len(h) > 0 {
+			_, _ = r.br.Discard(len(h))
+			return Frame{}, truncated(err)
 		}
 		return Frame{}, err
 	}
-	f := Frame{Encoding: Encoding(r.hdr[1] >> 6), Type: Type(r.hdr[1] & 0x3f)}
-	if r.hdr[0] != Version || !f.Encoding.Valid() {
-		return Frame{}, &FramingError{Version: r.hdr[0], Encoding: f.Encoding}
+	f := Frame{Encoding: Encoding(h[1] >> 6), Type: Type(h[1] & 0x3f)}
+	if h[0] != Version || !f.Encoding.Valid() {
+		return Frame{}, &FramingError{Version: h[0], Encoding: f.Encoding}
 	}
-	n := int(binary.BigEndian.Uint16(r.hdr[2:]))
+	n := int(binary.BigEndian.Uint16(h[2:]))
 	if n > r.max {
 		return Frame{}, &TooLargeError{Type: f.Type, Encoding: f.Encoding, Len: n, Max: r.max}
 	}
-	if n <= r.br.Size() {
-		// Copy the payload out of the buffer: cheaper than a zeroed make
-		// and a ReadFull. The caller owns the copy.
-		b, err := r.br.Peek(n)
+	if total := HeaderLen + n; total <= r.br.Size() {
+		// The whole frame fits the buffer: decode it in place.
+		b, err := r.br.Peek(total)
 		if err != nil {
-			_, _ = r.br.Discard(len(b)) // the truncated payload is gone
+			_, _ = r.br.Discard(len(b)) // the truncated frame is gone
 			return Frame{}, truncated(err)
 		}
-		f.Payload = r.copyPayload(b)
-		_, _ = r.br.Discard(n)
+		f.Payload = b[HeaderLen:total:total] // capped: an append cannot reach the next frame
+		if !borrow {
+			f.Payload = bytes.Clone(f.Payload) // cheaper than a zeroed make and a ReadFull
+		}
+		_, _ = r.br.Discard(total)
 		return f, nil
 	}
-	f.Payload = make([]byte, n)
+	_, _ = r.br.Discard(HeaderLen)
+	if borrow {
+		if cap(r.scratch) < n {
+			r.scratch = make([]byte, n)
+		}
+		f.Payload = r.scratch[:n:n]
+	} else {
+		f.Payload = make([]byte, n)
+	}
 	if _, err := io.ReadFull(r.br, f.Payload); err != nil {
 		return Frame{}, truncated(err)
 	}
 	return f, nil
-}
-
-// copyPayload copies b into memory the caller owns.
-func (r *Reader) copyPayload(b []byte) []byte {
-	if r.slabSize == 0 || len(b) > r.slabSize/4 {
-		return bytes.Clone(b)
-	}
-	if len(r.slab) < len(b) {
-		r.slab = make([]byte, r.slabSize)
-	}
-	p := r.slab[:len(b):len(b)] // capped: appending to it cannot touch the next payload
-	copy(p, b)
-	r.slab = r.slab[len(b):]
-	return p
 }
 
 // truncated maps the end of the stream inside a frame to ErrTruncated.

@@ -12,7 +12,8 @@ import (
 // Frame encode and decode, the per-packet work of every reader and writer.
 // Run with -benchmem: encoding into a reused buffer allocates nothing;
 // decoding allocates exactly the payload (ReadFrame hands the caller a
-// fresh slice it owns), so 0 allocs/op at 0 bytes and 1 above.
+// fresh slice it owns), so 0 allocs/op at 0 bytes and 1 above, and nothing
+// at all with ReadFrameBorrowed (the server's reader).
 
 var benchSizes = []struct {
 	name string
@@ -74,22 +75,32 @@ func (r *repeatReader) Read(p []byte) (int, error) {
 }
 
 func BenchmarkReadFrame(b *testing.B) {
-	for _, sz := range benchSizes {
-		b.Run(sz.name, func(b *testing.B) {
-			var stream []byte
-			for range max(1, (64<<10)/(wire.HeaderLen+sz.n)) {
-				stream = wire.AppendFrame(stream, wire.TypeData, wire.MsgPack, bytes.Repeat([]byte{'x'}, sz.n))
+	for _, borrow := range []bool{false, true} {
+		for _, sz := range benchSizes {
+			name := sz.name
+			if borrow {
+				name = "borrowed/" + name
 			}
-			fr := wire.NewReader(bufio.NewReaderSize(&repeatReader{data: stream}, 64<<10), wire.MaxPayload)
-			b.SetBytes(int64(wire.HeaderLen + sz.n))
-			b.ReportAllocs()
-			for b.Loop() {
-				f, err := fr.ReadFrame()
-				if err != nil || len(f.Payload) != sz.n {
-					b.Fatalf("frame %d bytes, err %v", len(f.Payload), err)
+			b.Run(name, func(b *testing.B) {
+				var stream []byte
+				for range max(1, (64<<10)/(wire.HeaderLen+sz.n)) {
+					stream = wire.AppendFrame(stream, wire.TypeData, wire.MsgPack, bytes.Repeat([]byte{'x'}, sz.n))
 				}
-			}
-		})
+				fr := wire.NewReader(bufio.NewReaderSize(&repeatReader{data: stream}, 64<<10), wire.MaxPayload)
+				read := fr.ReadFrame
+				if borrow {
+					read = fr.ReadFrameBorrowed
+				}
+				b.SetBytes(int64(wire.HeaderLen + sz.n))
+				b.ReportAllocs()
+				for b.Loop() {
+					f, err := read()
+					if err != nil || len(f.Payload) != sz.n {
+						b.Fatalf("frame %d bytes, err %v", len(f.Payload), err)
+					}
+				}
+			})
+		}
 	}
 }
 

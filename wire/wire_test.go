@@ -134,39 +134,57 @@ func TestControlPayloads(t *testing.T) {
 	}
 }
 
-// TestSlabPayloadsAreIndependent: payloads carved from a shared chunk
-// neither overlap nor let an append reach the next one.
-func TestSlabPayloadsAreIndependent(t *testing.T) {
+// TestReadFramePayloads: ReadFrame's payloads are the caller's, and an
+// append to one cannot reach the next; ReadFrameBorrowed's are right until
+// the next call, capped as well, and cost no allocation, including a
+// payload larger than the bufio buffer.
+func TestReadFramePayloads(t *testing.T) {
 	var stream []byte
 	var want [][]byte
 	for i := range 50 {
 		p := bytes.Repeat([]byte{byte('a' + i%26)}, i%13)
+		if i == 25 {
+			p = bytes.Repeat([]byte{'z'}, 100) // over the 16-byte buffer below
+		}
 		want = append(want, p)
 		stream = wire.AppendFrame(stream, wire.TypeData, wire.JSON, p)
 	}
-	stream = wire.AppendFrame(stream, wire.TypeData, wire.JSON, bytes.Repeat([]byte{'z'}, 100)) // over a quarter chunk: its own allocation
-	r := wire.NewReader(bufio.NewReaderSize(bytes.NewReader(stream), 64<<10), wire.MaxPayload)
-	r.UseSlab(64)
-	var got [][]byte
-	for {
-		f, err := r.ReadFrame()
-		if errors.Is(err, io.EOF) {
-			break
+	t.Run("owned", func(t *testing.T) {
+		r := wire.NewReader(bufio.NewReaderSize(bytes.NewReader(stream), 16), wire.MaxPayload)
+		var got [][]byte
+		for range want {
+			f, err := r.ReadFrame()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, f.Payload)
+			_ = append(f.Payload, "clobber"...) // must not touch the next payload
 		}
-		if err != nil {
-			t.Fatal(err)
+		for i, p := range want {
+			if !bytes.Equal(got[i], p) {
+				t.Fatalf("payload %d = %q, want %q", i, got[i], p)
+			}
 		}
-		got = append(got, f.Payload)
-		if len(got) > 1 {
-			_ = append(got[len(got)-2], "clobber"...) // must not touch this payload
+	})
+	t.Run("borrowed", func(t *testing.T) {
+		src := bytes.NewReader(stream)
+		br := bufio.NewReaderSize(src, 16)
+		r := wire.NewReader(br, wire.MaxPayload)
+		allocs := testing.AllocsPerRun(3, func() { // after a warm-up run
+			src.Reset(stream)
+			br.Reset(src)
+			for i, p := range want {
+				f, err := r.ReadFrameBorrowed()
+				if err != nil || !bytes.Equal(f.Payload, p) {
+					t.Fatalf("payload %d = %q, %v; want %q", i, f.Payload, err, p)
+				}
+				if cap(f.Payload) != len(f.Payload) {
+					t.Fatalf("payload %d: capacity %d beyond its length %d", i, cap(f.Payload), len(f.Payload))
+				}
+			}
+		})
+		if allocs != 0 {
+			t.Fatalf("%v allocations reading %d borrowed frames", allocs, len(want))
 		}
-	}
-	if len(got) != len(want)+1 {
-		t.Fatalf("%d frames, want %d", len(got), len(want)+1)
-	}
-	for i, p := range want {
-		if !bytes.Equal(got[i], p) {
-			t.Fatalf("payload %d = %q, want %q", i, got[i], p)
-		}
-	}
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"golang.org/x/term"
@@ -27,6 +28,7 @@ type benchCmd struct {
 	Addr            string        `placeholder:"HOST:PORT" help:"Drive a running gateway's data plane instead of starting one in-process (its handler must be echo for the echo scenario)."`
 	ControlAddr     string        `placeholder:"HOST:PORT" help:"The running gateway's control plane (plaintext gRPC), for outbound's SendAsync and close."`
 	NoProgress      bool          `help:"No progress bar (it is off anyway when stderr is not a terminal or with --json)."`
+	CPUProfile      string        `name:"cpuprofile" type:"path" placeholder:"FILE" help:"Write a CPU profile of the whole run (load clients, baselines and in-process gateway) to FILE, for go tool pprof."`
 }
 
 // Validate checks what kong cannot.
@@ -84,6 +86,13 @@ func (c *benchCmd) Run(rt *runtime) error {
 	if f, ok := rt.stderr.(*os.File); ok && !c.JSON && !c.NoProgress && term.IsTerminal(int(f.Fd())) {
 		opts.Progress = f
 	}
+	if c.CPUProfile != "" {
+		stop, err := startCPUProfile(c.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	res, runErr := loadgen.Run(rt.ctx, opts)
 	if res != nil {
 		if c.JSON {
@@ -97,6 +106,22 @@ func (c *benchCmd) Run(rt *runtime) error {
 		}
 	}
 	return runErr
+}
+
+// startCPUProfile profiles the CPU into path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }
 
 // benchClientCmd is the client process of `bench --scenario connections`.

@@ -160,7 +160,7 @@ func (e *env) closeAllAtOnce(ctx context.Context, gw *gateway, ch *child, k int)
 	}
 	e.figure(Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: close all at once (server-initiated, graceful)", k), Unit: "ms", Value: ms(elapsed)})
 	e.loss(Loss{Scenario: "connections", Name: fmt.Sprintf("%d sessions closing at once: server to clients", k), Sent: uint64(k), Processed: fin.Data, Detail: "one packet queued per session, counted by the client process"})
-	e.loss(Loss{Scenario: "connections", Name: fmt.Sprintf("%d sessions closing at once: clients to server", k), Sent: uint64(k), Processed: gw.handled.n.Load(), Detail: "one packet per session, counted by the handler"})
+	e.loss(Loss{Scenario: "connections", Name: fmt.Sprintf("%d sessions closing at once: clients to server", k), Sent: uint64(k), Processed: gw.handled.n.load(), Detail: "one packet per session, counted by the handler"})
 	e.loss(Loss{Scenario: "connections", Name: fmt.Sprintf("%d sessions closing at once: clean closes", k), Sent: uint64(k), Processed: uint64(min(clean, fin.Clean)), Detail: "outcome clean on both sides"})
 	return nil
 }

@@ -24,7 +24,7 @@ func (e *env) echo(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("raw: %w", err)
 	}
-	e.loss(Loss{Scenario: "echo", Name: "raw TLS", Sent: n, Processed: rs.count.Load(), Detail: "counted by the raw server"})
+	e.loss(Loss{Scenario: "echo", Name: "raw TLS", Sent: n, Processed: rs.count.load(), Detail: "counted by the raw server"})
 	e.prog.stepDone()
 
 	e.prog.step(fmt.Sprintf("echo %d B: gateway", size))

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -21,12 +20,12 @@ import (
 // countingHandler counts the packets it processes, then passes them on.
 type countingHandler struct {
 	next server.Handler
-	n    atomic.Uint64
+	n    counter
 }
 
 func (h *countingHandler) Handle(ctx context.Context, s *server.Session, p server.Packet) {
 	h.next.Handle(ctx, s, p)
-	h.n.Add(1)
+	h.n.add(p.ConnID, 1)
 }
 
 // gateway is the system under test: in-process (srv set), wired as

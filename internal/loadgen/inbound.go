@@ -26,7 +26,7 @@ func (e *env) inbound(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("raw: %w", err)
 		}
-		baseProcessed := rs.count.Load()
+		baseProcessed := rs.count.load()
 		e.loss(Loss{Scenario: "inbound", Name: fmt.Sprintf("raw TLS %d B", size), Sent: base.sent, Processed: baseProcessed, Detail: "counted by the raw server"})
 		e.prog.stepDone()
 
@@ -44,7 +44,7 @@ func (e *env) inbound(ctx context.Context) error {
 		}
 		processed, detail := got.acked, "proved by each connection's Flush barrier and a clean Goodbye exchange"
 		if gw.inProcess() {
-			processed, detail = gw.handled.n.Load(), "counted by the handler"
+			processed, detail = gw.handled.n.load(), "counted by the handler"
 		}
 		e.loss(Loss{Scenario: "inbound", Name: fmt.Sprintf("gateway %d B", size), Sent: got.sent, Processed: processed, Detail: detail})
 		e.prog.stepDone()

@@ -1,7 +1,9 @@
 package loadgen
 
 import (
+	"context"
 	"io"
+	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -66,8 +68,13 @@ func newProgress(w io.Writer, steps int) *progress {
 	return p
 }
 
-// step starts the next step, named.
+// step starts the next step, named. It also labels the calling goroutine
+// with the step's name, and with it every goroutine it starts (load
+// clients, servers, connections), so that a CPU profile of the run
+// (`tlsgate bench --cpuprofile`) can be split by step:
+// `go tool pprof -tagfocus 'step=inbound 64 B: gateway' ...`.
 func (p *progress) step(name string) {
+	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("step", name)))
 	if p.bar != nil {
 		p.bar.Describe(name)
 	}

@@ -10,7 +10,6 @@ import (
 	"net"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tlsgate/tlsgate/wire"
@@ -48,7 +47,7 @@ type rawServer struct {
 	dur     time.Duration
 	log     *slog.Logger
 
-	count atomic.Uint64 // Data frames received (sink, echo) or sent (source)
+	count counter // Data frames received (sink, echo) or sent (source)
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -71,7 +70,7 @@ func (s *rawServer) addr() string { return s.ln.Addr().String() }
 
 func (s *rawServer) accept() {
 	defer s.wg.Done()
-	for {
+	for key := uint64(0); ; key++ { // key: the connection's count shard
 		nc, err := s.ln.Accept()
 		if err != nil {
 			return // closed
@@ -88,7 +87,7 @@ func (s *rawServer) accept() {
 				s.mu.Unlock()
 				_ = nc.Close()
 			}()
-			if err := s.serve(nc); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			if err := s.serve(nc, key); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				s.log.Debug("raw connection ended", "err", err)
 			}
 		}()
@@ -106,7 +105,7 @@ func (s *rawServer) close() {
 	s.wg.Wait()
 }
 
-func (s *rawServer) serve(nc net.Conn) error {
+func (s *rawServer) serve(nc net.Conn, key uint64) error {
 	tc := tls.Server(nc, s.cfg)
 	_ = tc.SetDeadline(time.Now().Add(30 * time.Second))
 	if err := tc.Handshake(); err != nil {
@@ -145,7 +144,7 @@ func (s *rawServer) serve(nc net.Conn) error {
 				break
 			}
 		}
-		s.count.Add(n)
+		s.count.add(key, n)
 		b, _ := wire.Marshal(wire.JSON, wire.FlushPayload{Seq: n})
 		hdr = wire.Header(wire.TypeFlush, wire.JSON, len(b))
 		_, _ = bw.Write(hdr[:])
@@ -163,12 +162,12 @@ func (s *rawServer) serve(nc net.Conn) error {
 		}
 		switch {
 		case typ == wire.TypeData && s.mode == rawEcho:
-			s.count.Add(1)
+			s.count.add(key, 1)
 			hdr = wire.Header(typ, enc, len(payload))
 			_, _ = bw.Write(hdr[:])
 			_, _ = bw.Write(payload)
 		case typ == wire.TypeData:
-			s.count.Add(1)
+			s.count.add(key, 1)
 		case typ == wire.TypeFlush:
 			hdr = wire.Header(wire.TypeFlushAck, enc, len(payload))
 			_, _ = bw.Write(hdr[:])

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"crypto/tls"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -105,7 +106,7 @@ func inboundPacket(s *server.Session, p server.Packet) *tlsgatev1.InboundPacket 
 		Seq:          p.Seq,
 		Type:         typ,
 		Encoding:     encodingToProto(p.Encoding),
-		Payload:      p.Payload,
+		Payload:      bytes.Clone(p.Payload), // borrowed for the Handle call only
 		ReceivedTime: timestamppb.New(p.ReceivedAt),
 	}
 }
