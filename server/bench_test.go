@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -77,7 +78,7 @@ func BenchmarkWriterBatching(b *testing.B) {
 	for _, sz := range benchPayloads {
 		b.Run(sz.name, func(b *testing.B) {
 			payload := make([]byte, sz.n)
-			ts := startServer(b, server.Config{Handler: server.Discard{}, QueueBytes: 1 << 30})
+			ts := startServer(b, server.Config{Handler: server.Discard{}, QueueBytes: math.MaxInt}) // b.N packets all fit
 			rc := dialRaw(b, ts.addr, newKey(b), nil)
 			start := make(chan struct{})
 			copied := make(chan struct{})

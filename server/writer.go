@@ -16,9 +16,11 @@ import (
 // the connection is aborted.
 func (c *conn) writeLoop() {
 	defer close(c.writerDone)
-	var batch []entry
+	var batch []entry // reused: popping allocates nothing in steady state
 	for {
-		batch, owned, wait := c.sess.q.pop(c, batch[:0], WriteBufferSize)
+		var owned bool
+		var wait <-chan struct{}
+		batch, owned, wait = c.sess.q.pop(c, batch[:0], WriteBufferSize)
 		if !owned {
 			// Taken over: what is still queued belongs to the new
 			// connection. Tell this one why it is closed.

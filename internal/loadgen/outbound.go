@@ -57,7 +57,7 @@ func (e *env) outbound(ctx context.Context) error {
 		e.prog.stepDone()
 	}
 
-	e.prog.step(fmt.Sprintf("outbound %d B: gateway, Go API", size))
+	e.prog.step(fmt.Sprintf("outbound %d B: gateway Go API", size))
 	if e.opts.Addr == "" {
 		gw, err := startGateway(ctx, e.cert, server.Discard{}, e.log)
 		if err != nil {
@@ -87,7 +87,7 @@ func (e *env) outbound(ctx context.Context) error {
 	}
 	e.prog.stepDone()
 
-	e.prog.step(fmt.Sprintf("outbound %d B: gateway, gRPC SendAsync", size))
+	e.prog.step(fmt.Sprintf("outbound %d B: gateway gRPC SendAsync", size))
 	defer e.prog.stepDone()
 	if e.opts.Addr != "" && e.opts.ControlAddr == "" {
 		e.log.Warn("outbound: no --control-addr; SendAsync not measured")
