@@ -17,7 +17,8 @@ import (
 type benchCmd struct {
 	Scenario        string        `enum:"inbound,outbound,connections,close,echo,all" default:"all" help:"Scenario: ${enum} (default: ${default})."`
 	JSON            bool          `name:"json" help:"Print the results as JSON on stdout instead of a table (and no progress bar)."`
-	Duration        time.Duration `default:"3s" help:"Length of each throughput and echo measurement (default: ${default})."`
+	Duration        time.Duration `default:"3s" help:"Length of each throughput and echo measurement; throughput's is shared by its rounds (default: ${default})."`
+	Rounds          int           `default:"3" help:"Alternating rounds of baseline and gateway per throughput figure; the ratio is the median of the rounds' (default: ${default})."`
 	Conns           int           `default:"2" help:"Connections of inbound and outbound; echo uses one (default: ${default})."`
 	Payload         []int         `default:"64,1024" placeholder:"BYTES" help:"Data payload sizes of inbound; outbound, echo and close use the first (default: ${default})."`
 	Sessions        []int         `default:"1000,10000" placeholder:"N" help:"Idle session counts of connections (default: ${default})."`
@@ -37,6 +38,9 @@ func (c *benchCmd) Validate() error {
 		if p < 0 || p > 65531 {
 			return fmt.Errorf("--payload %d out of range 0..65531", p)
 		}
+	}
+	if c.Rounds < 1 {
+		return fmt.Errorf("--rounds must be positive, got %d", c.Rounds)
 	}
 	for _, k := range c.Sessions {
 		if k < 1 {
@@ -68,6 +72,7 @@ func (c *benchCmd) Run(rt *runtime) error {
 	opts := loadgen.Options{
 		Scenarios:       []string{c.Scenario},
 		Duration:        c.Duration,
+		Rounds:          c.Rounds,
 		Conns:           c.Conns,
 		Payloads:        c.Payload,
 		Sessions:        c.Sessions,

@@ -23,7 +23,12 @@ type Options struct {
 	// Scenarios to run (names from Scenarios). Required.
 	Scenarios []string
 	// Duration of each throughput and echo measurement. Default 3 s.
+	// Throughput is measured in Rounds alternating rounds of baseline and
+	// gateway, which share it.
 	Duration time.Duration
+	// Rounds is how many alternating rounds each side of a throughput
+	// figure is measured in. Default 3.
+	Rounds int
 	// Conns is how many connections the inbound, outbound and echo
 	// scenarios use. Default 2 (1 for echo unless set).
 	Conns int
@@ -69,6 +74,9 @@ func (o *Options) setDefaults() error {
 	if o.Duration <= 0 {
 		o.Duration = 3 * time.Second
 	}
+	if o.Rounds <= 0 {
+		o.Rounds = 3
+	}
 	if o.Conns <= 0 {
 		o.Conns = 2
 	}
@@ -105,8 +113,14 @@ type Figure struct {
 	// Baseline names what Value is compared with; empty when nothing is.
 	Baseline      string  `json:"baseline,omitempty"`
 	BaselineValue float64 `json:"baseline_value,omitempty"`
-	// Ratio is Value / BaselineValue.
-	Ratio float64 `json:"ratio,omitempty"`
+	// Ratio is Value / BaselineValue, or, for a figure measured in
+	// interleaved rounds, the median of the per-round ratios, which range
+	// from RatioMin to RatioMax. Value and BaselineValue are then each
+	// side's median.
+	Ratio    float64 `json:"ratio,omitempty"`
+	RatioMin float64 `json:"ratio_min,omitempty"`
+	RatioMax float64 `json:"ratio_max,omitempty"`
+	Rounds   int     `json:"rounds,omitempty"`
 	// Target is the issue's target, as text; Met says whether it held.
 	Target string `json:"target,omitempty"`
 	Met    *bool  `json:"met,omitempty"`
@@ -219,9 +233,9 @@ func (e *env) steps() int {
 	for _, s := range e.opts.Scenarios {
 		switch s {
 		case "inbound":
-			n += 2 * len(e.opts.Payloads)
+			n += 2 * e.opts.Rounds * len(e.opts.Payloads)
 		case "outbound":
-			n += 4
+			n += 4 * e.opts.Rounds
 		case "echo":
 			n += 2
 		case "close":
@@ -234,7 +248,7 @@ func (e *env) steps() int {
 }
 
 func (e *env) figure(f Figure) {
-	if f.BaselineValue != 0 {
+	if f.BaselineValue != 0 && f.Ratio == 0 {
 		f.Ratio = f.Value / f.BaselineValue
 	}
 	e.res.Figures = append(e.res.Figures, f)

@@ -20,6 +20,9 @@ func WriteTable(w io.Writer, r *Result) error {
 		ratio, base := "", ""
 		if f.Baseline != "" {
 			ratio, base = fmt.Sprintf("%.2f", f.Ratio), num(f.BaselineValue)+" "+f.Unit
+			if f.Rounds > 1 {
+				ratio += fmt.Sprintf(" (%.2f-%.2f)", f.RatioMin, f.RatioMax)
+			}
 		}
 		met := ""
 		if f.Met != nil {
