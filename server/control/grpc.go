@@ -131,7 +131,7 @@ func interceptorChain(cfg Config, svc *Service) ([]grpc.UnaryServerInterceptor, 
 	}))
 	unary := append(slices.Clone(cfg.UnaryInterceptors),
 		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), selector.MatchFunc(notPerPacket)),
-		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, perPacketOpts...), selector.MatchFunc(perPacket)),
+		selector.UnaryServerInterceptor(perPacketLogging(cfg.Logger, logging.UnaryServerInterceptor(logger, perPacketOpts...)), selector.MatchFunc(perPacket)),
 		sessionLogField)
 	stream := append(slices.Clone(cfg.StreamInterceptors), logging.StreamServerInterceptor(logger, logOpts...))
 	if cfg.Token != "" {
@@ -151,14 +151,6 @@ func perPacket(_ context.Context, c interceptors.CallMeta) bool {
 
 func notPerPacket(ctx context.Context, c interceptors.CallMeta) bool { return !perPacket(ctx, c) }
 
-// sessionLogField adds the request's session_id to the RPC's log line
-// (SendAsync, Drain, Disconnect, GetSession).
-func sessionLogField(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if r, ok := req.(interface{ GetSessionId() uint64 }); ok && r.GetSessionId() != 0 {
-		logging.AddFields(ctx, logging.Fields{"session_id", r.GetSessionId()})
-	}
-	return handler(ctx, req)
-}
 
 // needsAuth exempts the health service, so that probes need no token.
 func needsAuth(_ context.Context, c interceptors.CallMeta) bool {

@@ -1,0 +1,93 @@
+package control
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
+)
+
+// sendAsyncStub accepts SendAsync for session 1 and knows no other.
+type sendAsyncStub struct {
+	tlsgatev1.UnimplementedControlServiceServer
+}
+
+func (sendAsyncStub) SendAsync(_ context.Context, r *tlsgatev1.SendAsyncRequest) (*tlsgatev1.SendAsyncResponse, error) {
+	if r.GetSessionId() != 1 {
+		return nil, status.Errorf(codes.NotFound, "session %d not found", r.GetSessionId())
+	}
+	return &tlsgatev1.SendAsyncResponse{Seq: 1}, nil
+}
+
+// TestPerPacketLogging: at info, a successful SendAsync logs nothing and a
+// failed one logs the middleware's "finished call" line, with its code,
+// error, method and session; at debug, every call is logged by the
+// middleware itself.
+func TestPerPacketLogging(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
+		t.Run(level.String(), func(t *testing.T) {
+			var logs syncBuffer
+			cfg := Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level}))}
+			unary, _ := interceptorChain(cfg, &Service{maxPayload: 100})
+			srv := grpc.NewServer(grpc.ChainUnaryInterceptor(unary...))
+			tlsgatev1.RegisterControlServiceServer(srv, sendAsyncStub{})
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			served := make(chan error, 1)
+			go func() { served <- srv.Serve(ln) }()
+			t.Cleanup(func() {
+				srv.Stop()
+				if err := <-served; err != nil {
+					t.Errorf("Serve: %v", err)
+				}
+			})
+			cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cc.Close() })
+			api := tlsgatev1.NewControlServiceClient(cc)
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+
+			if _, err := api.SendAsync(ctx, &tlsgatev1.SendAsyncRequest{SessionId: 1, Payload: []byte("x")}); err != nil {
+				t.Fatal(err)
+			}
+			_, err = api.SendAsync(ctx, &tlsgatev1.SendAsyncRequest{SessionId: 2, Payload: []byte("x")})
+			if status.Code(err) != codes.NotFound {
+				t.Fatalf("SendAsync to session 2: %v, want NOT_FOUND", err)
+			}
+			var lines []string
+			for l := range strings.Lines(logs.String()) {
+				if strings.Contains(l, "finished call") {
+					lines = append(lines, l)
+				}
+			}
+			want := 1 // the failure
+			if level == slog.LevelDebug {
+				want = 2
+			}
+			if len(lines) != want {
+				t.Fatalf("%d \"finished call\" lines, want %d:\n%s", len(lines), want, logs.String())
+			}
+			failed := lines[len(lines)-1]
+			for _, f := range []string{"level=INFO", "grpc.code=NotFound", `grpc.error="rpc error: code = NotFound desc = session 2 not found"`,
+				"grpc.service=tlsgate.v1.ControlService", "grpc.method=SendAsync", "grpc.method_type=unary", "session_id=2", "grpc.time_ms=", "peer.address=127.0.0.1:"} {
+				if !strings.Contains(failed, f) {
+					t.Errorf("the failure's line lacks %s:\n%s", f, failed)
+				}
+			}
+		})
+	}
+}
