@@ -17,17 +17,20 @@ import (
 // rounds.
 func (e *env) inbound(ctx context.Context) error {
 	for _, size := range e.opts.Payloads {
+		stepBase, stepGW := fmt.Sprintf("inbound %d B: raw TLS", size), fmt.Sprintf("inbound %d B: gateway", size)
+		label(stepBase)
 		rs, err := startRaw(ctx, e.srvTLS, rawSink, 0, 0, e.log)
 		if err != nil {
 			return err
 		}
+		label(stepGW)
 		gw, err := e.gatewayFor(ctx, server.Discard{})
 		if err != nil {
 			rs.close()
 			return err
 		}
 		var baseSent, gwSent, gwAcked uint64
-		r, err := e.interleave(ctx, fmt.Sprintf("inbound %d B: raw TLS", size), fmt.Sprintf("inbound %d B: gateway", size),
+		r, err := e.interleave(ctx, stepBase, stepGW,
 			func(ctx context.Context, d time.Duration) (float64, error) {
 				before := rs.count.load()
 				p, err := e.pushInbound(ctx, rs.addr(), 0, false, size, d)

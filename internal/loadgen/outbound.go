@@ -38,12 +38,14 @@ func (e *env) outboundQueue(ctx context.Context) error {
 		}
 		return nil
 	}
+	stepGW := fmt.Sprintf("outbound %d B: gateway Go API", size)
+	label(stepGW)
 	gw, err := startGateway(ctx, e.cert, server.Discard{}, e.log)
 	if err != nil {
 		return err
 	}
 	var baseSent, baseGot, gwSent, gwGot uint64
-	r, err := e.interleave(ctx, fmt.Sprintf("outbound %d B: raw TLS", size), fmt.Sprintf("outbound %d B: gateway Go API", size),
+	r, err := e.interleave(ctx, fmt.Sprintf("outbound %d B: raw TLS", size), stepGW,
 		func(ctx context.Context, d time.Duration) (float64, error) {
 			sent, got, elapsed, err := e.rawOutbound(ctx, size, d)
 			baseSent, baseGot = baseSent+sent, baseGot+got
@@ -170,6 +172,8 @@ func (e *env) outboundSendAsync(ctx context.Context) error {
 		}
 		return nil
 	}
+	stepBase, stepGW := "outbound: bare gRPC echo", fmt.Sprintf("outbound %d B: gateway gRPC SendAsync", size)
+	label(stepBase)
 	bare, err := startBareGRPC(ctx, e.log)
 	if err != nil {
 		return err
@@ -180,6 +184,7 @@ func (e *env) outboundSendAsync(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = bareCC.Close() }()
+	label(stepGW)
 	gw, err := e.gatewayFor(ctx, server.Discard{})
 	if err != nil {
 		return err
@@ -198,7 +203,7 @@ func (e *env) outboundSendAsync(ctx context.Context) error {
 	api := tlsgatev1.NewControlServiceClient(gwCC)
 	payload := make([]byte, size)
 	var accepted uint64
-	r, err := e.interleave(ctx, "outbound: bare gRPC echo", fmt.Sprintf("outbound %d B: gateway gRPC SendAsync", size),
+	r, err := e.interleave(ctx, stepBase, stepGW,
 		func(ctx context.Context, d time.Duration) (float64, error) {
 			n, elapsed, err := e.rpcLoop(ctx, d, func(ctx context.Context, i int) (bool, error) {
 				return true, echoCall(ctx, bareCC, &tlsgatev1.SendAsyncRequest{Payload: payload})

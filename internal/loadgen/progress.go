@@ -68,13 +68,9 @@ func newProgress(w io.Writer, steps int) *progress {
 	return p
 }
 
-// step starts the next step, named. It also labels the calling goroutine
-// with the step's name, and with it every goroutine it starts (load
-// clients, servers, connections), so that a CPU profile of the run
-// (`tlsgate bench --cpuprofile`) can be split by step:
-// `go tool pprof -tagfocus 'step=inbound 64 B: gateway' ...`.
+// step starts the next step, named, and labels it (see label).
 func (p *progress) step(name string) {
-	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("step", name)))
+	label(name)
 	if p.bar != nil {
 		p.bar.Describe(name)
 	}
@@ -97,4 +93,15 @@ func (p *progress) finish() {
 		_ = p.bar.Finish()
 		_ = p.bar.Clear()
 	})
+}
+
+// label labels the calling goroutine with a step's name, and with it every
+// goroutine it starts from then on (load clients, servers and their
+// connections), so that a CPU profile of the run (`tlsgate bench
+// --cpuprofile`) can be split by step:
+// `go tool pprof -tagfocus 'step=inbound 64 B: gateway' ...`. A server
+// that outlives one step is labelled, before it starts, with the step its
+// work belongs to.
+func label(step string) {
+	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("step", step)))
 }

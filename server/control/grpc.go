@@ -130,8 +130,7 @@ func interceptorChain(cfg Config, svc *Service) ([]grpc.UnaryServerInterceptor, 
 		return logging.DefaultServerCodeToLevel(code)
 	}))
 	unary := append(slices.Clone(cfg.UnaryInterceptors),
-		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), selector.MatchFunc(notPerPacket)),
-		selector.UnaryServerInterceptor(perPacketLogging(cfg.Logger, logging.UnaryServerInterceptor(logger, perPacketOpts...)), selector.MatchFunc(perPacket)),
+		unaryLogging(cfg.Logger, logging.UnaryServerInterceptor(logger, logOpts...), logging.UnaryServerInterceptor(logger, perPacketOpts...)),
 		sessionLogField)
 	stream := append(slices.Clone(cfg.StreamInterceptors), logging.StreamServerInterceptor(logger, logOpts...))
 	if cfg.Token != "" {
@@ -144,12 +143,6 @@ func interceptorChain(cfg Config, svc *Service) ([]grpc.UnaryServerInterceptor, 
 	return unary, stream
 }
 
-// perPacket selects the RPCs called once per packet: SendAsync.
-func perPacket(_ context.Context, c interceptors.CallMeta) bool {
-	return c.FullMethod() == tlsgatev1.ControlService_SendAsync_FullMethodName
-}
-
-func notPerPacket(ctx context.Context, c interceptors.CallMeta) bool { return !perPacket(ctx, c) }
 
 
 // needsAuth exempts the health service, so that probes need no token.

@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
 )
 
 // sessionLogField adds the request's session_id to the RPC's log line
@@ -28,17 +30,20 @@ func sessionIDOf(req any) uint64 {
 	return 0
 }
 
-// perPacketLogging logs the RPCs called once per packet (SendAsync). With
-// debug enabled, every call goes through logged, the logging middleware,
-// as every other RPC does. Otherwise a successful call logs nothing, yet
-// the middleware would still build its fields for it, before the call:
-// about a tenth of SendAsync's throughput on a loopback benchmark
-// (docs/performance.md). So the call runs bare, and only a failure is
+// unaryLogging logs every unary RPC through the logging middleware: logged
+// for most, loggedPerPacket (success at debug) for SendAsync, which is
+// called once per packet. Below debug a successful SendAsync logs nothing,
+// yet the middleware would still build its fields for it, before the
+// call: about a tenth of SendAsync's throughput on a loopback benchmark
+// (docs/performance.md). So then the call runs bare, and only a failure is
 // logged, here, with the middleware's message, level and field names.
-func perPacketLogging(log *slog.Logger, logged grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+func unaryLogging(log *slog.Logger, logged, loggedPerPacket grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if log.Enabled(ctx, slog.LevelDebug) {
+		switch {
+		case info.FullMethod != tlsgatev1.ControlService_SendAsync_FullMethodName:
 			return logged(ctx, req, info, handler)
+		case log.Enabled(ctx, slog.LevelDebug):
+			return loggedPerPacket(ctx, req, info, handler)
 		}
 		start := time.Now()
 		resp, err := handler(ctx, req)

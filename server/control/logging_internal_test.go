@@ -16,9 +16,14 @@ import (
 	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
 )
 
-// sendAsyncStub accepts SendAsync for session 1 and knows no other.
+// sendAsyncStub accepts SendAsync for session 1 and knows no other; it
+// answers GetSession.
 type sendAsyncStub struct {
 	tlsgatev1.UnimplementedControlServiceServer
+}
+
+func (sendAsyncStub) GetSession(context.Context, *tlsgatev1.GetSessionRequest) (*tlsgatev1.GetSessionResponse, error) {
+	return &tlsgatev1.GetSessionResponse{}, nil
 }
 
 func (sendAsyncStub) SendAsync(_ context.Context, r *tlsgatev1.SendAsyncRequest) (*tlsgatev1.SendAsyncResponse, error) {
@@ -30,8 +35,8 @@ func (sendAsyncStub) SendAsync(_ context.Context, r *tlsgatev1.SendAsyncRequest)
 
 // TestPerPacketLogging: at info, a successful SendAsync logs nothing and a
 // failed one logs the middleware's "finished call" line, with its code,
-// error, method and session; at debug, every call is logged by the
-// middleware itself.
+// error, method and session, while other RPCs log every call; at debug,
+// every call is logged by the middleware itself.
 func TestPerPacketLogging(t *testing.T) {
 	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
 		t.Run(level.String(), func(t *testing.T) {
@@ -61,6 +66,9 @@ func TestPerPacketLogging(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
 
+			if _, err := api.GetSession(ctx, &tlsgatev1.GetSessionRequest{SessionId: 1}); err != nil {
+				t.Fatal(err)
+			}
 			if _, err := api.SendAsync(ctx, &tlsgatev1.SendAsyncRequest{SessionId: 1, Payload: []byte("x")}); err != nil {
 				t.Fatal(err)
 			}
@@ -74,12 +82,15 @@ func TestPerPacketLogging(t *testing.T) {
 					lines = append(lines, l)
 				}
 			}
-			want := 1 // the failure
+			want := 2 // GetSession and the failed SendAsync
 			if level == slog.LevelDebug {
-				want = 2
+				want = 3
 			}
 			if len(lines) != want {
 				t.Fatalf("%d \"finished call\" lines, want %d:\n%s", len(lines), want, logs.String())
+			}
+			if !strings.Contains(lines[0], "grpc.method=GetSession") {
+				t.Errorf("first line, want GetSession's:\n%s", lines[0])
 			}
 			failed := lines[len(lines)-1]
 			for _, f := range []string{"level=INFO", "grpc.code=NotFound", `grpc.error="rpc error: code = NotFound desc = session 2 not found"`,
