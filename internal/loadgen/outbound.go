@@ -294,4 +294,3 @@ func (e *env) rpcLoop(ctx context.Context, d time.Duration, call func(ctx contex
 	wg.Wait()
 	return ok.Load(), time.Since(start), errors.Join(errs...)
 }
-

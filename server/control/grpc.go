@@ -143,8 +143,6 @@ func interceptorChain(cfg Config, svc *Service) ([]grpc.UnaryServerInterceptor, 
 	return unary, stream
 }
 
-
-
 // needsAuth exempts the health service, so that probes need no token.
 func needsAuth(_ context.Context, c interceptors.CallMeta) bool {
 	return c.Service != healthpb.Health_ServiceDesc.ServiceName
