@@ -3,14 +3,11 @@ package control
 import (
 	"context"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
@@ -41,28 +38,7 @@ func TestPerPacketLogging(t *testing.T) {
 	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
 		t.Run(level.String(), func(t *testing.T) {
 			var logs syncBuffer
-			cfg := Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level}))}
-			unary, _ := interceptorChain(cfg, &Service{maxPayload: 100})
-			srv := grpc.NewServer(grpc.ChainUnaryInterceptor(unary...))
-			tlsgatev1.RegisterControlServiceServer(srv, sendAsyncStub{})
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			served := make(chan error, 1)
-			go func() { served <- srv.Serve(ln) }()
-			t.Cleanup(func() {
-				srv.Stop()
-				if err := <-served; err != nil {
-					t.Errorf("Serve: %v", err)
-				}
-			})
-			cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = cc.Close() })
-			api := tlsgatev1.NewControlServiceClient(cc)
+			api := serveChain(t, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level})), sendAsyncStub{})
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
 
@@ -72,7 +48,7 @@ func TestPerPacketLogging(t *testing.T) {
 			if _, err := api.SendAsync(ctx, &tlsgatev1.SendAsyncRequest{SessionId: 1, Payload: []byte("x")}); err != nil {
 				t.Fatal(err)
 			}
-			_, err = api.SendAsync(ctx, &tlsgatev1.SendAsyncRequest{SessionId: 2, Payload: []byte("x")})
+			_, err := api.SendAsync(ctx, &tlsgatev1.SendAsyncRequest{SessionId: 2, Payload: []byte("x")})
 			if status.Code(err) != codes.NotFound {
 				t.Fatalf("SendAsync to session 2: %v, want NOT_FOUND", err)
 			}

@@ -55,28 +55,7 @@ func (b *syncBuffer) String() string {
 // the server keeps serving.
 func TestRecovery(t *testing.T) {
 	var logs syncBuffer
-	cfg := Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}
-	unary, stream := interceptorChain(cfg, &Service{maxPayload: 100})
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
-	tlsgatev1.RegisterControlServiceServer(srv, panicky{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		srv.Stop()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close() })
-	api := tlsgatev1.NewControlServiceClient(cc)
+	api := serveChain(t, slog.New(slog.NewTextHandler(&logs, nil)), panicky{})
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 
@@ -105,4 +84,31 @@ func TestRecovery(t *testing.T) {
 			t.Fatalf("the log lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// serveChain serves impl through the real interceptor chain, logging to
+// log, on a loopback port, and returns a client of it.
+func serveChain(t *testing.T, log *slog.Logger, impl tlsgatev1.ControlServiceServer) tlsgatev1.ControlServiceClient {
+	t.Helper()
+	unary, stream := interceptorChain(Config{Logger: log}, &Service{maxPayload: 100})
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
+	tlsgatev1.RegisterControlServiceServer(srv, impl)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Stop()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	return tlsgatev1.NewControlServiceClient(cc)
 }
