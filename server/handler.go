@@ -20,8 +20,9 @@ type Packet struct {
 	Encoding wire.Encoding
 	// Payload is read in place from the connection's buffer: it is valid
 	// only until Handle returns, and is then overwritten by the packets
-	// that follow. A handler that keeps it, or hands it to another
-	// goroutine, copies it first (bytes.Clone); Session.Reply copies it
+	// that follow. A handler that keeps it, hands it to another goroutine
+	// or forwards it with Session.SendAsync (which queues the slice
+	// itself) copies it first (bytes.Clone); Session.Reply copies it
 	// itself. This is what makes the inbound path allocation-free.
 	Payload    []byte
 	ReceivedAt time.Time

@@ -67,8 +67,10 @@ type Enqueued struct {
 	Depth int
 }
 
-// SendAsync queues one Data packet and returns at once. The payload must not
-// be modified afterwards. Errors: ErrQueueFull, ErrClosing, ErrClosed,
+// SendAsync queues one Data packet and returns at once. It queues payload
+// itself, not a copy: the payload must not be modified afterwards, so a
+// Handler forwarding a Packet's borrowed Payload copies it first
+// (bytes.Clone). Errors: ErrQueueFull, ErrClosing, ErrClosed,
 // ErrPayloadTooLarge, ErrBadEncoding.
 func (s *Session) SendAsync(enc wire.Encoding, payload []byte) (Enqueued, error) {
 	if err := s.checkPacket(wire.TypeData, enc, payload); err != nil {

@@ -8,6 +8,11 @@ import (
 	"github.com/tlsgate/tlsgate/wire"
 )
 
+// idleBatchCap is the most entries of batch array a writer keeps while its
+// queue is empty (about 12 KiB); a burst of small packets grows it to
+// ~1,000 entries, which an idle session should not hold on to.
+const idleBatchCap = 256
+
 // writeLoop is the connection's only writer. It takes up to a buffer's
 // worth of queued packets at a time, writes them into the buffer and
 // flushes, so a busy session costs one syscall per 64 KiB, not per packet,
@@ -30,6 +35,9 @@ func (c *conn) writeLoop() {
 			return
 		}
 		if len(batch) == 0 {
+			if cap(batch) > idleBatchCap {
+				batch = nil // an idle connection does not keep a burst's array
+			}
 			if wait == nil {
 				wait = c.wake
 			}

@@ -179,10 +179,13 @@ func (r *Reader) read(borrow bool) (Frame, error) {
 	}
 	f := Frame{Encoding: Encoding(h[1] >> 6), Type: Type(h[1] & 0x3f)}
 	if h[0] != Version || !f.Encoding.Valid() {
-		return Frame{}, &FramingError{Version: h[0], Encoding: f.Encoding}
+		ferr := &FramingError{Version: h[0], Encoding: f.Encoding}
+		_, _ = r.br.Discard(HeaderLen) // the bad header is consumed, as a good one is
+		return Frame{}, ferr
 	}
 	n := int(binary.BigEndian.Uint16(h[2:]))
 	if n > r.max {
+		_, _ = r.br.Discard(HeaderLen)
 		return Frame{}, &TooLargeError{Type: f.Type, Encoding: f.Encoding, Len: n, Max: r.max}
 	}
 	if total := HeaderLen + n; total <= r.br.Size() {

@@ -29,7 +29,7 @@ type benchCmd struct {
 	Addr            string        `placeholder:"HOST:PORT" help:"Drive a running gateway's data plane instead of starting one in-process (its handler must be echo for the echo scenario)."`
 	ControlAddr     string        `placeholder:"HOST:PORT" help:"The running gateway's control plane (plaintext gRPC), for outbound's SendAsync and close."`
 	NoProgress      bool          `help:"No progress bar (it is off anyway when stderr is not a terminal or with --json)."`
-	CPUProfile      string        `name:"cpuprofile" type:"path" placeholder:"FILE" help:"Write a CPU profile of the whole run (load clients, baselines and in-process gateway) to FILE, for go tool pprof."`
+	CPUProfile      string        `name:"cpuprofile" type:"path" placeholder:"FILE" help:"Write a CPU profile of this process (load clients, baselines, in-process gateway; not connections' client process) to FILE, for go tool pprof; samples are labelled by step."`
 }
 
 // Validate checks what kong cannot.
@@ -41,6 +41,10 @@ func (c *benchCmd) Validate() error {
 	}
 	if c.Rounds < 1 {
 		return fmt.Errorf("--rounds must be positive, got %d", c.Rounds)
+	}
+	interleaved := c.Scenario == "inbound" || c.Scenario == "outbound" || c.Scenario == "all"
+	if interleaved && c.Duration/time.Duration(c.Rounds) < 100*time.Millisecond {
+		return fmt.Errorf("--duration %s over --rounds %d leaves rounds under 100ms; lengthen --duration or lower --rounds", c.Duration, c.Rounds)
 	}
 	for _, k := range c.Sessions {
 		if k < 1 {

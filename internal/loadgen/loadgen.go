@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/pprof"
 	"slices"
 	"time"
 
@@ -175,6 +176,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
+	defer pprof.SetGoroutineLabels(ctx) // the steps relabel this goroutine
 	raiseFileLimit(opts.Logger)
 	cert, _, _, err := devcert.Generate()
 	if err != nil {

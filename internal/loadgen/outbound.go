@@ -226,7 +226,9 @@ func (e *env) outboundSendAsync(ctx context.Context) error {
 	if err == nil {
 		// Every accepted packet reaches its client: Drain with ack proves
 		// the clients processed them.
-		_, err = api.Drain(ctx, &tlsgatev1.DrainRequest{Target: &tlsgatev1.DrainRequest_AllSessions{AllSessions: true}, Ack: true})
+		dctx, cancel := context.WithTimeout(ctx, time.Minute)
+		_, err = api.Drain(dctx, &tlsgatev1.DrainRequest{Target: &tlsgatev1.DrainRequest_AllSessions{AllSessions: true}, Ack: true})
+		cancel()
 		if err != nil {
 			err = fmt.Errorf("SendAsync: final drain: %w", err)
 		}

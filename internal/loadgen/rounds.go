@@ -52,12 +52,16 @@ func (e *env) interleave(ctx context.Context, stepBase, stepGW string, base, gw 
 // Value and BaselineValue are each side's median, Ratio the median of the
 // per-pair ratios, with their minimum and maximum.
 func (r rounds) figure(f Figure, scale float64) Figure {
-	ratios := make([]float64, len(r.gw))
+	var ratios []float64
 	for i := range r.gw {
-		ratios[i] = r.gw[i] / r.base[i]
+		if r.base[i] > 0 { // a round too short to count anything has no ratio
+			ratios = append(ratios, r.gw[i]/r.base[i])
+		}
 	}
 	f.Value, f.BaselineValue = median(r.gw)*scale, median(r.base)*scale
-	f.Ratio, f.RatioMin, f.RatioMax = median(ratios), slices.Min(ratios), slices.Max(ratios)
+	if len(ratios) > 0 {
+		f.Ratio, f.RatioMin, f.RatioMax = median(ratios), slices.Min(ratios), slices.Max(ratios)
+	}
 	f.Rounds = len(r.gw)
 	return f
 }

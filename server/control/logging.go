@@ -58,9 +58,13 @@ func unaryLogging(log *slog.Logger, logged, loggedPerPacket grpc.UnaryServerInte
 			logging.ServiceFieldKey, service,
 			logging.MethodFieldKey, method,
 			logging.MethodTypeFieldKey, "unary",
-		}
+		}.WithUnique(logging.ExtractFields(ctx)) // what outer interceptors added
 		if p, ok := peer.FromContext(ctx); ok {
 			fields = append(fields, "peer.address", p.Addr.String())
+		}
+		fields = append(fields, "grpc.start_time", start.Format(time.RFC3339))
+		if d, ok := ctx.Deadline(); ok {
+			fields = append(fields, "grpc.request.deadline", d.Format(time.RFC3339))
 		}
 		if id := sessionIDOf(req); id != 0 {
 			fields = append(fields, "session_id", id)

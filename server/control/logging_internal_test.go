@@ -3,6 +3,8 @@ package control
 import (
 	"context"
 	"log/slog"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +37,13 @@ func (sendAsyncStub) SendAsync(_ context.Context, r *tlsgatev1.SendAsyncRequest)
 // error, method and session, while other RPCs log every call; at debug,
 // every call is logged by the middleware itself.
 func TestPerPacketLogging(t *testing.T) {
+	failureKeys := map[slog.Level][]string{}
+	t.Cleanup(func() {
+		// The failure's line below debug has the middleware's fields.
+		if info, debug := failureKeys[slog.LevelInfo], failureKeys[slog.LevelDebug]; !slices.Equal(info, debug) {
+			t.Errorf("the failure's fields differ:\n  info:  %v\n  debug: %v", info, debug)
+		}
+	})
 	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
 		t.Run(level.String(), func(t *testing.T) {
 			var logs syncBuffer
@@ -75,6 +84,17 @@ func TestPerPacketLogging(t *testing.T) {
 					t.Errorf("the failure's line lacks %s:\n%s", f, failed)
 				}
 			}
+			failureKeys[level] = logKeys(failed)
 		})
 	}
+}
+
+// logKeys returns the sorted keys of a slog text line.
+func logKeys(line string) []string {
+	var keys []string
+	for _, m := range regexp.MustCompile(`(?:^| )([^ =]+)=(?:"(?:[^"\\]|\\.)*"|[^ ]*)`).FindAllStringSubmatch(line, -1) {
+		keys = append(keys, m[1])
+	}
+	slices.Sort(keys)
+	return keys
 }
