@@ -215,9 +215,9 @@ func TestServerFrozenMidStream(t *testing.T) {
 	}
 	const limit = 500 * time.Millisecond
 	bounded := func(what string, f func(context.Context) error) error {
+		start := time.Now() // before the context: its deadline is start+limit at the latest
 		ctx, cancel := context.WithTimeout(context.Background(), limit)
 		defer cancel()
-		start := time.Now()
 		err := f(ctx)
 		if d := time.Since(start); d < limit || d > limit+3*time.Second {
 			t.Errorf("%s returned after %s, want when its context of %s ended", what, d.Round(time.Millisecond), limit)

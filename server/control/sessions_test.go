@@ -34,6 +34,11 @@ func TestGetSession(t *testing.T) {
 	if echoes := rc.flush(t, 1); len(echoes) != 3 {
 		t.Fatalf("%d echoes, want 3", len(echoes))
 	}
+	// The client can read the FlushAck before the writer has counted its
+	// batch (it counts once the flush returns); Drain answers after that.
+	if _, err := e.api.Drain(timeout(t, wait), &tlsgatev1.DrainRequest{Target: &tlsgatev1.DrainRequest_SessionId{SessionId: rc.id}}); err != nil {
+		t.Fatal(err)
+	}
 	s := e.getSession(t, rc.id)
 	cs := rc.tc.ConnectionState()
 	if s.GetSessionId() != rc.id || !bytes.Equal(s.GetPublicKey(), rc.pub) || s.GetConnectionId() != connected.GetConnectionId() || s.GetConnectionId() == 0 {
