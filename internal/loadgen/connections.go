@@ -83,9 +83,8 @@ func (e *env) connections(ctx context.Context) error {
 			_ = gw.stop()
 			return fmt.Errorf("gateway: %w", err)
 		}
-		hs := float64(k) / time.Duration(rep.ElapsedNS).Seconds()
-		e.figure(Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: handshakes/s (with Ed25519)", k), Unit: "handshakes/s", Value: hs, Baseline: "raw TLS handshakes", BaselineValue: raw.handshakes})
-		e.target("≥ 0.8 × raw", hs >= 0.8*raw.handshakes)
+		hs := rounds{base: []float64{raw.handshakes}, gw: []float64{float64(k) / time.Duration(rep.ElapsedNS).Seconds()}}
+		var later []Figure // after the handshake figure, which waits for the extra rounds
 		if gw.inProcess() {
 			if n := len(gw.srv.Sessions()); n != k {
 				_ = gw.stop()
@@ -93,17 +92,18 @@ func (e *env) connections(ctx context.Context) error {
 			}
 			m1 := measureMemory()
 			rss, heap := perConn(m1.rss, m0.rss, k), perConn(m1.heap, m0.heap, k)
-			e.figure(Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: RSS per idle session", k), Unit: "KiB", Value: rss / 1024, Baseline: "raw TLS, 2×64 KiB buffers", BaselineValue: raw.rss / 1024})
-			e.target("≤ 1.5 × raw", rss <= 1.5*raw.rss)
-			e.figure(Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: RSS per idle session", k), Unit: "KiB", Value: rss / 1024, Baseline: "bare raw TLS, no buffers", BaselineValue: bare.rss / 1024})
-			e.figure(Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: heap per idle session", k), Unit: "KiB", Value: heap / 1024, Baseline: "raw TLS, 2×64 KiB buffers", BaselineValue: raw.heap / 1024})
+			met := rss <= 1.5*raw.rss
+			later = append(later,
+				Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: RSS per idle session", k), Unit: "KiB", Value: rss / 1024, Baseline: "raw TLS, 2×64 KiB buffers", BaselineValue: raw.rss / 1024, Target: "≤ 1.5 × raw", Met: &met},
+				Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: RSS per idle session", k), Unit: "KiB", Value: rss / 1024, Baseline: "bare raw TLS, no buffers", BaselineValue: bare.rss / 1024},
+				Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: heap per idle session", k), Unit: "KiB", Value: heap / 1024, Baseline: "raw TLS, 2×64 KiB buffers", BaselineValue: raw.heap / 1024})
 			err = e.closeAllAtOnce(ctx, gw, ch, k)
 		} else {
 			var fin childReport
 			fin, err = ch.command("close")
 			if err == nil {
 				e.loss(Loss{Scenario: "connections", Name: fmt.Sprintf("%d sessions closing at once (client-initiated)", k), Sent: uint64(k), Processed: uint64(fin.Clean), Detail: "one packet per session, proved by a clean Goodbye exchange"})
-				e.figure(Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: close all at once (client-initiated)", k), Unit: "ms", Value: ms(time.Duration(fin.CloseNS))})
+				later = append(later, Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: close all at once (client-initiated)", k), Unit: "ms", Value: ms(time.Duration(fin.CloseNS))})
 			}
 		}
 		if werr := ch.wait(); err == nil {
@@ -116,8 +116,68 @@ func (e *env) connections(ctx context.Context) error {
 			return fmt.Errorf("gateway: %w", err)
 		}
 		e.prog.stepDone()
+
+		if k <= handshakeRoundsMax {
+			more, err := e.interleaveRounds(ctx, 1, fmt.Sprintf("connections %d: raw TLS", k), fmt.Sprintf("connections %d: gateway", k),
+				func(ctx context.Context, _ time.Duration) (float64, error) { return e.handshakeRound(ctx, k, false) },
+				func(ctx context.Context, _ time.Duration) (float64, error) { return e.handshakeRound(ctx, k, true) })
+			if err != nil {
+				return err
+			}
+			hs.base, hs.gw = append(hs.base, more.base...), append(hs.gw, more.gw...)
+		}
+		f := hs.figure(Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: handshakes/s (with Ed25519)", k), Unit: "handshakes/s", Baseline: "raw TLS handshakes"}, 1)
+		e.figure(f)
+		e.target("≥ 0.8 × raw", f.Ratio >= 0.8)
+		for _, f := range later {
+			e.figure(f)
+		}
 	}
 	return nil
+}
+
+// handshakeRoundsMax: session counts up to this one measure handshakes/s in
+// --rounds interleaved rounds (the first being the one that also measures
+// memory); their handshakes last under a second, where one measurement is
+// at the mercy of the machine's load. Larger counts take seconds, which
+// averages the noise out, and one round each.
+const handshakeRoundsMax = 2000
+
+// handshakeRound is one more handshakes/s sample: k sessions opened by a
+// client process to a fresh raw loop or gateway, then closed by the
+// clients.
+func (e *env) handshakeRound(ctx context.Context, k int, gateway bool) (float64, error) {
+	cfg := childConfig{Conns: k, Concurrency: e.opts.DialConcurrency, Gateway: gateway}
+	var stop func() error
+	if gateway {
+		gw, err := e.gatewayFor(ctx, server.Discard{})
+		if err != nil {
+			return 0, err
+		}
+		cfg.Addr, cfg.Run, stop = gw.addr, nextRun(), gw.stop
+	} else {
+		rs, err := startRaw(ctx, e.srvTLS, rawIdle, 0, 0, e.log)
+		if err != nil {
+			return 0, err
+		}
+		cfg.Addr, stop = rs.addr(), func() error { rs.close(); return nil }
+	}
+	ch, rep, err := e.startChild(ctx, cfg)
+	if err != nil {
+		_ = stop()
+		return 0, err
+	}
+	fin, err := ch.command("close")
+	if werr := ch.wait(); err == nil {
+		err = werr
+	}
+	if serr := stop(); err == nil {
+		err = serr
+	}
+	if err == nil && gateway && fin.Clean != k {
+		err = fmt.Errorf("%d of %d closes were not clean", k-fin.Clean, k)
+	}
+	return float64(k) / time.Duration(rep.ElapsedNS).Seconds(), err
 }
 
 // closeAllAtOnce queues one packet to each of the k sessions, then closes

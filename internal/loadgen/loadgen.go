@@ -247,6 +247,11 @@ func (e *env) steps() int {
 			n += 7
 		case "connections":
 			n += 3 * len(e.opts.Sessions)
+			for _, k := range e.opts.Sessions {
+				if k <= handshakeRoundsMax {
+					n += 2 * (e.opts.Rounds - 1)
+				}
+			}
 		}
 	}
 	return n

@@ -24,9 +24,15 @@ type rounds struct {
 // of each side, a few seconds apart, would not. stepBase and stepGW name
 // the progress steps (and the CPU profile's labels).
 func (e *env) interleave(ctx context.Context, stepBase, stepGW string, base, gw measure) (rounds, error) {
+	return e.interleaveRounds(ctx, 0, stepBase, stepGW, base, gw)
+}
+
+// interleaveRounds is interleave's rounds from round first on (a caller
+// that measured round 0 itself asks for the rest).
+func (e *env) interleaveRounds(ctx context.Context, first int, stepBase, stepGW string, base, gw measure) (rounds, error) {
 	d := e.opts.Duration / time.Duration(e.opts.Rounds)
 	var r rounds
-	for i := range e.opts.Rounds {
+	for i := first; i < e.opts.Rounds; i++ {
 		sides := []struct {
 			step string
 			m    measure
