@@ -14,7 +14,9 @@ import (
 // closeScenario times the control plane's graceful Drain (with and without
 // ack) and Disconnect, on sessions with an empty queue and with
 // QueuedPackets just queued, against a bare grpc-go unary echo. Each case
-// takes Samples operations, one at a time.
+// takes Samples operations, one at a time, each right after one bare echo
+// call: the case's baseline is those calls, so that a disturbance of the
+// machine lands on both sides alike.
 func (e *env) closeScenario(ctx context.Context) error {
 	if e.opts.Addr != "" && e.opts.ControlAddr == "" {
 		return errors.New("close needs --control-addr with --addr")
@@ -24,50 +26,51 @@ func (e *env) closeScenario(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	base, err := e.bareLatency(ctx, bare.addr, max(e.opts.Samples, 1000))
-	bare.stop()
+	defer bare.stop()
+	bareCall, closeBare, err := e.bareCaller(ctx, bare.addr)
 	if err != nil {
 		return fmt.Errorf("bare gRPC: %w", err)
 	}
+	defer closeBare()
 	e.prog.stepDone()
 
+	label("close: gateway")
 	gw, err := e.gatewayFor(ctx, server.Discard{})
 	if err != nil {
 		return err
 	}
-	err = e.closeCases(ctx, gw, base)
+	err = e.closeCases(ctx, gw, bareCall)
 	if serr := gw.stop(); err == nil {
 		err = serr
 	}
 	return err
 }
 
-func (e *env) bareLatency(ctx context.Context, addr string, n int) (latencies, error) {
+// bareCaller connects to the bare echo, warms the connection up, and
+// returns a function that times one call.
+func (e *env) bareCaller(ctx context.Context, addr string) (call func(context.Context) (time.Duration, error), closeConn func(), err error) {
 	cc, err := dialGRPC(addr)
 	if err != nil {
-		return latencies{}, err
+		return nil, nil, err
 	}
-	defer func() { _ = cc.Close() }()
 	req := &tlsgatev1.SendAsyncRequest{Payload: make([]byte, 64)}
+	call = func(ctx context.Context) (time.Duration, error) {
+		t := time.Now()
+		err := echoCall(ctx, cc, req)
+		return time.Since(t), err
+	}
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	for range 100 { // warm the connection up
-		if err := echoCall(cctx, cc, req); err != nil {
-			return latencies{}, err
+	for range 100 {
+		if _, err := call(cctx); err != nil {
+			_ = cc.Close()
+			return nil, nil, err
 		}
 	}
-	d := make([]time.Duration, n)
-	for i := range d {
-		t := time.Now()
-		if err := echoCall(cctx, cc, req); err != nil {
-			return latencies{}, err
-		}
-		d[i] = time.Since(t)
-	}
-	return summarize(d), nil
+	return call, func() { _ = cc.Close() }, nil
 }
 
-func (e *env) closeCases(ctx context.Context, gw *gateway, base latencies) error {
+func (e *env) closeCases(ctx context.Context, gw *gateway, bareCall func(context.Context) (time.Duration, error)) error {
 	cc, err := dialGRPC(gw.ctlAddr)
 	if err != nil {
 		return err
@@ -103,7 +106,7 @@ func (e *env) closeCases(ctx context.Context, gw *gateway, base latencies) error
 		}
 		return nil
 	}
-	report := func(name string, l latencies) {
+	report := func(name string, l, base latencies) {
 		for _, q := range []struct {
 			name      string
 			v, b      time.Duration
@@ -131,8 +134,11 @@ func (e *env) closeCases(ctx context.Context, gw *gateway, base latencies) error
 		for _, depth := range []int{0, e.opts.QueuedPackets} {
 			name := caseName("Drain", ack, depth)
 			e.prog.step("close: " + name)
-			d := make([]time.Duration, e.opts.Samples)
+			d, bd := make([]time.Duration, e.opts.Samples), make([]time.Duration, e.opts.Samples)
 			for i := range d {
+				if bd[i], err = bareCall(cctx); err != nil { // before the enqueue: its writes would slow the echo
+					return fmt.Errorf("bare gRPC: %w", err)
+				}
 				if err := enqueue(drained.id, depth); err != nil {
 					return fmt.Errorf("%s: enqueue: %w", name, err)
 				}
@@ -146,16 +152,19 @@ func (e *env) closeCases(ctx context.Context, gw *gateway, base latencies) error
 					return fmt.Errorf("%s: incomplete drain %v", name, resp)
 				}
 			}
-			report(name, summarize(d))
+			report(name, summarize(d), summarize(bd))
 			e.prog.stepDone()
 		}
 	}
 	for j, depth := range []int{0, e.opts.QueuedPackets} {
 		name := caseName("Disconnect", false, depth)
 		e.prog.step("close: " + name)
-		d := make([]time.Duration, e.opts.Samples)
+		d, bd := make([]time.Duration, e.opts.Samples), make([]time.Duration, e.opts.Samples)
 		for i := range d {
 			c := cs[1+j*e.opts.Samples+i]
+			if bd[i], err = bareCall(cctx); err != nil {
+				return fmt.Errorf("bare gRPC: %w", err)
+			}
 			if err := enqueue(c.id, depth); err != nil {
 				return fmt.Errorf("%s: enqueue: %w", name, err)
 			}
@@ -172,7 +181,7 @@ func (e *env) closeCases(ctx context.Context, gw *gateway, base latencies) error
 				return fmt.Errorf("%s: the client saw an unclean close: %v", name, r.err)
 			}
 		}
-		report(name, summarize(d))
+		report(name, summarize(d), summarize(bd))
 		e.prog.stepDone()
 	}
 	// Every packet queued went to a client before its Drain or Disconnect
