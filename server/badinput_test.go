@@ -669,7 +669,9 @@ func badInputBadControlPayload(t *testing.T) {
 	}
 	expectStillOpen(t, rc, 99) // the next frame is the Pong: no Error came first
 	bystanderEcho(t, rc, "data still flows")
-	r.logs.want(t, 4, `msg="undecodable control packet"`)
+	// Logged at warn once, then at debug: a client cannot flood the log.
+	r.logs.want(t, 1, "level=WARN", `msg="undecodable control packet"`, "further slips of this connection are logged at debug")
+	r.logs.want(t, 3, "level=DEBUG", `msg="undecodable control packet"`)
 	r.unaffected(t)
 }
 

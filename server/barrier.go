@@ -42,7 +42,8 @@ func (c *conn) barrier(ctx context.Context) error {
 	return err
 }
 
-// flushAcked resolves the barrier the client acknowledged.
+// flushAcked resolves the barrier the client acknowledged. The reader
+// calls it.
 func (c *conn) flushAcked(seq uint64) {
 	c.mu.Lock()
 	ch, ok := c.flushWaiters[seq]
@@ -52,7 +53,7 @@ func (c *conn) flushAcked(seq uint64) {
 	}
 	c.mu.Unlock()
 	if !ok {
-		c.log.Warn("FlushAck for no pending Flush", "seq", seq)
+		c.peerSlip("FlushAck for no pending Flush", "seq", seq)
 		return
 	}
 	ch <- nil

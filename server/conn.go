@@ -49,6 +49,9 @@ type conn struct {
 	// processing is set while the reader is processing a packet (in the
 	// Handler, say): it reads nothing then, so the client is not idle.
 	processing atomic.Bool
+	// slipLogged: a peer's protocol slip was logged at warn; the reader,
+	// which alone logs them, logs the rest at debug (see peerSlip).
+	slipLogged bool
 
 	// Watchdog state: see watchdog.go.
 	watchdog      *time.Timer

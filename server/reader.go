@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"time"
 
@@ -120,7 +121,20 @@ func (c *conn) process(f wire.Frame, receivedAt time.Time) {
 // answered with an Error, so that two peers cannot loop.
 func (c *conn) badControl(f wire.Frame, err error) {
 	c.stats.badControl.Add(1)
-	c.log.Warn("undecodable control packet", "type", f.Type, "err", err)
+	c.peerSlip("undecodable control packet", "type", f.Type, "err", err)
+}
+
+// peerSlip logs a peer's protocol slip that the connection survives: at
+// warn the first time on the connection, then at debug, so that a client
+// repeating it cannot flood the log. Call from the reader only.
+func (c *conn) peerSlip(msg string, args ...any) {
+	level := slog.LevelDebug
+	if !c.slipLogged {
+		c.slipLogged = true
+		level = slog.LevelWarn
+		args = append(args, "note", "further slips of this connection are logged at debug")
+	}
+	c.log.Log(c.ctx, level, msg, args...)
 }
 
 // replyControl queues a control reply for this connection only.
