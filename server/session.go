@@ -188,3 +188,8 @@ func (s *Session) Info() SessionInfo {
 	}
 	return info
 }
+
+// QueueDepth returns what the session's outbound queue holds: packets and
+// frame bytes. It is Info's QueueLen and QueueBytes without the rest, for
+// callers that sum it over every session (a metrics scrape).
+func (s *Session) QueueDepth() (packets, bytes int) { return s.q.depth() }

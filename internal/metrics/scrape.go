@@ -87,7 +87,8 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 	sessions := s.gw.Sessions()
 	queued := 0
 	for _, sess := range sessions {
-		queued += sess.Info().QueueBytes
+		_, b := sess.QueueDepth()
+		queued += b
 	}
 	gauge(descActive, float64(len(sessions)))
 	gauge(descQueued, float64(queued))
