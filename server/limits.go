@@ -103,18 +103,21 @@ func hostOf(addr net.Addr) string {
 func (s *Server) admit(nc net.Conn) bool {
 	ip := hostOf(nc.RemoteAddr())
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.shutting {
+		s.mu.Unlock()
 		return false
 	}
+	open, fromIP := s.open, s.perIP[ip]
 	switch {
-	case s.cfg.MaxConns > 0 && s.open >= s.cfg.MaxConns:
+	case s.cfg.MaxConns > 0 && open >= s.cfg.MaxConns:
+		s.mu.Unlock() // log outside the lock every accept takes
 		s.counters.refusedTotal.Add(1)
-		s.log.Warn("connection refused: too many connections", "remote_addr", nc.RemoteAddr().String(), "open", s.open, "max_conns", s.cfg.MaxConns)
+		s.log.Warn("connection refused: too many connections", "remote_addr", nc.RemoteAddr().String(), "open", open, "max_conns", s.cfg.MaxConns)
 		return false
-	case s.cfg.MaxConnsPerIP > 0 && s.perIP[ip] >= s.cfg.MaxConnsPerIP:
+	case s.cfg.MaxConnsPerIP > 0 && fromIP >= s.cfg.MaxConnsPerIP:
+		s.mu.Unlock()
 		s.counters.refusedPerIP.Add(1)
-		s.log.Warn("connection refused: too many connections from one IP", "remote_addr", nc.RemoteAddr().String(), "open_from_ip", s.perIP[ip], "max_conns_per_ip", s.cfg.MaxConnsPerIP)
+		s.log.Warn("connection refused: too many connections from one IP", "remote_addr", nc.RemoteAddr().String(), "open_from_ip", fromIP, "max_conns_per_ip", s.cfg.MaxConnsPerIP)
 		return false
 	}
 	s.open++
@@ -122,6 +125,7 @@ func (s *Server) admit(nc net.Conn) bool {
 	s.handshakes[nc] = struct{}{}
 	s.counters.accepted.Add(1)
 	s.wg.Add(1)
+	s.mu.Unlock()
 	return true
 }
 
