@@ -2,18 +2,17 @@ package server
 
 import (
 	"crypto/tls"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/tlsgate/tlsgate/wire"
 )
 
-// Defaults for Config's zero fields.
+// The defaults of Config, which New gives its zero fields. DefaultConfig
+// returns them all; the CLI's flag defaults come from there.
 const (
-	DefaultAddr             = ":7223"
 	DefaultHandshakeTimeout = 5 * time.Second
 	DefaultLingerTimeout    = 2 * time.Second
 	DefaultDrainTimeout     = 10 * time.Second
@@ -31,8 +30,6 @@ const (
 // Config configures a Server. The zero value of every field but TLSConfig
 // means its documented default; New validates and fills it in.
 type Config struct {
-	// Addr is the TCP address ListenAndServe binds. Default ":7223".
-	Addr string
 	// TLSConfig holds the server certificate (exactly one, its leaf first).
 	// New clones it and sets MinVersion (TLS 1.3, or 1.2 with AllowTLS12)
 	// and SessionTicketsDisabled (unless SessionTickets). Required.
@@ -50,7 +47,7 @@ type Config struct {
 	// Logger receives the server's logs. Default: discard.
 	Logger *slog.Logger
 	// MaxPayload is the largest frame payload accepted, in bytes.
-	// Default and upper bound wire.MaxPayload (65,531).
+	// Default and upper bound wire.MaxPayload.
 	MaxPayload int
 	// QueueBytes bounds each session's outbound queue, in frame bytes.
 	// Default 4 MiB; at least one full frame.
@@ -91,66 +88,133 @@ type Config struct {
 	Authorizer Authorizer
 }
 
-func (c *Config) setDefaults() error {
-	if c.TLSConfig == nil || len(c.TLSConfig.Certificates) == 0 {
-		return errors.New("server: Config.TLSConfig must hold the server certificate")
+// DefaultConfig returns a Config with every default filled in (and no
+// TLSConfig). New gives the same values to zero fields.
+func DefaultConfig() Config {
+	return Config{
+		MaxPayload:          wire.MaxPayload,
+		QueueBytes:          DefaultQueueBytes,
+		HandshakeTimeout:    DefaultHandshakeTimeout,
+		LingerTimeout:       DefaultLingerTimeout,
+		DrainTimeout:        DefaultDrainTimeout,
+		ShutdownTimeout:     DefaultShutdownTimeout,
+		IdleInterval:        DefaultIdleInterval,
+		PongTimeout:         DefaultPongTimeout,
+		SlowConsumerTimeout: DefaultSlowConsumer,
+		MaxConns:            DefaultMaxConns,
 	}
-	if c.Addr == "" {
-		c.Addr = DefaultAddr
+}
+
+// ConfigError is a Config field that New refuses. The CLI turns Field
+// into the name of its flag (MaxPayload: --max-payload). The gateway's
+// assembly reports its own fields with the same type, the data plane's
+// under "Server." (Server.MaxPayload).
+type ConfigError struct {
+	// Field is the field's name, e.g. "MaxPayload".
+	Field string
+	// Problem follows the field's name: "must be positive, got 0s".
+	Problem string
+	// Fix, when set, names other fields, any one of which would mend it.
+	Fix []string
+}
+
+func (e *ConfigError) Error() string {
+	msg := "Config." + e.Field + " " + e.Problem
+	if len(e.Fix) > 0 {
+		msg += "; set Config." + strings.Join(e.Fix, " or Config.")
 	}
+	return msg
+}
+
+// configErrorf returns a ConfigError of field.
+func configErrorf(field, format string, args ...any) error {
+	return &ConfigError{Field: field, Problem: fmt.Sprintf(format, args...)}
+}
+
+// WithDefaults returns c with the defaults in its zero fields: what New
+// serves. An assembly that validates strictly (refusing zeros) fills in a
+// partial Config with it first.
+func (c Config) WithDefaults() Config {
 	if c.Handler == nil {
 		c.Handler = Echo{}
 	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.MaxPayload == 0 {
-		c.MaxPayload = wire.MaxPayload
+	def := DefaultConfig()
+	for _, f := range []struct{ v, def *int }{
+		{&c.MaxPayload, &def.MaxPayload},
+		{&c.QueueBytes, &def.QueueBytes},
+		{&c.MaxConns, &def.MaxConns},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
 	}
-	if c.MaxPayload < 0 || c.MaxPayload > wire.MaxPayload {
-		return fmt.Errorf("server: Config.MaxPayload %d out of range: want 1..%d", c.MaxPayload, wire.MaxPayload)
+	for _, f := range []struct{ v, def *time.Duration }{
+		{&c.HandshakeTimeout, &def.HandshakeTimeout},
+		{&c.LingerTimeout, &def.LingerTimeout},
+		{&c.DrainTimeout, &def.DrainTimeout},
+		{&c.ShutdownTimeout, &def.ShutdownTimeout},
+		{&c.IdleInterval, &def.IdleInterval},
+		{&c.PongTimeout, &def.PongTimeout},
+		{&c.SlowConsumerTimeout, &def.SlowConsumerTimeout},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
 	}
-	if c.QueueBytes == 0 {
-		c.QueueBytes = DefaultQueueBytes
+	return c
+}
+
+// Validate checks c as it is, zero fields included: New checks c this way
+// after filling in the defaults, and an assembly whose configuration
+// starts from DefaultConfig (the CLI's) calls it first, so that a zero it
+// was given is refused rather than taken for the default. Its errors are
+// *ConfigError.
+func (c *Config) Validate() error {
+	if c.TLSConfig == nil || len(c.TLSConfig.Certificates) == 0 {
+		return configErrorf("TLSConfig", "must hold the server certificate")
 	}
-	if c.QueueBytes < wire.HeaderLen+c.MaxPayload {
-		return fmt.Errorf("server: Config.QueueBytes %d is less than one full frame (%d bytes)", c.QueueBytes, wire.HeaderLen+c.MaxPayload)
+	if c.MaxPayload < 1 || c.MaxPayload > wire.MaxPayload {
+		return configErrorf("MaxPayload", "must be between 1 and %d, got %d", wire.MaxPayload, c.MaxPayload)
+	}
+	if frame := wire.HeaderLen + c.MaxPayload; c.QueueBytes < frame {
+		return configErrorf("QueueBytes", "must hold at least one full frame (%d bytes with a largest payload of %d), got %d", frame, c.MaxPayload, c.QueueBytes)
+	}
+	if c.MaxConns < 1 && c.MaxConns != -1 {
+		return configErrorf("MaxConns", "must be positive, or -1 for no limit, got %d", c.MaxConns)
+	}
+	if c.MaxConnsPerIP < 0 {
+		return configErrorf("MaxConnsPerIP", "must be 0 (no limit) or positive, got %d", c.MaxConnsPerIP)
 	}
 	for _, d := range []struct {
 		name string
-		v    *time.Duration
-		def  time.Duration
+		v    time.Duration
 	}{
-		{"HandshakeTimeout", &c.HandshakeTimeout, DefaultHandshakeTimeout},
-		{"LingerTimeout", &c.LingerTimeout, DefaultLingerTimeout},
-		{"DrainTimeout", &c.DrainTimeout, DefaultDrainTimeout},
-		{"ShutdownTimeout", &c.ShutdownTimeout, DefaultShutdownTimeout},
-		{"IdleInterval", &c.IdleInterval, DefaultIdleInterval},
-		{"PongTimeout", &c.PongTimeout, DefaultPongTimeout},
-		{"SlowConsumerTimeout", &c.SlowConsumerTimeout, DefaultSlowConsumer},
+		{"HandshakeTimeout", c.HandshakeTimeout},
+		{"LingerTimeout", c.LingerTimeout},
+		{"DrainTimeout", c.DrainTimeout},
+		{"ShutdownTimeout", c.ShutdownTimeout},
+		{"IdleInterval", c.IdleInterval},
+		{"PongTimeout", c.PongTimeout},
+		{"SlowConsumerTimeout", c.SlowConsumerTimeout},
 	} {
-		if *d.v == 0 {
-			*d.v = d.def
-		}
-		if *d.v < 0 {
-			return fmt.Errorf("server: Config.%s must not be negative, got %s", d.name, *d.v)
+		if d.v <= 0 {
+			return configErrorf(d.name, "must be positive, got %s", d.v)
 		}
 	}
-	switch {
-	case c.MaxConns == 0:
-		c.MaxConns = DefaultMaxConns
-	case c.MaxConns < -1:
-		return fmt.Errorf("server: Config.MaxConns must be positive, or -1 for no limit, got %d", c.MaxConns)
-	}
-	if c.MaxConnsPerIP < 0 {
-		return fmt.Errorf("server: Config.MaxConnsPerIP must not be negative, got %d", c.MaxConnsPerIP)
-	}
+	return nil
+}
+
+// tlsConfig returns the TLS configuration New serves: a clone of
+// c.TLSConfig with the minimum version and session tickets set.
+func (c *Config) tlsConfig() *tls.Config {
 	tc := c.TLSConfig.Clone()
 	tc.MinVersion = tls.VersionTLS13
 	if c.AllowTLS12 {
 		tc.MinVersion = tls.VersionTLS12
 	}
 	tc.SessionTicketsDisabled = !c.SessionTickets
-	c.TLSConfig = tc
-	return nil
+	return tc
 }

@@ -54,7 +54,7 @@ func startServer(t testing.TB, cfg server.Config) *testServer {
 	}
 	ts.addr = ln.Addr().String()
 	served := make(chan error, 1)
-	go func() { served <- ts.Serve(context.Background(), ln) }()
+	go func() { served <- ts.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

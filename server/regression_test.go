@@ -171,7 +171,7 @@ func TestServeSurvivesAcceptErrors(t *testing.T) {
 	ln := &failingListener{Listener: inner}
 	ln.failures.Store(3)
 	served := make(chan error, 1)
-	go func() { served <- srv2.Serve(context.Background(), ln) }()
+	go func() { served <- srv2.Serve(ln) }()
 	rc := dialRaw(t, inner.Addr().String(), newKey(t), &ts.certHash)
 	bystanderEcho(t, rc, "still serving")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

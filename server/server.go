@@ -46,11 +46,14 @@ type Server struct {
 	trafficIn, trafficOut traffic
 }
 
-// New validates cfg, fills in its defaults and returns a Server.
+// New validates cfg, fills in its defaults and returns a Server. Its
+// errors are *ConfigError.
 func New(cfg Config) (*Server, error) {
-	if err := cfg.setDefaults(); err != nil {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.TLSConfig = cfg.tlsConfig()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg:        cfg,
@@ -71,22 +74,9 @@ func New(cfg Config) (*Server, error) {
 // Config returns the effective configuration, defaults filled in.
 func (s *Server) Config() Config { return s.cfg }
 
-// ListenAndServe listens on Config.Addr and serves until ctx ends, then
-// shuts down gracefully within Config.ShutdownTimeout.
-func (s *Server) ListenAndServe(ctx context.Context) error {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
-	if err != nil {
-		return err
-	}
-	return s.Serve(ctx, ln)
-}
-
-// Serve accepts connections on ln until ctx ends or Shutdown is called.
-// When ctx ends it shuts down gracefully, bounded by Config.ShutdownTimeout,
-// and returns nil once every connection has ended. After a Shutdown called
-// elsewhere it returns ErrServerClosed.
-func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+// Serve accepts connections on ln until Shutdown, then returns
+// ErrServerClosed. It closes ln.
+func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.shutting {
 		s.mu.Unlock()
@@ -97,23 +87,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.mu.Unlock()
 	s.log.Info("data plane listening", "addr", ln.Addr().String())
 
-	stop := context.AfterFunc(ctx, func() {
-		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
-		defer cancel()
-		_ = s.Shutdown(sctx)
-	})
-	defer stop()
-
 	var backoff time.Duration
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
 			select {
 			case <-s.shutdown:
-				if ctx.Err() != nil {
-					s.wg.Wait()
-					return nil
-				}
 				return ErrServerClosed
 			default:
 			}

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tlsgate/tlsgate/internal/loadgen"
+	"github.com/tlsgate/tlsgate/wire"
 )
 
 // benchCmd is `tlsgate bench`: the load generator of docs/performance.md.
@@ -35,8 +36,8 @@ type benchCmd struct {
 // Validate checks what kong cannot.
 func (c *benchCmd) Validate() error {
 	for _, p := range c.Payload {
-		if p < 0 || p > 65531 {
-			return fmt.Errorf("--payload %d out of range 0..65531", p)
+		if p < 0 || p > wire.MaxPayload {
+			return fmt.Errorf("--payload %d out of range 0..%d", p, wire.MaxPayload)
 		}
 	}
 	if c.Rounds < 1 {

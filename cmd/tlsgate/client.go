@@ -161,7 +161,7 @@ func (c *clientCmd) trust(g *globals, log *slog.Logger) ([]client.Option, error)
 	if err != nil {
 		return nil, fmt.Errorf("no --fingerprint or --ca given, and %w", err)
 	}
-	fp, err := devcert.ReadFingerprint(dir)
+	der, err := devcert.ReadCertificate(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("no --fingerprint or --ca given, and no dev certificate to pin in %s: "+
 			"start `tlsgate serve` in dev mode on this machine first (same --dev-dir), "+
@@ -170,6 +170,7 @@ func (c *clientCmd) trust(g *globals, log *slog.Logger) ([]client.Option, error)
 	if err != nil {
 		return nil, fmt.Errorf("--dev-dir: %w", err)
 	}
+	fp := client.Fingerprint(der)
 	log.Debug("pinning the dev certificate", "dir", dir, "fingerprint", fp)
 	return []client.Option{client.WithFingerprint(fp)}, nil
 }

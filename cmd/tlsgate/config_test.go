@@ -14,7 +14,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"unicode"
 )
 
 func writeConfig(t *testing.T, content string) string {
@@ -67,7 +66,7 @@ func TestConfigPrecedence(t *testing.T) {
 	// another setting's.
 	t.Run("default", func(t *testing.T) {
 		code, stderr := runInProcess("serve", "--dev-dir", t.TempDir(), "--config", writeConfig(t, "queue-bytes: 10\n"))
-		if code != 80 || !strings.Contains(stderr, "--queue-bytes must hold at least one full frame (65535 bytes with --max-payload 65531), got 10") {
+		if code != 80 || !strings.Contains(stderr, "--queue-bytes must hold at least one full frame (65535 bytes with a largest payload of 65531), got 10") {
 			t.Errorf("exit %d, stderr %q", code, stderr)
 		}
 	})
@@ -189,21 +188,6 @@ func serveSettings(t *testing.T) map[string]string {
 		}
 	}
 	return out
-}
-
-// kebab is kong's flag name of a field without a name tag.
-func kebab(s string) string {
-	var b strings.Builder
-	for i, r := range s {
-		if unicode.IsUpper(r) {
-			if i > 0 {
-				b.WriteByte('-')
-			}
-			r = unicode.ToLower(r)
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // TestServeSettingsDocumented: serve --help shows every setting with its

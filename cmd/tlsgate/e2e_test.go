@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tlsgate/tlsgate/client"
 	"github.com/tlsgate/tlsgate/internal/devcert"
 	"github.com/tlsgate/tlsgate/internal/keyfile"
 	"github.com/tlsgate/tlsgate/wire"
@@ -125,8 +126,8 @@ func TestDevCertFingerprintStable(t *testing.T) {
 	if fps[0] == "" || fps[0] != fps[1] {
 		t.Fatalf("dev certificate fingerprint changed across runs with the same --dev-dir: %q, then %q", fps[0], fps[1])
 	}
-	if got, err := devcert.ReadFingerprint(dir); err != nil || got != fps[0] {
-		t.Errorf("fingerprint of %s = %q, %v; serve printed %q", devcert.CertFile, got, err, fps[0])
+	if der, err := devcert.ReadCertificate(dir); err != nil || client.Fingerprint(der) != fps[0] {
+		t.Errorf("fingerprint of %s = %q, %v; serve printed %q", devcert.CertFile, client.Fingerprint(der), err, fps[0])
 	}
 }
 

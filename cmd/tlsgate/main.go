@@ -22,7 +22,6 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/tlsgate/tlsgate/internal/devcert"
-	"github.com/tlsgate/tlsgate/server/control"
 )
 
 // cli is the command line: global flags, then one subcommand.
@@ -90,12 +89,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		kong.Exit(func(code int) { panic(kongExit{code}) }),
 		kong.ShortUsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Vars{
-			"devdir":      devDir,
-			"listenaddr":  defaultListenAddr,
-			"controladdr": control.DefaultAddr,
-			"dialaddr":    defaultDialAddr,
-		},
+		defaultVars(devDir),
 	)
 	if err != nil {
 		panic(err) // a bug in the cli struct
@@ -113,5 +107,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return int(ee)
 	}
 	fmt.Fprintf(stderr, "tlsgate: error: %v\n", err)
+	if errors.As(err, new(usageError)) {
+		return 80
+	}
 	return 1
 }

@@ -6,11 +6,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -91,26 +89,20 @@ func LoadOrCreate(dir string) (cert tls.Certificate, created bool, err error) {
 	return cert, true, nil
 }
 
-// Fingerprint is the lowercase hex SHA-256 of a certificate's DER bytes.
-func Fingerprint(der []byte) string {
-	sum := sha256.Sum256(der)
-	return hex.EncodeToString(sum[:])
-}
-
-// ReadFingerprint returns the fingerprint of the dev certificate kept in
-// dir, so that a client on the same machine can pin it. When there is none
+// ReadCertificate returns the DER of the dev certificate kept in dir, so
+// that a client on the same machine can pin it (client.Fingerprint). When there is none
 // the error wraps fs.ErrNotExist.
-func ReadFingerprint(dir string) (string, error) {
+func ReadCertificate(dir string) ([]byte, error) {
 	certPath := filepath.Join(dir, CertFile)
 	b, err := os.ReadFile(certPath)
 	if err != nil {
-		return "", fmt.Errorf("devcert: %w", err)
+		return nil, fmt.Errorf("devcert: %w", err)
 	}
 	block, _ := pem.Decode(b)
 	if block == nil || block.Type != "CERTIFICATE" {
-		return "", fmt.Errorf("devcert: %s holds no PEM certificate", certPath)
+		return nil, fmt.Errorf("devcert: %s holds no PEM certificate", certPath)
 	}
-	return Fingerprint(block.Bytes), nil
+	return block.Bytes, nil
 }
 
 // DefaultDir is where dev mode keeps its files: $XDG_CONFIG_HOME/tlsgate,

@@ -1,6 +1,7 @@
 package devcert
 
 import (
+	"bytes"
 	"errors"
 	"io/fs"
 	"os"
@@ -18,12 +19,12 @@ func TestLoadOrCreateKeepsTheCertificate(t *testing.T) {
 	if err != nil || created {
 		t.Fatalf("second LoadOrCreate: created=%v err=%v", created, err)
 	}
-	fp := Fingerprint(first.Certificate[0])
-	if got := Fingerprint(second.Certificate[0]); got != fp {
-		t.Errorf("fingerprint changed across loads: %s, then %s", fp, got)
+	der := first.Certificate[0]
+	if !bytes.Equal(second.Certificate[0], der) {
+		t.Error("certificate changed across loads")
 	}
-	if got, err := ReadFingerprint(dir); err != nil || got != fp {
-		t.Errorf("ReadFingerprint = %q, %v; want %q", got, err, fp)
+	if got, err := ReadCertificate(dir); err != nil || !bytes.Equal(got, der) {
+		t.Errorf("ReadCertificate = %x, %v; want %x", got, err, der)
 	}
 	st, err := os.Stat(filepath.Join(dir, KeyFile))
 	if err != nil {
@@ -34,15 +35,15 @@ func TestLoadOrCreateKeepsTheCertificate(t *testing.T) {
 	}
 }
 
-func TestReadFingerprintErrors(t *testing.T) {
+func TestReadCertificateErrors(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := ReadFingerprint(dir); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := ReadCertificate(dir); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("empty dir: got %v, want fs.ErrNotExist", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, CertFile), []byte("junk"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadFingerprint(dir); err == nil {
+	if _, err := ReadCertificate(dir); err == nil {
 		t.Error("junk certificate file: got no error")
 	}
 }

@@ -70,7 +70,7 @@ func (e *env) bareCaller(ctx context.Context, addr string) (call func(context.Co
 	return call, func() { _ = cc.Close() }, nil
 }
 
-func (e *env) closeCases(ctx context.Context, gw *gateway, bareCall func(context.Context) (time.Duration, error)) error {
+func (e *env) closeCases(ctx context.Context, gw *target, bareCall func(context.Context) (time.Duration, error)) error {
 	cc, err := dialGRPC(gw.ctlAddr)
 	if err != nil {
 		return err

@@ -184,7 +184,7 @@ func (e *env) handshakeRound(ctx context.Context, k int, gateway bool) (float64,
 // them all in parallel through Session.Close (graceful, server-initiated).
 // Every packet must reach its client, every client's packet the handler,
 // and every close must be clean.
-func (e *env) closeAllAtOnce(ctx context.Context, gw *gateway, ch *child, k int) error {
+func (e *env) closeAllAtOnce(ctx context.Context, gw *target, ch *child, k int) error {
 	sessions := gw.srv.Sessions()
 	payload := []byte(`"bye"`)
 	for _, s := range sessions {

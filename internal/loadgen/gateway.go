@@ -3,7 +3,6 @@ package loadgen
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,7 +13,7 @@ import (
 
 	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
 	"github.com/tlsgate/tlsgate/server"
-	"github.com/tlsgate/tlsgate/server/control"
+	"github.com/tlsgate/tlsgate/server/gateway"
 )
 
 // countingHandler counts the packets it processes, then passes them on.
@@ -28,77 +27,53 @@ func (h *countingHandler) Handle(ctx context.Context, s *server.Session, p serve
 	h.n.add(p.ConnID, 1)
 }
 
-// gateway is the system under test: in-process (srv set), wired as
-// `tlsgate serve` wires it (the control hub as the handler, its fallback
-// counting), or a running one reached at addr and ctlAddr.
-type gateway struct {
-	srv     *server.Server
-	ctl     *control.Server
+// target is the gateway under test: in-process (gw set), assembled as
+// `tlsgate serve` assembles it (the control hub in front of a counting
+// fallback handler) but without the admin endpoint and its metrics, or a
+// running one reached at addr and ctlAddr.
+type target struct {
+	gw      *gateway.Gateway
+	srv     *server.Server   // gw's data plane
 	handled *countingHandler // in-process only
 	addr    string
 	ctlAddr string
 	served  chan error
-	ctlDone chan error
 }
 
-func (g *gateway) inProcess() bool { return g.srv != nil }
+func (g *target) inProcess() bool { return g.gw != nil }
 
 // startGateway runs a gateway and its control plane on loopback ports.
-func startGateway(ctx context.Context, cert tls.Certificate, fallback server.Handler, log *slog.Logger) (*gateway, error) {
-	g := &gateway{handled: &countingHandler{next: fallback}, served: make(chan error, 1), ctlDone: make(chan error, 1)}
-	hub := control.NewHub(g.handled, 0)
+func startGateway(ctx context.Context, cert tls.Certificate, fallback server.Handler, log *slog.Logger) (*target, error) {
+	g := &target{handled: &countingHandler{next: fallback}, served: make(chan error, 1)}
+	cfg := gateway.DefaultConfig()
+	cfg.Server.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	cfg.Server.Handler = g.handled
+	cfg.Addr, cfg.ControlAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0", ""
+	cfg.Logger = log
 	var err error
-	g.srv, err = server.New(server.Config{
-		Addr:      "127.0.0.1:0",
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
-		Handler:   hub,
-		OnEvent:   hub.Publish,
-		Logger:    log.With("plane", "data"),
-	})
-	if err != nil {
+	if g.gw, err = gateway.New(cfg); err != nil {
 		return nil, err
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
-	if err != nil {
+	g.srv, g.addr, g.ctlAddr = g.gw.Server(), g.gw.Addr().String(), g.gw.ControlAddr().String()
+	go func() { g.served <- g.gw.Serve(context.WithoutCancel(ctx)) }()
+	select {
+	case <-g.gw.Ready():
+		return g, nil
+	case err := <-g.served:
 		return nil, err
 	}
-	g.addr = ln.Addr().String()
-	go func() { g.served <- g.srv.Serve(context.Background(), ln) }()
-	g.ctl, err = control.New(control.Config{Gateway: g.srv, Hub: hub, Logger: log.With("plane", "control")})
-	if err == nil {
-		var cln net.Listener
-		cln, err = lc.Listen(ctx, "tcp", "127.0.0.1:0")
-		if err == nil {
-			g.ctlAddr = cln.Addr().String()
-			go func() { g.ctlDone <- g.ctl.Serve(cln) }()
-			g.ctl.SetServing(true)
-		}
-	}
-	if err != nil {
-		g.ctl = nil
-		_ = g.stop()
-		return nil, err
-	}
-	return g, nil
 }
 
 // stop shuts an in-process gateway down as serve does; it reports a
 // shutdown that had to force connections closed.
-func (g *gateway) stop() error {
-	if g.srv == nil {
+func (g *target) stop() error {
+	if g.gw == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err := g.srv.Shutdown(ctx)
-	if g.ctl != nil {
-		g.ctl.Stop(ctx)
-		if cerr := <-g.ctlDone; cerr != nil && err == nil {
-			err = cerr
-		}
-	}
-	if serr := <-g.served; serr != nil && !errors.Is(serr, server.ErrServerClosed) && err == nil {
+	err := g.gw.Shutdown(ctx)
+	if serr := <-g.served; err == nil {
 		err = serr
 	}
 	if err != nil {

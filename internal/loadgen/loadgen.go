@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tlsgate/tlsgate/internal/devcert"
+	"github.com/tlsgate/tlsgate/server"
 )
 
 // Scenarios, in the order "all" runs them. connections comes first: it
@@ -297,9 +298,9 @@ func nextRun() int {
 }
 
 // gatewayFor starts the in-process gateway, or describes the external one.
-func (e *env) gatewayFor(ctx context.Context, fallback serverHandler) (*gateway, error) {
+func (e *env) gatewayFor(ctx context.Context, fallback server.Handler) (*target, error) {
 	if e.opts.Addr != "" {
-		return &gateway{addr: e.opts.Addr, ctlAddr: e.opts.ControlAddr}, nil
+		return &target{addr: e.opts.Addr, ctlAddr: e.opts.ControlAddr}, nil
 	}
 	return startGateway(ctx, e.cert, fallback, e.log)
 }

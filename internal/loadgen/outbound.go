@@ -103,7 +103,7 @@ func (e *env) rawOutbound(ctx context.Context, size int, d time.Duration) (sent,
 // outboundGoAPI is one round of pushing packets with Session.SendAsync for
 // d, one producer per session, waiting out a full queue with Drain; then
 // Drain with ack proves the clients processed everything.
-func (e *env) outboundGoAPI(ctx context.Context, gw *gateway, size int, d time.Duration) (total, got uint64, elapsed time.Duration, err error) {
+func (e *env) outboundGoAPI(ctx context.Context, gw *target, size int, d time.Duration) (total, got uint64, elapsed time.Duration, err error) {
 	cs, err := e.dialClients(ctx, gw.addr, e.opts.Conns, nextRun(), true, false)
 	if err != nil {
 		return 0, 0, 0, err

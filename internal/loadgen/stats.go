@@ -4,12 +4,7 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
-
-	"github.com/tlsgate/tlsgate/server"
 )
-
-// serverHandler is the in-process gateway's fallback handler.
-type serverHandler = server.Handler
 
 // latencies summarises samples.
 type latencies struct {

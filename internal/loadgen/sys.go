@@ -78,8 +78,7 @@ func procField(path, name string) string {
 // memory is the process's resident set and live heap, after a GC that
 // returned free memory to the OS.
 type memory struct {
-	rss, heap  uint64
-	goroutines int
+	rss, heap uint64
 }
 
 func measureMemory() memory {
@@ -87,7 +86,7 @@ func measureMemory() memory {
 	debug.FreeOSMemory()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	m := memory{heap: ms.HeapAlloc, goroutines: runtime.NumGoroutine()}
+	m := memory{heap: ms.HeapAlloc}
 	if v := procField("/proc/self/status", "VmRSS"); v != "" {
 		kb, _ := strconv.ParseUint(strings.TrimSuffix(v, " kB"), 10, 64)
 		m.rss = kb << 10

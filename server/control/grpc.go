@@ -34,7 +34,8 @@ import (
 	"github.com/tlsgate/tlsgate/server"
 )
 
-// DefaultAddr is the control plane's default listen address: loopback only.
+// DefaultAddr is the control plane's default listen address: loopback
+// only. The gateway's assembly binds it (gateway.DefaultControlAddr).
 const DefaultAddr = "127.0.0.1:7224"
 
 // Config configures the control plane. New validates it and fills in the
@@ -45,8 +46,6 @@ type Config struct {
 	Gateway *server.Server
 	// Hub connects the gateway to the API's streams. Required.
 	Hub *Hub
-	// Addr is where ListenAndServe listens. Default "127.0.0.1:7224".
-	Addr string
 	// Token, when set, is the bearer token every RPC must carry
 	// ("authorization: Bearer <token>"), compared in constant time. The
 	// health service stays open for probes. Default: no auth.
@@ -79,9 +78,6 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	if cfg.Gateway == nil || cfg.Hub == nil {
 		return nil, errors.New("control: Config.Gateway and Config.Hub are required")
-	}
-	if cfg.Addr == "" {
-		cfg.Addr = DefaultAddr
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -179,12 +175,6 @@ func (s *Server) SetServing(serving bool) {
 // GetServiceInfo reports the services the gRPC server has (it makes Server
 // a reflection.ServiceInfoProvider, for metrics that pre-register methods).
 func (s *Server) GetServiceInfo() map[string]grpc.ServiceInfo { return s.grpc.GetServiceInfo() }
-
-// Listen binds Config.Addr.
-func (s *Server) Listen(ctx context.Context) (net.Listener, error) {
-	var lc net.ListenConfig
-	return lc.Listen(ctx, "tcp", s.cfg.Addr)
-}
 
 // Serve serves gRPC on ln until Stop.
 func (s *Server) Serve(ln net.Listener) error {

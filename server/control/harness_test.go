@@ -2,6 +2,7 @@ package control_test
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -9,7 +10,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"sync"
@@ -26,6 +26,7 @@ import (
 	"github.com/tlsgate/tlsgate/internal/devcert"
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/server/control"
+	"github.com/tlsgate/tlsgate/server/gateway"
 	"github.com/tlsgate/tlsgate/wire"
 )
 
@@ -38,8 +39,8 @@ const streamLife = 2 * time.Minute
 
 // setup configures a test environment. The zero value is the defaults.
 type setup struct {
-	// gateway is the data plane's config; start sets TLSConfig, Handler
-	// and OnEvent.
+	// gateway is the data plane's config, its zero fields the defaults;
+	// start sets TLSConfig and Handler.
 	gateway server.Config
 	// fallback is the hub's handler when no Receive stream selects a
 	// session. Default server.Echo{}.
@@ -50,15 +51,15 @@ type setup struct {
 	token string
 	// logger is the control plane's logger.
 	logger *slog.Logger
-	// notServing skips SetServing(true) after the start.
+	// notServing sets health NOT_SERVING once the gateway is up.
 	notServing bool
 	// tls serves the control plane over TLS (then env.api is nil: the
 	// test dials with its own credentials).
 	tls *tls.Config
 }
 
-// env is a running gateway and control plane wired as `tlsgate serve`
-// wires them, with a gRPC client.
+// env is a running gateway (the assembly of `tlsgate serve`, without the
+// admin endpoint), with a gRPC client.
 type env struct {
 	gw      *server.Server
 	hub     *control.Hub
@@ -69,63 +70,56 @@ type env struct {
 	api     tlsgatev1.ControlServiceClient
 }
 
-// start runs a gateway and its control plane on loopback ports. They are
-// shut down at the test's end as serve does it: the gateway, then the
-// control plane.
+// start runs a gateway on loopback ports. It is shut down at the test's
+// end as serve does it: the data plane, then the control plane.
 func start(t *testing.T, s setup) *env {
 	t.Helper()
 	cert, _, _, err := devcert.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{cert: cert}
-	fallback := s.fallback
-	if fallback == nil {
-		fallback = server.Echo{}
+	var verbose *slog.Logger
+	if testing.Verbose() {
+		verbose = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	e.hub = control.NewHub(fallback, s.buffer)
-	cfg := s.gateway
-	cfg.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
-	cfg.Handler = e.hub
-	cfg.OnEvent = e.hub.Publish
-	if cfg.Logger == nil && testing.Verbose() {
-		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg := gateway.DefaultConfig()
+	cfg.Server = s.gateway.WithDefaults()
+	cfg.Server.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	cfg.Server.Handler = s.fallback
+	cfg.Server.Logger = cmp.Or(s.gateway.Logger, verbose, slog.New(slog.DiscardHandler))
+	cfg.Addr, cfg.ControlAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0", ""
+	cfg.ControlToken, cfg.ControlTLS = s.token, s.tls
+	if s.buffer > 0 {
+		cfg.StreamBuffer = s.buffer
 	}
-	if e.gw, err = server.New(cfg); err != nil {
+	cfg.Logger = cmp.Or(s.logger, verbose)
+	g, err := gateway.New(cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
-	ln := listen(t)
-	e.gwAddr = ln.Addr().String()
+	e := &env{
+		gw: g.Server(), hub: g.Hub(), ctl: g.Control(), cert: cert,
+		gwAddr: g.Addr().String(), ctlAddr: g.ControlAddr().String(),
+	}
 	served := make(chan error, 1)
-	go func() { served <- e.gw.Serve(context.Background(), ln) }()
-
-	logger := s.logger
-	if logger == nil && testing.Verbose() {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("plane", "control")
+	go func() { served <- g.Serve(context.Background()) }()
+	select {
+	case <-g.Ready():
+	case err := <-served:
+		t.Fatalf("gateway Serve: %v", err)
 	}
-	if e.ctl, err = control.New(control.Config{Gateway: e.gw, Hub: e.hub, Token: s.token, TLSConfig: s.tls, Logger: logger}); err != nil {
-		t.Fatal(err)
-	}
-	cln := listen(t)
-	e.ctlAddr = cln.Addr().String()
-	ctlServed := make(chan error, 1)
-	go func() { ctlServed <- e.ctl.Serve(cln) }()
-	if !s.notServing {
-		e.ctl.SetServing(true)
+	if s.notServing {
+		e.ctl.SetServing(false)
 	}
 
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
-		if err := e.gw.Shutdown(ctx); err != nil {
+		if err := g.Shutdown(ctx); err != nil {
 			t.Errorf("gateway shutdown: %v", err)
 		}
-		if err := <-served; !errors.Is(err, server.ErrServerClosed) {
-			t.Errorf("gateway Serve returned %v, want ErrServerClosed", err)
-		}
-		e.ctl.Stop(ctx)
-		if err := <-ctlServed; err != nil {
-			t.Errorf("control Serve returned %v", err)
+		if err := <-served; err != nil {
+			t.Errorf("gateway Serve returned %v", err)
 		}
 		if ctx.Err() != nil {
 			t.Errorf("shutdown took over %s", wait)
@@ -135,15 +129,6 @@ func start(t *testing.T, s setup) *env {
 		e.api = tlsgatev1.NewControlServiceClient(e.conn(t))
 	}
 	return e
-}
-
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ln
 }
 
 // conn returns a new gRPC client connection to the control plane, closed

@@ -1,0 +1,118 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+
+	"github.com/tlsgate/tlsgate/server"
+	"github.com/tlsgate/tlsgate/server/control"
+)
+
+// The default listen addresses. The data plane listens on every
+// interface; the control plane and the admin endpoint on loopback only.
+const (
+	DefaultAddr        = ":7223"
+	DefaultControlAddr = control.DefaultAddr
+	DefaultAdminAddr   = "127.0.0.1:7225"
+)
+
+// Config configures a Gateway: the data plane, the control plane and the
+// admin endpoint. Start from DefaultConfig: New takes every field as it
+// is, and refuses a zero where zero is not a valid value.
+type Config struct {
+	// Server is the data plane's configuration; TLSConfig is required.
+	// Its Handler is what packets go to when no Receive stream of the
+	// control plane selects their session (default server.Echo). Its
+	// OnEvent, when set, is called after the gateway's metrics and the
+	// control plane's watchers have the event. Its Logger defaults to
+	// Logger. Its Observer defaults to the metrics, with the admin
+	// endpoint on.
+	Server server.Config
+	// Addr is the data plane's TCP listen address; port 0 picks a free
+	// port. Required; DefaultConfig has DefaultAddr.
+	Addr string
+	// ControlAddr is the control plane's gRPC listen address; empty turns
+	// the control plane off. DefaultConfig has DefaultControlAddr.
+	ControlAddr string
+	// ControlToken, when set, is the bearer token every control-plane RPC
+	// must carry (the health service stays open).
+	ControlToken string
+	// ControlTLS, when set, serves the control plane over TLS; with
+	// ClientAuth set to tls.RequireAndVerifyClientCert it is mTLS.
+	// Default: plaintext.
+	ControlTLS *tls.Config
+	// InsecureControlPlane allows a control plane on a non-loopback
+	// address without a token or client certificates.
+	InsecureControlPlane bool
+	// StreamBuffer is how many items a Receive or WatchSessions stream may
+	// have waiting before it is cut off. DefaultConfig has
+	// control.DefaultStreamBuffer.
+	StreamBuffer int
+	// AdminAddr is the admin HTTP listen address (/metrics, /healthz,
+	// /readyz); empty turns it, and the metrics, off. DefaultConfig has
+	// DefaultAdminAddr.
+	AdminAddr string
+	// Pprof serves /debug/pprof/ on the admin endpoint.
+	Pprof bool
+	// Version is reported by tlsgate_build_info.
+	Version string
+	// Logger receives the gateway's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults of every setting, those of the data
+// plane included. The CLI's flag defaults come from here.
+func DefaultConfig() Config {
+	return Config{
+		Server:       server.DefaultConfig(),
+		Addr:         DefaultAddr,
+		ControlAddr:  DefaultControlAddr,
+		StreamBuffer: control.DefaultStreamBuffer,
+		AdminAddr:    DefaultAdminAddr,
+	}
+}
+
+// Validate checks c as New takes it, zero fields included. Its errors are
+// *server.ConfigError; the data plane's fields are named "Server.X".
+func (c *Config) Validate() error {
+	if err := c.Server.Validate(); err != nil {
+		var ce *server.ConfigError
+		if errors.As(err, &ce) {
+			return &server.ConfigError{Field: "Server." + ce.Field, Problem: ce.Problem, Fix: ce.Fix}
+		}
+		return err
+	}
+	if c.Addr == "" {
+		return &server.ConfigError{Field: "Addr", Problem: "must be set (the data plane cannot be turned off)"}
+	}
+	if c.StreamBuffer < 1 {
+		return &server.ConfigError{Field: "StreamBuffer", Problem: "must be positive"}
+	}
+	mtls := c.ControlTLS != nil && c.ControlTLS.ClientAuth == tls.RequireAndVerifyClientCert
+	if c.ControlAddr != "" && c.ControlToken == "" && !mtls && !c.InsecureControlPlane && !isLoopback(c.ControlAddr) {
+		return &server.ConfigError{
+			Field:   "ControlAddr",
+			Problem: c.ControlAddr + " is not a loopback address and the control plane has no auth: anyone who can reach it could send to and disconnect every session",
+			Fix:     []string{"ControlToken", "ControlTLS", "InsecureControlPlane"},
+		}
+	}
+	if c.Pprof && c.AdminAddr == "" {
+		return &server.ConfigError{Field: "Pprof", Problem: "needs the admin endpoint: pprof is served there", Fix: []string{"AdminAddr"}}
+	}
+	return nil
+}
+
+// isLoopback reports whether a listen address binds only loopback.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
