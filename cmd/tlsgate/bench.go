@@ -16,7 +16,7 @@ import (
 
 // benchCmd is `tlsgate bench`: the load generator of docs/performance.md.
 type benchCmd struct {
-	Scenario        string        `enum:"inbound,outbound,connections,close,echo,all" default:"all" help:"Scenario: ${enum} (default: ${default})."`
+	Scenario        string        `enum:"${scenarios},all" default:"all" help:"Scenario: ${enum} (default: ${default})."`
 	JSON            bool          `name:"json" help:"Print the results as JSON on stdout instead of a table (and no progress bar)."`
 	Duration        time.Duration `default:"3s" help:"Length of each throughput and echo measurement; throughput's is shared by its rounds (default: ${default})."`
 	Rounds          int           `default:"3" help:"Alternating rounds of baseline and gateway per throughput figure; the ratio is the median of the rounds' (default: ${default})."`

@@ -9,6 +9,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/tlsgate/tlsgate/internal/loadgen"
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/server/gateway"
 	"github.com/tlsgate/tlsgate/wire"
@@ -21,8 +22,8 @@ type usageError struct{ error }
 
 func (e usageError) Unwrap() error { return e.error }
 
-// defaultVars are the ${...} variables of the flags' default tags: the
-// defaults of gateway.DefaultConfig and of the bench, so that the CLI
+// defaultVars are the ${...} variables of the flags' tags: the defaults
+// of gateway.DefaultConfig and the bench's scenarios, so that the CLI
 // writes none of them down again.
 func defaultVars(devDir string) kong.Vars {
 	d := gateway.DefaultConfig()
@@ -44,6 +45,7 @@ func defaultVars(devDir string) kong.Vars {
 		"slowconsumertimeout": s.SlowConsumerTimeout.String(),
 		"maxconns":            strconv.Itoa(s.MaxConns),
 		"maxconnsperip":       strconv.Itoa(s.MaxConnsPerIP),
+		"scenarios":           strings.Join(loadgen.Scenarios, ","),
 	}
 }
 

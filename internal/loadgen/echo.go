@@ -73,7 +73,8 @@ func (e *env) roundTrips(ctx context.Context, addr string, run int, gatewayPeer 
 		}
 		sent++
 		for {
-			typ, _, _, err := p.fr.next()
+			f, err := p.fr.ReadFrameBorrowed()
+			typ := f.Type
 			if err != nil {
 				_ = p.tc.Close()
 				return latencies{}, sent, err

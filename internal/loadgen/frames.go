@@ -6,7 +6,6 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -21,54 +20,12 @@ import (
 // and the raw baseline: 64 KiB, as the gateway's.
 const bufSize = 64 << 10
 
-// frameReader decodes frames from a bufio.Reader without allocating: the
-// payload it returns is valid until the next call.
-type frameReader struct {
-	br      *bufio.Reader
-	scratch []byte
-}
-
-var errBadFrame = errors.New("loadgen: bad frame version or encoding")
-
-func (r *frameReader) next() (wire.Type, wire.Encoding, []byte, error) {
-	h, err := r.br.Peek(wire.HeaderLen)
-	if err != nil {
-		if errors.Is(err, io.EOF) && len(h) > 0 {
-			err = io.ErrUnexpectedEOF
-		}
-		return 0, 0, nil, err
-	}
-	typ, enc := wire.Type(h[1]&0x3f), wire.Encoding(h[1]>>6)
-	if h[0] != wire.Version || !enc.Valid() {
-		return 0, 0, nil, errBadFrame
-	}
-	n := wire.HeaderLen + int(binary.BigEndian.Uint16(h[2:]))
-	if n <= r.br.Size() {
-		full, err := r.br.Peek(n)
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return 0, 0, nil, err
-		}
-		_, _ = r.br.Discard(n)
-		return typ, enc, full[wire.HeaderLen:], nil
-	}
-	if cap(r.scratch) < n {
-		r.scratch = make([]byte, n)
-	}
-	if _, err := io.ReadFull(r.br, r.scratch[:n]); err != nil {
-		return 0, 0, nil, err
-	}
-	return typ, enc, r.scratch[wire.HeaderLen:n], nil
-}
-
 // peer is a load client: raw TLS, the tlsgate handshake done by hand, and
 // a 64 KiB batched writer. Its writes are serialised by wmu.
 type peer struct {
 	tc  *tls.Conn
 	br  *bufio.Reader
-	fr  frameReader
+	fr  *wire.Reader
 	id  uint64
 	wmu sync.Mutex
 	bw  *bufio.Writer
@@ -91,7 +48,7 @@ func dialPeer(ctx context.Context, addr string, tlsCfg *tls.Config, key ed25519.
 		_ = tc.SetDeadline(dl)
 	}
 	p := &peer{tc: tc, br: bufio.NewReaderSize(tc, rbuf)}
-	p.fr.br = p.br
+	p.fr = wire.NewReader(p.br, wire.MaxPayload)
 	if key == nil {
 		if _, err := p.br.ReadByte(); err != nil {
 			_ = tc.Close()
@@ -187,7 +144,8 @@ func (p *peer) readLoop(h handlers) readResult {
 	var res readResult
 	defer func() { _ = p.tc.Close() }()
 	for {
-		typ, _, payload, err := p.fr.next()
+		f, err := p.fr.ReadFrameBorrowed()
+		typ, payload := f.Type, f.Payload
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
 				res.err = err

@@ -17,11 +17,53 @@ import (
 	"github.com/tlsgate/tlsgate/server"
 )
 
-// Scenarios, in the order "all" runs them. connections comes first: it
-// measures this process's memory, and the goroutines and buffers the
-// throughput scenarios leave for reuse would hide part of what a new
-// connection costs (the raw baseline's most, as it is measured first).
-var Scenarios = []string{"connections", "inbound", "outbound", "echo", "close"}
+// scenario is one measurement of the tool: what runs it and how many
+// progress steps it takes.
+type scenario struct {
+	name  string
+	run   func(*env, context.Context) error
+	steps func(*env) int
+}
+
+// scenarios is the one list of the tool's scenarios, in the order "all"
+// runs them; the CLI's --scenario values, its help and the table of
+// docs/performance.md come from it. connections comes first: it measures
+// this process's memory, and the goroutines and buffers the throughput
+// scenarios leave for reuse would hide part of what a new connection
+// costs (the raw baseline's most, as it is measured first).
+var scenarios = []scenario{
+	{"connections", (*env).connections, func(e *env) int {
+		n := 3 * len(e.opts.Sessions)
+		for _, k := range e.opts.Sessions {
+			if k <= handshakeRoundsMax {
+				n += 2 * (e.opts.Rounds - 1)
+			}
+		}
+		return n
+	}},
+	{"inbound", (*env).inbound, func(e *env) int { return 2 * e.opts.Rounds * len(e.opts.Payloads) }},
+	{"outbound", (*env).outbound, func(e *env) int { return 4 * e.opts.Rounds }},
+	{"echo", (*env).echo, func(*env) int { return 2 }},
+	{"close", (*env).closeScenario, func(*env) int { return 7 }},
+}
+
+// Scenarios are the scenarios' names, in the order "all" runs them.
+var Scenarios = func() []string {
+	names := make([]string, len(scenarios))
+	for i, sc := range scenarios {
+		names[i] = sc.name
+	}
+	return names
+}()
+
+// scenarioNamed returns the scenario called name.
+func scenarioNamed(name string) (scenario, bool) {
+	i := slices.IndexFunc(scenarios, func(sc scenario) bool { return sc.name == name })
+	if i < 0 {
+		return scenario{}, false
+	}
+	return scenarios[i], true
+}
 
 // Options configure a run. The zero value of a field means its default.
 type Options struct {
@@ -72,7 +114,7 @@ func (o *Options) setDefaults() error {
 		return errors.New("loadgen: no scenario")
 	}
 	for _, s := range o.Scenarios {
-		if !slices.Contains(Scenarios, s) {
+		if _, ok := scenarioNamed(s); !ok {
 			return fmt.Errorf("loadgen: unknown scenario %q (want one of %v)", s, Scenarios)
 		}
 	}
@@ -204,19 +246,8 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		if err := ctx.Err(); err != nil {
 			return e.res, err
 		}
-		var err error
-		switch name {
-		case "inbound":
-			err = e.inbound(ctx)
-		case "outbound":
-			err = e.outbound(ctx)
-		case "echo":
-			err = e.echo(ctx)
-		case "close":
-			err = e.closeScenario(ctx)
-		case "connections":
-			err = e.connections(ctx)
-		}
+		sc, _ := scenarioNamed(name) // checked by setDefaults
+		err := sc.run(e, ctx)
 		if err != nil {
 			return e.res, fmt.Errorf("scenario %s: %w", name, err)
 		}
@@ -236,24 +267,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 // steps counts the progress steps of the chosen scenarios.
 func (e *env) steps() int {
 	n := 0
-	for _, s := range e.opts.Scenarios {
-		switch s {
-		case "inbound":
-			n += 2 * e.opts.Rounds * len(e.opts.Payloads)
-		case "outbound":
-			n += 4 * e.opts.Rounds
-		case "echo":
-			n += 2
-		case "close":
-			n += 7
-		case "connections":
-			n += 3 * len(e.opts.Sessions)
-			for _, k := range e.opts.Sessions {
-				if k <= handshakeRoundsMax {
-					n += 2 * (e.opts.Rounds - 1)
-				}
-			}
-		}
+	for _, name := range e.opts.Scenarios {
+		sc, _ := scenarioNamed(name)
+		n += sc.steps(e)
 	}
 	return n
 }

@@ -125,7 +125,7 @@ func (s *rawServer) serve(nc net.Conn, key uint64) error {
 	if _, err := tc.Write([]byte{1}); err != nil {
 		return err
 	}
-	fr := frameReader{br: br}
+	fr := wire.NewReader(br, wire.MaxPayload)
 	var hdr [wire.HeaderLen]byte
 	if s.mode == rawSource {
 		payload := make([]byte, s.payload)
@@ -155,7 +155,8 @@ func (s *rawServer) serve(nc net.Conn, key uint64) error {
 	}
 	goodbye := false
 	for {
-		typ, enc, payload, err := fr.next()
+		f, err := fr.ReadFrameBorrowed()
+		typ, enc, payload := f.Type, f.Encoding, f.Payload
 		if err != nil {
 			runtime.KeepAlive(bw)
 			return err
