@@ -15,6 +15,8 @@ MAKEFLAGS += --no-print-directory
 GOLANGCI_LINT_VERSION := v2.15.0
 BUF_VERSION := v1.75.0
 GRPCURL_VERSION := v1.9.3
+# deadcode is golang.org/x/tools/cmd/deadcode, at this x/tools version.
+DEADCODE_VERSION := v0.52.0
 
 # ---- Settings (override on the command line: `make test TEST_TIMEOUT=1h`) ---
 GO ?= go
@@ -42,6 +44,8 @@ GOLANGCI_LINT_STAMP := $(BIN)/.golangci-lint-$(GOLANGCI_LINT_VERSION)
 BUF := $(BIN)/buf
 BUF_STAMP := $(BIN)/.buf-$(BUF_VERSION)
 GRPCURL := $(BIN)/grpcurl
+DEADCODE := $(BIN)/deadcode
+DEADCODE_STAMP := $(BIN)/.deadcode-$(DEADCODE_VERSION)
 GRPCURL_STAMP := $(BIN)/.grpcurl-$(GRPCURL_VERSION)
 # Written by npm ci: newer than package-lock.json once node_modules matches it.
 TS_DEPS_STAMP := $(TS_DIR)/node_modules/.package-lock.json
@@ -69,9 +73,12 @@ test-ts: build $(TS_DEPS_STAMP) ## Run the TypeScript client's end-to-end test (
 	cd $(TS_DIR) && TLSGATE_BIN=$(BIN)/tlsgate $(NODE) --test test/*.test.js
 
 .PHONY: lint
-lint: $(GOLANGCI_LINT_STAMP) $(BUF_STAMP) ## Run go vet, golangci-lint, buf lint and buf format (tools pinned, installed into bin/)
+lint: $(GOLANGCI_LINT_STAMP) $(BUF_STAMP) $(DEADCODE_STAMP) ## Run go vet, golangci-lint, deadcode, buf lint and buf format (tools pinned, installed into bin/)
 	$(GO) vet $(PKGS)
 	$(GOLANGCI_LINT) run $(PKGS)
+	@# deadcode: no function unreachable from main or from a test.
+	@echo "$(DEADCODE) -test $(PKGS)"
+	@dead=$$($(DEADCODE) -test $(PKGS)) || exit 1; if [ -n "$$dead" ]; then echo "$$dead"; echo "deadcode: unreachable functions (delete them, or test them if they are API)"; exit 1; fi
 	$(BUF) lint
 	$(BUF) format -d --exit-code
 
@@ -124,7 +131,7 @@ check-generate: generate ## Fail when gen/ or sdk/ts/gen/ is stale (CI runs it)
 	fi
 
 .PHONY: tools
-tools: $(GOLANGCI_LINT_STAMP) $(BUF_STAMP) $(GRPCURL_STAMP) ts-deps ## Install the pinned tools into bin/ and the npm packages into sdk/ts/node_modules
+tools: $(GOLANGCI_LINT_STAMP) $(BUF_STAMP) $(DEADCODE_STAMP) $(GRPCURL_STAMP) ts-deps ## Install the pinned tools into bin/ and the npm packages into sdk/ts/node_modules
 
 .PHONY: ts-deps
 ts-deps: $(TS_DEPS_STAMP) ## Install sdk/ts/node_modules with npm ci (pinned by sdk/ts/package-lock.json)
@@ -145,6 +152,12 @@ $(BUF_STAMP):
 # --prefer-offline: reinstalling from npm's cache needs no network.
 $(TS_DEPS_STAMP): $(TS_DIR)/package-lock.json $(TS_DIR)/package.json
 	cd $(TS_DIR) && $(NPM) ci --prefer-offline --no-audit --no-fund
+	@touch $@
+
+$(DEADCODE_STAMP):
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install golang.org/x/tools/cmd/deadcode@$(DEADCODE_VERSION)
+	@rm -f $(BIN)/.deadcode-*
 	@touch $@
 
 $(GRPCURL_STAMP):

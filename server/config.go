@@ -116,6 +116,8 @@ type ConfigError struct {
 	Problem string
 	// Fix, when set, names other fields, any one of which would mend it.
 	Fix []string
+	// Err, when set, is the cause (a failed bind, say), for errors.Is.
+	Err error
 }
 
 func (e *ConfigError) Error() string {
@@ -125,6 +127,9 @@ func (e *ConfigError) Error() string {
 	}
 	return msg
 }
+
+// Unwrap returns the cause, if any.
+func (e *ConfigError) Unwrap() error { return e.Err }
 
 // configErrorf returns a ConfigError of field.
 func configErrorf(field, format string, args ...any) error {

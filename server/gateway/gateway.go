@@ -153,7 +153,7 @@ func (g *Gateway) newControl() (*control.Server, error) {
 func listen(field, addr string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("Config.%s %s: %w", field, addr, err)
+		return nil, &server.ConfigError{Field: field, Problem: fmt.Sprintf("%s: %v", addr, err), Err: err}
 	}
 	return ln, nil
 }

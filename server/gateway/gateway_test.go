@@ -42,7 +42,7 @@ func config(t *testing.T) (gateway.Config, tls.Certificate) {
 
 // serve runs g.Serve(ctx) until it is ready; the returned channel gets
 // Serve's result.
-func serve(t *testing.T, ctx context.Context, g *gateway.Gateway) <-chan error {
+func serve(ctx context.Context, t *testing.T, g *gateway.Gateway) <-chan error {
 	t.Helper()
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(ctx) }()
@@ -121,7 +121,7 @@ func TestServeUntilContextEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	served := serve(t, ctx, g)
+	served := serve(ctx, t, g)
 
 	c := dial(t, g, cert)
 	if err := c.Send(t.Context(), client.Data([]byte("ping"))); err != nil {
@@ -180,7 +180,7 @@ func TestShutdownOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := serve(t, context.Background(), g)
+	served := serve(context.Background(), t, g)
 	c := dial(t, g, cert)
 
 	sctx, scancel := context.WithTimeout(context.Background(), wait)
