@@ -26,7 +26,7 @@ func (c *conn) barrier(ctx context.Context) error {
 	enc := c.encoding()
 	payload, err := wire.Marshal(enc, wire.FlushPayload{Seq: seq})
 	if err == nil {
-		_, _, err = c.sess.q.push(ctx, entry{typ: wire.TypeFlush, enc: enc, payload: payload, only: c}, true, true)
+		err = c.sess.q.enqueueWait(ctx, entry{typ: wire.TypeFlush, enc: enc, payload: payload, only: c})
 	}
 	if err == nil {
 		select {

@@ -34,8 +34,8 @@ type entry struct {
 func (e *entry) size() int { return wire.HeaderLen + len(e.payload) }
 
 // queue is a session's ordered, byte-bounded outbound queue. It belongs to
-// the session, not to a socket: on takeover, what is not yet popped moves to
-// the new connection. Only the owner connection's writer pops.
+// the session, not to a socket: on takeover, what is not yet taken moves to
+// the new connection. Only the owner connection's writer takes.
 type queue struct {
 	mu    sync.Mutex
 	items []entry // pending entries are items[head:]
@@ -50,7 +50,7 @@ type queue struct {
 	// to the connection and flushed (or dropped as not its own).
 	written uint64
 	owner   *conn
-	// inflight is the connection whose writer holds a popped batch not yet
+	// inflight is the connection whose writer holds a taken batch not yet
 	// written. After a takeover the new owner waits for it: the batch is
 	// either written to the old connection or handed back to the front.
 	inflight *conn
@@ -83,44 +83,121 @@ func (q *queue) notify() {
 	}
 }
 
-// push appends e. With wait it waits for space while ctx allows; without, a
-// full queue is ErrQueueFull. api means the send is new work (refused once
-// closing starts) rather than a reply owed to the peer.
-func (q *queue) push(ctx context.Context, e entry, api, wait bool) (seq uint64, depth int, err error) {
+// A queue's producers come in two kinds, and what a queue refuses depends
+// on the kind: see refusal.
+type producer uint8
+
+const (
+	// newWork is a packet the API starts (SendAsync, a Flush barrier). It
+	// is refused once a close has started.
+	newWork producer = iota
+	// owed is a packet the peer is owed or the connection itself needs (a
+	// Handler's Reply, FlushAck, Pong, Error, Ping). A close that has
+	// started still takes it, until the Goodbye is queued: it would follow
+	// the Goodbye.
+	owed
+)
+
+// enqueue queues e, new work from the API, without waiting: a full queue
+// is ErrQueueFull. It is refused once closing starts (ErrClosing) and when
+// the session has ended (ErrClosed). It returns e's sequence number and
+// the queue's length right after.
+func (q *queue) enqueue(e entry) (seq uint64, depth int, err error) {
+	return q.tryPut(e, newWork)
+}
+
+// enqueueWait queues e, new work from the API (a Flush barrier), waiting
+// for room while ctx allows. It is refused as enqueue is.
+func (q *queue) enqueueWait(ctx context.Context, e entry) error {
+	return q.putWait(ctx, e, newWork)
+}
+
+// enqueueReply queues e, a reply owed to the peer, waiting for room while
+// ctx allows. A close that has started does not refuse it; once the
+// Goodbye is queued it is errReplyAfterGoodbye, and after the session's
+// end ErrClosed.
+func (q *queue) enqueueReply(ctx context.Context, e entry) error {
+	return q.putWait(ctx, e, owed)
+}
+
+// enqueuePing queues e, the watchdog's Ping, without waiting: a full queue
+// is ErrQueueFull (a client that does not read is the slow-consumer
+// check's business). It is refused as enqueueReply is.
+func (q *queue) enqueuePing(e entry) error {
+	_, _, err := q.tryPut(e, owed)
+	return err
+}
+
+// refusal returns why q refuses a packet from p now, or nil. Call with
+// q.mu held.
+func (q *queue) refusal(p producer) error {
+	switch {
+	case q.ended:
+		return ErrClosed
+	case p == newWork && q.refusing:
+		return ErrClosing
+	case q.sealed:
+		return errReplyAfterGoodbye
+	}
+	return nil
+}
+
+// fits reports whether n more bytes fit the byte bound. An empty queue
+// takes an entry of any size, so that no packet waits forever. Call with
+// q.mu held.
+func (q *queue) fits(n int) bool { return q.bytes+n <= q.limit || q.len() == 0 }
+
+// tryPut appends e unless q refuses it or it does not fit.
+func (q *queue) tryPut(e entry, p producer) (seq uint64, depth int, err error) {
+	q.mu.Lock()
+	if err := q.refusal(p); err != nil {
+		q.mu.Unlock()
+		return 0, 0, err
+	}
+	if !q.fits(e.size()) {
+		q.mu.Unlock()
+		return 0, 0, ErrQueueFull
+	}
+	seq, depth = q.appendUnlock(e)
+	return seq, depth, nil
+}
+
+// putWait appends e unless q refuses it, waiting for room while ctx
+// allows. It waits without the lock, and looks at the refusal again after
+// every wake-up: a seal or the end wakes it.
+func (q *queue) putWait(ctx context.Context, e entry, p producer) error {
 	n := e.size()
 	q.mu.Lock()
 	for {
-		switch {
-		case q.ended:
+		if err := q.refusal(p); err != nil {
 			q.mu.Unlock()
-			return 0, 0, ErrClosed
-		case api && q.refusing:
-			q.mu.Unlock()
-			return 0, 0, ErrClosing
-		case q.sealed:
-			q.mu.Unlock()
-			return 0, 0, errReplyAfterGoodbye
+			return err
 		}
-		if q.bytes+n <= q.limit || q.len() == 0 {
+		if q.fits(n) {
 			break
-		}
-		if !wait {
-			q.mu.Unlock()
-			return 0, 0, ErrQueueFull
 		}
 		ch := q.waitChan()
 		q.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return 0, 0, ctx.Err()
+			return ctx.Err()
 		}
 		q.mu.Lock()
 	}
+	q.appendUnlock(e)
+	return nil
+}
+
+// appendUnlock assigns e the next sequence number, appends it and raises
+// the high-water mark, then unlocks q.mu and, outside the lock, wakes the
+// owner's writer if e is the only pending entry (otherwise the writer is
+// busy or already woken). Call with q.mu held.
+func (q *queue) appendUnlock(e entry) (seq uint64, depth int) {
 	q.seq++
 	e.seq = q.seq
 	q.items = append(q.items, e)
-	q.bytes += n
+	q.bytes += e.size()
 	if q.highWater != nil && uint64(q.bytes) > q.highWater.Load() {
 		raiseTo(q.highWater, uint64(q.bytes))
 	}
@@ -130,7 +207,7 @@ func (q *queue) push(ctx context.Context, e entry, api, wait bool) (seq uint64, 
 	if depth == 1 && owner != nil {
 		owner.wakeWriter()
 	}
-	return seq, depth, nil
+	return seq, depth
 }
 
 // seal queues c's Goodbye behind everything already queued, whatever the
@@ -156,12 +233,12 @@ func (q *queue) seal(c *conn, e entry) bool {
 	return true
 }
 
-// pop moves queued entries into batch, oldest first, up to about maxBytes
+// take moves queued entries into batch, oldest first, up to about maxBytes
 // (at least one entry), if c owns the queue. It reports whether c still
-// owns it and, when it popped nothing, a channel to wait on if the previous
-// owner still holds a batch (nil means: wait for new entries). Popping a
+// owns it and, when it took nothing, a channel to wait on if the previous
+// owner still holds a batch (nil means: wait for new entries). Taking a
 // buffer's worth at a time bounds what a taken-over connection can hold.
-func (q *queue) pop(c *conn, batch []entry, maxBytes int) (_ []entry, owned bool, wait <-chan struct{}) {
+func (q *queue) take(c *conn, batch []entry, maxBytes int) (_ []entry, owned bool, wait <-chan struct{}) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.owner != c {

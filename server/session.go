@@ -76,7 +76,7 @@ func (s *Session) SendAsync(enc wire.Encoding, payload []byte) (Enqueued, error)
 	if err := s.checkPacket(wire.TypeData, enc, payload); err != nil {
 		return Enqueued{}, err
 	}
-	seq, depth, err := s.q.push(context.Background(), entry{typ: wire.TypeData, enc: enc, payload: payload}, true, false)
+	seq, depth, err := s.q.enqueue(entry{typ: wire.TypeData, enc: enc, payload: payload})
 	if errors.Is(err, ErrQueueFull) {
 		s.srv.counters.sendRejected.Add(1)
 	}
@@ -92,7 +92,7 @@ func (s *Session) Reply(ctx context.Context, typ wire.Type, enc wire.Encoding, p
 	if err := s.checkPacket(typ, enc, payload); err != nil {
 		return err
 	}
-	_, _, err := s.q.push(ctx, entry{typ: typ, enc: enc, payload: bytes.Clone(payload)}, false, true)
+	err := s.q.enqueueReply(ctx, entry{typ: typ, enc: enc, payload: bytes.Clone(payload)})
 	if errors.Is(err, errReplyAfterGoodbye) {
 		if c := s.cur.Load(); c != nil {
 			c.stats.repliesDropped.Add(1)
