@@ -10,7 +10,7 @@ import (
 // returns nil, the client has processed everything written before it.
 func (c *conn) barrier(ctx context.Context) error {
 	c.mu.Lock()
-	if c.goodbyeRecv || c.closeStarted {
+	if c.goodbyeRecv || c.state != StateActive { // the close has started
 		c.mu.Unlock()
 		return ErrClosing
 	}

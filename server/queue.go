@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -54,14 +55,47 @@ type queue struct {
 	// written. After a takeover the new owner waits for it: the batch is
 	// either written to the old connection or handed back to the front.
 	inflight *conn
-	// refusing: new sends are refused (the session is closing or closed).
-	refusing bool
-	// sealed: a Goodbye is queued; anything queued after it is dropped.
-	sealed bool
-	ended  bool // the session has ended; everything is refused
+	state    queueState // what the queue refuses; see queueState
 	// progress, when non-nil, is closed the next time written advances or
 	// bytes are freed. Waiters make it; the writer closes it.
 	progress chan struct{}
+}
+
+// queueState is the stage of a queue's life, which says what it refuses
+// (see refusal).
+//
+//	open ──seal──▶ sealed ──attach──▶ open      (a takeover reopens it)
+//	open, sealed ──end──▶ ended                 (final)
+//
+// seal is the owner connection's close queueing its Goodbye; attach is a
+// connection taking the session (over); end is the owner connection ending
+// with the session. attach leaves an ended queue ended, and seal and end do
+// nothing unless their connection owns the queue.
+type queueState uint8
+
+const (
+	// queueOpen takes every packet, within the byte bound.
+	queueOpen queueState = iota
+	// queueSealed: the owner's Goodbye is queued, behind everything queued
+	// before it. New work is refused (ErrClosing), and so is anything owed
+	// to the peer (errReplyAfterGoodbye): it would follow the Goodbye. The
+	// writer still writes everything up to the Goodbye.
+	queueSealed
+	// queueEnded: the session is over. The queue is empty and refuses
+	// everything (ErrClosed); Drain's waiters stop waiting.
+	queueEnded
+)
+
+func (s queueState) String() string {
+	switch s {
+	case queueOpen:
+		return "open"
+	case queueSealed:
+		return "sealed"
+	case queueEnded:
+		return "ended"
+	}
+	return fmt.Sprintf("queueState(%d)", uint8(s))
 }
 
 // len is the number of pending entries. Call with q.mu held.
@@ -89,18 +123,18 @@ type producer uint8
 
 const (
 	// newWork is a packet the API starts (SendAsync, a Flush barrier). It
-	// is refused once a close has started.
+	// is refused once the owner's close has queued its Goodbye.
 	newWork producer = iota
 	// owed is a packet the peer is owed or the connection itself needs (a
-	// Handler's Reply, FlushAck, Pong, Error, Ping). A close that has
-	// started still takes it, until the Goodbye is queued: it would follow
-	// the Goodbye.
+	// Handler's Reply, FlushAck, Pong, Error, Ping). It is refused too once
+	// the Goodbye is queued, since it would follow the Goodbye, but as a
+	// reply after Goodbye, which the caller counts as dropped.
 	owed
 )
 
 // enqueue queues e, new work from the API, without waiting: a full queue
-// is ErrQueueFull. It is refused once closing starts (ErrClosing) and when
-// the session has ended (ErrClosed). It returns e's sequence number and
+// is ErrQueueFull. It is refused once the queue is sealed for a close
+// (ErrClosing) and when the session has ended (ErrClosed). It returns e's sequence number and
 // the queue's length right after.
 func (q *queue) enqueue(e entry) (seq uint64, depth int, err error) {
 	return q.tryPut(e, newWork)
@@ -113,9 +147,8 @@ func (q *queue) enqueueWait(ctx context.Context, e entry) error {
 }
 
 // enqueueReply queues e, a reply owed to the peer, waiting for room while
-// ctx allows. A close that has started does not refuse it; once the
-// Goodbye is queued it is errReplyAfterGoodbye, and after the session's
-// end ErrClosed.
+// ctx allows. It is refused once the queue is sealed for a close
+// (errReplyAfterGoodbye) and when the session has ended (ErrClosed).
 func (q *queue) enqueueReply(ctx context.Context, e entry) error {
 	return q.putWait(ctx, e, owed)
 }
@@ -131,12 +164,13 @@ func (q *queue) enqueuePing(e entry) error {
 // refusal returns why q refuses a packet from p now, or nil. Call with
 // q.mu held.
 func (q *queue) refusal(p producer) error {
-	switch {
-	case q.ended:
+	switch q.state {
+	case queueEnded:
 		return ErrClosed
-	case p == newWork && q.refusing:
-		return ErrClosing
-	case q.sealed:
+	case queueSealed:
+		if p == newWork {
+			return ErrClosing
+		}
 		return errReplyAfterGoodbye
 	}
 	return nil
@@ -215,11 +249,11 @@ func (q *queue) appendUnlock(e entry) (seq uint64, depth int) {
 // not own the queue or a Goodbye is already queued.
 func (q *queue) seal(c *conn, e entry) bool {
 	q.mu.Lock()
-	if q.owner != c || q.sealed || q.ended {
+	if q.owner != c || q.state != queueOpen {
 		q.mu.Unlock()
 		return false
 	}
-	q.refusing, q.sealed = true, true
+	q.state = queueSealed
 	q.seq++
 	e.seq = q.seq
 	q.items = append(q.items, e)
@@ -298,7 +332,7 @@ func (q *queue) handBack(c *conn, batch []entry) (lost int) {
 		q.inflight = nil
 	}
 	q.notify()
-	if q.owner == c || q.owner == nil || q.ended {
+	if q.owner == c || q.owner == nil || q.state == queueEnded {
 		return len(batch)
 	}
 	keep := make([]entry, 0, len(batch)+q.len())
@@ -321,7 +355,9 @@ func (q *queue) handBack(c *conn, batch []entry) (lost int) {
 func (q *queue) attach(c *conn) (old *conn) {
 	q.mu.Lock()
 	old, q.owner = q.owner, c
-	q.refusing, q.sealed = false, false
+	if q.state == queueSealed {
+		q.state = queueOpen
+	}
 	// The previous owner's sealed Goodbye, if queued, is only for it.
 	pending := q.len() > 0
 	q.notify()
@@ -344,7 +380,7 @@ func (q *queue) end(c *conn) (dropped int) {
 	clear(q.items)
 	q.items, q.head = q.items[:0], 0
 	q.bytes = 0
-	q.ended, q.refusing, q.sealed = true, true, true
+	q.state = queueEnded
 	q.notify()
 	return dropped
 }
@@ -361,7 +397,7 @@ func (q *queue) depth() (n, bytes int) {
 func (q *queue) waitWritten(ctx context.Context, seq uint64) (uint64, error) {
 	q.mu.Lock()
 	for q.written < seq {
-		if q.ended {
+		if q.state == queueEnded {
 			w := q.written
 			q.mu.Unlock()
 			return w, ErrClosed

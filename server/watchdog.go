@@ -34,7 +34,7 @@ func (c *conn) check() {
 	cfg := &c.srv.cfg
 	now := time.Now().UnixNano()
 	c.mu.Lock()
-	closing := c.closeStarted
+	closing := c.state != StateActive
 	c.mu.Unlock()
 	switch {
 	case closing: // the close has its own bounds

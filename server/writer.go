@@ -123,7 +123,6 @@ func (c *conn) writeFailed(err error) {
 // in the encoding of the last frame it sent.
 func (c *conn) writeTakeover() bool {
 	c.mu.Lock()
-	c.closeStarted = true
 	c.code, c.reason = wire.GoodbyeSessionTakenOver, wire.TakeoverMessage
 	c.state = StateClosing
 	c.mu.Unlock()
