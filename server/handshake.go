@@ -92,7 +92,7 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 		done:        make(chan struct{}),
 	}
 	c.lastActivity.Store(c.connectedAt.UnixNano())
-	c.ctx, c.cancel = context.WithCancel(context.WithValue(context.Background(), handlerKey{}, c))
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.log = log.With("session_id", id, "conn_id", c.id)
 	if _, ok := s.register(c, &Session{srv: s, id: id, pub: auth.PublicKey, q: queue{limit: s.cfg.QueueBytes, highWater: &s.counters.queueHighWater}}); !ok {
 		c.cancel()
