@@ -39,10 +39,8 @@ type State string
 
 // States of a session's connection.
 const (
-	// StateHandshaking is never reported: a connection has a session,
-	// and a state, only once its handshake has succeeded.
-	StateHandshaking State = "handshaking"
-	// StateActive: the handshake is done; no close has started.
+	// StateActive: the handshake is done; no close has started. A
+	// connection in its handshake has no session yet, and so no state.
 	StateActive State = "active"
 	// StateDraining: a close has started; new sends are refused and the
 	// queue is being written, up to this side's Goodbye.
