@@ -10,7 +10,7 @@ import (
 // returns nil, the client has processed everything written before it.
 func (c *conn) barrier(ctx context.Context) error {
 	c.mu.Lock()
-	if c.goodbyeRecv || c.closeStarted {
+	if c.goodbyeRecv || c.state != StateActive { // the close has started
 		c.mu.Unlock()
 		return ErrClosing
 	}
@@ -26,7 +26,7 @@ func (c *conn) barrier(ctx context.Context) error {
 	enc := c.encoding()
 	payload, err := wire.Marshal(enc, wire.FlushPayload{Seq: seq})
 	if err == nil {
-		_, _, err = c.sess.q.push(ctx, entry{typ: wire.TypeFlush, enc: enc, payload: payload, only: c}, true, true)
+		err = c.sess.q.enqueueWait(ctx, entry{typ: wire.TypeFlush, enc: enc, payload: payload, only: c})
 	}
 	if err == nil {
 		select {

@@ -64,9 +64,10 @@ type conn struct {
 	stats     stats
 	in, out   traffic // by packet type
 
-	mu                          sync.Mutex
+	mu sync.Mutex
+	// state is the connection's stage; a close has started once it is
+	// past StateActive. See State for the transitions.
 	state                       State
-	closeStarted                bool
 	code, reason                string // of the Goodbye this side sends
 	goodbyeSent                 bool
 	goodbyeRecv                 bool
@@ -154,15 +155,12 @@ func (c *conn) startClose(o CloseOptions) {
 
 func (c *conn) startCloseIn(gb wire.GoodbyePayload, enc wire.Encoding, drain time.Duration) {
 	c.mu.Lock()
-	if c.closeStarted || c.ctx.Err() != nil { // started, or aborted
+	if c.state != StateActive || c.ctx.Err() != nil { // started, or aborted
 		c.mu.Unlock()
 		return
 	}
-	c.closeStarted = true
+	c.state = StateDraining
 	c.code, c.reason = gb.Code, gb.Reason
-	if c.state == StateActive {
-		c.state = StateDraining
-	}
 	c.mu.Unlock()
 	payload, _ := wire.Marshal(enc, gb)
 	if drain <= 0 {

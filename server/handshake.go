@@ -30,7 +30,7 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 	fail := func(stage string, err error) (*conn, error) {
 		reason := failureReason(err)
 		s.counters.handshakeFailure(reason)
-		log.Info("handshake failed", "stage", stage, "reason", reason, "err", err, "elapsed", time.Since(start))
+		log.Info("handshake failed", "stage", stage, "reason", string(reason), "err", err, "elapsed", time.Since(start))
 		_ = tc.Close() // close_notify if the TLS handshake completed, then the socket
 		return nil, err
 	}
@@ -38,12 +38,12 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 	ctx, cancel := context.WithDeadline(s.ctx, start.Add(s.cfg.HandshakeTimeout))
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
-		reason := "tls"
+		reason := HandshakeFailureTLS
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
-			reason = "timeout"
+			reason = HandshakeFailureTimeout
 		}
 		s.counters.handshakeFailure(reason)
-		log.Debug("TLS handshake failed", "reason", reason, "err", err)
+		log.Debug("TLS handshake failed", "reason", string(reason), "err", err)
 		_ = nc.Close()
 		return nil, err
 	}
@@ -92,7 +92,7 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 		done:        make(chan struct{}),
 	}
 	c.lastActivity.Store(c.connectedAt.UnixNano())
-	c.ctx, c.cancel = context.WithCancel(context.WithValue(context.Background(), handlerKey{}, c))
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.log = log.With("session_id", id, "conn_id", c.id)
 	if _, ok := s.register(c, &Session{srv: s, id: id, pub: auth.PublicKey, q: queue{limit: s.cfg.QueueBytes, highWater: &s.counters.queueHighWater}}); !ok {
 		c.cancel()
@@ -117,22 +117,22 @@ type unauthorizedError struct{ error }
 
 func (e *unauthorizedError) Unwrap() error { return e.error }
 
-// failureReason classifies a failed handshake for Stats.
-func failureReason(err error) string {
+// failureReason classifies a handshake that failed after TLS.
+func failureReason(err error) HandshakeFailure {
 	var ua *unauthorizedError
 	switch {
 	case errors.As(err, &ua):
-		return "unauthorized"
+		return HandshakeFailureUnauthorized
 	case errors.Is(err, wire.ErrHandshakeVersion):
-		return "version"
+		return HandshakeFailureVersion
 	case errors.Is(err, wire.ErrHandshakeSignature):
-		return "signature"
+		return HandshakeFailureSignature
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return "timeout"
+		return HandshakeFailureTimeout
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		return "short_read"
+		return HandshakeFailureShortRead
 	case errors.Is(err, errShuttingDown):
-		return "shutdown"
+		return HandshakeFailureShutdown
 	}
-	return "io"
+	return HandshakeFailureIO
 }

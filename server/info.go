@@ -22,16 +22,34 @@ const (
 	OutcomeForced Outcome = "forced"
 )
 
-// State is a connection's place in its lifecycle.
+// State is a connection's place in its lifecycle. A connection only moves
+// forward:
+//
+//	active ──close starts──▶ draining ──Goodbye written──▶ closing ──▶ closed
+//	active, draining ──taken over──▶ closing
+//	any ──the connection ends──▶ closed
+//
+// A close starts with Session.Close, the peer's Goodbye, the end of its
+// input, a protocol error or the watchdog; it queues this side's Goodbye
+// behind what is queued. A connection whose session is taken over writes
+// its Error and Goodbye at once and goes to closing. An abort (a forced
+// close, a failed write, a timeout) changes no state until the connection
+// has ended.
 type State string
 
 // States of a session's connection.
 const (
-	StateHandshaking State = "handshaking"
-	StateActive      State = "active"
-	StateDraining    State = "draining" // closing started; the queue is being written
-	StateClosing     State = "closing"  // Goodbye sent; waiting for the peer's Goodbye or EOF
-	StateClosed      State = "closed"
+	// StateActive: the handshake is done; no close has started. A
+	// connection in its handshake has no session yet, and so no state.
+	StateActive State = "active"
+	// StateDraining: a close has started; new sends are refused and the
+	// queue is being written, up to this side's Goodbye.
+	StateDraining State = "draining"
+	// StateClosing: this side's Goodbye is written; waiting for the peer's
+	// Goodbye or EOF (the linger).
+	StateClosing State = "closing"
+	// StateClosed: the connection has ended (final).
+	StateClosed State = "closed"
 )
 
 // Counters are a connection's traffic counters.

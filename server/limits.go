@@ -23,9 +23,8 @@ type Stats struct {
 	// RefusedTotal and RefusedPerIP count connections refused at accept by
 	// Config.MaxConns and Config.MaxConnsPerIP.
 	RefusedTotal, RefusedPerIP uint64
-	// HandshakeFailed counts failed handshakes by reason: "tls", "version",
-	// "signature", "short_read", "timeout", "unauthorized", "shutdown",
-	// "io".
+	// HandshakeFailed counts failed handshakes by reason: it has a key for
+	// every HandshakeFailure (see HandshakeFailures), zero or not.
 	HandshakeFailed map[string]uint64
 	// SlowConsumers counts sessions closed with Goodbye slow_consumer.
 	SlowConsumers uint64
@@ -49,18 +48,59 @@ type Observer interface {
 	Close(d time.Duration, o Outcome)
 }
 
+// HandshakeFailure is why a handshake failed: a key of
+// Stats.HandshakeFailed and the reason label of the
+// tlsgate_handshakes_failed_total metric. The handshake fails without a
+// word to the client; this is what the server logs and counts.
+type HandshakeFailure string
+
+// The reasons a handshake fails.
+const (
+	// HandshakeFailureTLS: the TLS handshake failed.
+	HandshakeFailureTLS HandshakeFailure = "tls"
+	// HandshakeFailureVersion: the client's ClientAuth has another version.
+	HandshakeFailureVersion HandshakeFailure = "version"
+	// HandshakeFailureSignature: the client's signature does not verify.
+	HandshakeFailureSignature HandshakeFailure = "signature"
+	// HandshakeFailureShortRead: the client closed before the end of its
+	// ClientAuth.
+	HandshakeFailureShortRead HandshakeFailure = "short_read"
+	// HandshakeFailureTimeout: the handshake, TLS included, did not finish
+	// within the handshake timeout.
+	HandshakeFailureTimeout HandshakeFailure = "timeout"
+	// HandshakeFailureUnauthorized: the Authorizer refused the key (the
+	// allow list).
+	HandshakeFailureUnauthorized HandshakeFailure = "unauthorized"
+	// HandshakeFailureShutdown: the server began shutting down before the
+	// session was registered.
+	HandshakeFailureShutdown HandshakeFailure = "shutdown"
+	// HandshakeFailureIO: any other error reading or writing the handshake.
+	HandshakeFailureIO HandshakeFailure = "io"
+)
+
+// handshakeFailures is every HandshakeFailure, in the order they are
+// documented; the counters are indexed alike.
+var handshakeFailures = [...]HandshakeFailure{
+	HandshakeFailureTLS, HandshakeFailureVersion, HandshakeFailureSignature, HandshakeFailureShortRead,
+	HandshakeFailureTimeout, HandshakeFailureUnauthorized, HandshakeFailureShutdown, HandshakeFailureIO,
+}
+
+// HandshakeFailures returns every HandshakeFailure, in a fixed order.
+func HandshakeFailures() []HandshakeFailure {
+	l := handshakeFailures // a copy: the caller cannot change the list
+	return l[:]
+}
+
 // counters back Stats.
 type counters struct {
 	accepted, refusedTotal, refusedPerIP atomic.Uint64
 	slowConsumers, idleTimeouts          atomic.Uint64
 	sendRejected, queueHighWater         atomic.Uint64
-	handshakeFailed                      [len(handshakeFailureReasons)]atomic.Uint64
+	handshakeFailed                      [len(handshakeFailures)]atomic.Uint64
 }
 
-var handshakeFailureReasons = [...]string{"tls", "version", "signature", "short_read", "timeout", "unauthorized", "shutdown", "io"}
-
-func (c *counters) handshakeFailure(reason string) {
-	for i, r := range handshakeFailureReasons {
+func (c *counters) handshakeFailure(reason HandshakeFailure) {
+	for i, r := range handshakeFailures {
 		if r == reason {
 			c.handshakeFailed[i].Add(1)
 			return
@@ -78,10 +118,10 @@ func (s *Server) Stats() Stats {
 		IdleTimeouts:    s.counters.idleTimeouts.Load(),
 		SendRejected:    s.counters.sendRejected.Load(),
 		QueueHighWater:  s.counters.queueHighWater.Load(),
-		HandshakeFailed: make(map[string]uint64, len(handshakeFailureReasons)),
+		HandshakeFailed: make(map[string]uint64, len(handshakeFailures)),
 	}
-	for i, r := range handshakeFailureReasons {
-		st.HandshakeFailed[r] = s.counters.handshakeFailed[i].Load()
+	for i, r := range handshakeFailures {
+		st.HandshakeFailed[string(r)] = s.counters.handshakeFailed[i].Load()
 	}
 	return st
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -34,8 +35,8 @@ type entry struct {
 func (e *entry) size() int { return wire.HeaderLen + len(e.payload) }
 
 // queue is a session's ordered, byte-bounded outbound queue. It belongs to
-// the session, not to a socket: on takeover, what is not yet popped moves to
-// the new connection. Only the owner connection's writer pops.
+// the session, not to a socket: on takeover, what is not yet taken moves to
+// the new connection. Only the owner connection's writer takes.
 type queue struct {
 	mu    sync.Mutex
 	items []entry // pending entries are items[head:]
@@ -50,18 +51,51 @@ type queue struct {
 	// to the connection and flushed (or dropped as not its own).
 	written uint64
 	owner   *conn
-	// inflight is the connection whose writer holds a popped batch not yet
+	// inflight is the connection whose writer holds a taken batch not yet
 	// written. After a takeover the new owner waits for it: the batch is
 	// either written to the old connection or handed back to the front.
 	inflight *conn
-	// refusing: new sends are refused (the session is closing or closed).
-	refusing bool
-	// sealed: a Goodbye is queued; anything queued after it is dropped.
-	sealed bool
-	ended  bool // the session has ended; everything is refused
+	state    queueState // what the queue refuses; see queueState
 	// progress, when non-nil, is closed the next time written advances or
 	// bytes are freed. Waiters make it; the writer closes it.
 	progress chan struct{}
+}
+
+// queueState is the stage of a queue's life, which says what it refuses
+// (see refusal).
+//
+//	open ──seal──▶ sealed ──attach──▶ open      (a takeover reopens it)
+//	open, sealed ──end──▶ ended                 (final)
+//
+// seal is the owner connection's close queueing its Goodbye; attach is a
+// connection taking the session (over); end is the owner connection ending
+// with the session. attach leaves an ended queue ended, and seal and end do
+// nothing unless their connection owns the queue.
+type queueState uint8
+
+const (
+	// queueOpen takes every packet, within the byte bound.
+	queueOpen queueState = iota
+	// queueSealed: the owner's Goodbye is queued, behind everything queued
+	// before it. New work is refused (ErrClosing), and so is anything owed
+	// to the peer (errReplyAfterGoodbye): it would follow the Goodbye. The
+	// writer still writes everything up to the Goodbye.
+	queueSealed
+	// queueEnded: the session is over. The queue is empty and refuses
+	// everything (ErrClosed); Drain's waiters stop waiting.
+	queueEnded
+)
+
+func (s queueState) String() string {
+	switch s {
+	case queueOpen:
+		return "open"
+	case queueSealed:
+		return "sealed"
+	case queueEnded:
+		return "ended"
+	}
+	return fmt.Sprintf("queueState(%d)", uint8(s))
 }
 
 // len is the number of pending entries. Call with q.mu held.
@@ -83,44 +117,121 @@ func (q *queue) notify() {
 	}
 }
 
-// push appends e. With wait it waits for space while ctx allows; without, a
-// full queue is ErrQueueFull. api means the send is new work (refused once
-// closing starts) rather than a reply owed to the peer.
-func (q *queue) push(ctx context.Context, e entry, api, wait bool) (seq uint64, depth int, err error) {
+// A queue's producers come in two kinds, and what a queue refuses depends
+// on the kind: see refusal.
+type producer uint8
+
+const (
+	// newWork is a packet the API starts (SendAsync, a Flush barrier). It
+	// is refused once the owner's close has queued its Goodbye.
+	newWork producer = iota
+	// owed is a packet the peer is owed or the connection itself needs (a
+	// Handler's Reply, FlushAck, Pong, Error, Ping). It is refused too once
+	// the Goodbye is queued, since it would follow the Goodbye, but as a
+	// reply after Goodbye, which the caller counts as dropped.
+	owed
+)
+
+// enqueue queues e, new work from the API, without waiting: a full queue
+// is ErrQueueFull. It is refused once the queue is sealed for a close
+// (ErrClosing) and when the session has ended (ErrClosed). It returns e's sequence number and
+// the queue's length right after.
+func (q *queue) enqueue(e entry) (seq uint64, depth int, err error) {
+	return q.tryPut(e, newWork)
+}
+
+// enqueueWait queues e, new work from the API (a Flush barrier), waiting
+// for room while ctx allows. It is refused as enqueue is.
+func (q *queue) enqueueWait(ctx context.Context, e entry) error {
+	return q.putWait(ctx, e, newWork)
+}
+
+// enqueueReply queues e, a reply owed to the peer, waiting for room while
+// ctx allows. It is refused once the queue is sealed for a close
+// (errReplyAfterGoodbye) and when the session has ended (ErrClosed).
+func (q *queue) enqueueReply(ctx context.Context, e entry) error {
+	return q.putWait(ctx, e, owed)
+}
+
+// enqueuePing queues e, the watchdog's Ping, without waiting: a full queue
+// is ErrQueueFull (a client that does not read is the slow-consumer
+// check's business). It is refused as enqueueReply is.
+func (q *queue) enqueuePing(e entry) error {
+	_, _, err := q.tryPut(e, owed)
+	return err
+}
+
+// refusal returns why q refuses a packet from p now, or nil. Call with
+// q.mu held.
+func (q *queue) refusal(p producer) error {
+	switch q.state {
+	case queueEnded:
+		return ErrClosed
+	case queueSealed:
+		if p == newWork {
+			return ErrClosing
+		}
+		return errReplyAfterGoodbye
+	}
+	return nil
+}
+
+// fits reports whether n more bytes fit the byte bound. An empty queue
+// takes an entry of any size, so that no packet waits forever. Call with
+// q.mu held.
+func (q *queue) fits(n int) bool { return q.bytes+n <= q.limit || q.len() == 0 }
+
+// tryPut appends e unless q refuses it or it does not fit.
+func (q *queue) tryPut(e entry, p producer) (seq uint64, depth int, err error) {
+	q.mu.Lock()
+	if err := q.refusal(p); err != nil {
+		q.mu.Unlock()
+		return 0, 0, err
+	}
+	if !q.fits(e.size()) {
+		q.mu.Unlock()
+		return 0, 0, ErrQueueFull
+	}
+	seq, depth = q.appendUnlock(e)
+	return seq, depth, nil
+}
+
+// putWait appends e unless q refuses it, waiting for room while ctx
+// allows. It waits without the lock, and looks at the refusal again after
+// every wake-up: a seal or the end wakes it.
+func (q *queue) putWait(ctx context.Context, e entry, p producer) error {
 	n := e.size()
 	q.mu.Lock()
 	for {
-		switch {
-		case q.ended:
+		if err := q.refusal(p); err != nil {
 			q.mu.Unlock()
-			return 0, 0, ErrClosed
-		case api && q.refusing:
-			q.mu.Unlock()
-			return 0, 0, ErrClosing
-		case q.sealed:
-			q.mu.Unlock()
-			return 0, 0, errReplyAfterGoodbye
+			return err
 		}
-		if q.bytes+n <= q.limit || q.len() == 0 {
+		if q.fits(n) {
 			break
-		}
-		if !wait {
-			q.mu.Unlock()
-			return 0, 0, ErrQueueFull
 		}
 		ch := q.waitChan()
 		q.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return 0, 0, ctx.Err()
+			return ctx.Err()
 		}
 		q.mu.Lock()
 	}
+	q.appendUnlock(e)
+	return nil
+}
+
+// appendUnlock assigns e the next sequence number, appends it and raises
+// the high-water mark, then unlocks q.mu and, outside the lock, wakes the
+// owner's writer if e is the only pending entry (otherwise the writer is
+// busy or already woken). Call with q.mu held.
+func (q *queue) appendUnlock(e entry) (seq uint64, depth int) {
 	q.seq++
 	e.seq = q.seq
 	q.items = append(q.items, e)
-	q.bytes += n
+	q.bytes += e.size()
 	if q.highWater != nil && uint64(q.bytes) > q.highWater.Load() {
 		raiseTo(q.highWater, uint64(q.bytes))
 	}
@@ -130,7 +241,7 @@ func (q *queue) push(ctx context.Context, e entry, api, wait bool) (seq uint64, 
 	if depth == 1 && owner != nil {
 		owner.wakeWriter()
 	}
-	return seq, depth, nil
+	return seq, depth
 }
 
 // seal queues c's Goodbye behind everything already queued, whatever the
@@ -138,11 +249,11 @@ func (q *queue) push(ctx context.Context, e entry, api, wait bool) (seq uint64, 
 // not own the queue or a Goodbye is already queued.
 func (q *queue) seal(c *conn, e entry) bool {
 	q.mu.Lock()
-	if q.owner != c || q.sealed || q.ended {
+	if q.owner != c || q.state != queueOpen {
 		q.mu.Unlock()
 		return false
 	}
-	q.refusing, q.sealed = true, true
+	q.state = queueSealed
 	q.seq++
 	e.seq = q.seq
 	q.items = append(q.items, e)
@@ -156,12 +267,12 @@ func (q *queue) seal(c *conn, e entry) bool {
 	return true
 }
 
-// pop moves queued entries into batch, oldest first, up to about maxBytes
+// take moves queued entries into batch, oldest first, up to about maxBytes
 // (at least one entry), if c owns the queue. It reports whether c still
-// owns it and, when it popped nothing, a channel to wait on if the previous
-// owner still holds a batch (nil means: wait for new entries). Popping a
+// owns it and, when it took nothing, a channel to wait on if the previous
+// owner still holds a batch (nil means: wait for new entries). Taking a
 // buffer's worth at a time bounds what a taken-over connection can hold.
-func (q *queue) pop(c *conn, batch []entry, maxBytes int) (_ []entry, owned bool, wait <-chan struct{}) {
+func (q *queue) take(c *conn, batch []entry, maxBytes int) (_ []entry, owned bool, wait <-chan struct{}) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.owner != c {
@@ -221,7 +332,7 @@ func (q *queue) handBack(c *conn, batch []entry) (lost int) {
 		q.inflight = nil
 	}
 	q.notify()
-	if q.owner == c || q.owner == nil || q.ended {
+	if q.owner == c || q.owner == nil || q.state == queueEnded {
 		return len(batch)
 	}
 	keep := make([]entry, 0, len(batch)+q.len())
@@ -244,7 +355,9 @@ func (q *queue) handBack(c *conn, batch []entry) (lost int) {
 func (q *queue) attach(c *conn) (old *conn) {
 	q.mu.Lock()
 	old, q.owner = q.owner, c
-	q.refusing, q.sealed = false, false
+	if q.state == queueSealed {
+		q.state = queueOpen
+	}
 	// The previous owner's sealed Goodbye, if queued, is only for it.
 	pending := q.len() > 0
 	q.notify()
@@ -267,7 +380,7 @@ func (q *queue) end(c *conn) (dropped int) {
 	clear(q.items)
 	q.items, q.head = q.items[:0], 0
 	q.bytes = 0
-	q.ended, q.refusing, q.sealed = true, true, true
+	q.state = queueEnded
 	q.notify()
 	return dropped
 }
@@ -284,7 +397,7 @@ func (q *queue) depth() (n, bytes int) {
 func (q *queue) waitWritten(ctx context.Context, seq uint64) (uint64, error) {
 	q.mu.Lock()
 	for q.written < seq {
-		if q.ended {
+		if q.state == queueEnded {
 			w := q.written
 			q.mu.Unlock()
 			return w, ErrClosed

@@ -144,7 +144,7 @@ func (c *conn) replyControl(typ wire.Type, enc wire.Encoding, v any) {
 		c.log.Error("encoding control reply", "type", typ, "err", err)
 		return
 	}
-	_, _, err = c.sess.q.push(c.ctx, entry{typ: typ, enc: enc, payload: payload, only: c}, false, true)
+	err = c.sess.q.enqueueReply(c.ctx, entry{typ: typ, enc: enc, payload: payload, only: c})
 	if errors.Is(err, errReplyAfterGoodbye) {
 		c.stats.repliesDropped.Add(1)
 	}

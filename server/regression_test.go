@@ -121,7 +121,7 @@ func TestCloseFromHandler(t *testing.T) {
 	ts := startServer(t, server.Config{Handler: server.HandlerFunc(func(ctx context.Context, s *server.Session, p server.Packet) {
 		_ = s.Reply(ctx, p.Type, p.Encoding, p.Payload)
 		if string(p.Payload) == "bye" {
-			if _, err := s.Close(ctx, server.CloseOptions{Reason: "asked to"}); err != nil {
+			if err := s.StartClose(server.CloseOptions{Reason: "asked to"}); err != nil {
 				panic(err)
 			}
 		}

@@ -76,7 +76,7 @@ func (s *Session) SendAsync(enc wire.Encoding, payload []byte) (Enqueued, error)
 	if err := s.checkPacket(wire.TypeData, enc, payload); err != nil {
 		return Enqueued{}, err
 	}
-	seq, depth, err := s.q.push(context.Background(), entry{typ: wire.TypeData, enc: enc, payload: payload}, true, false)
+	seq, depth, err := s.q.enqueue(entry{typ: wire.TypeData, enc: enc, payload: payload})
 	if errors.Is(err, ErrQueueFull) {
 		s.srv.counters.sendRejected.Add(1)
 	}
@@ -92,7 +92,7 @@ func (s *Session) Reply(ctx context.Context, typ wire.Type, enc wire.Encoding, p
 	if err := s.checkPacket(typ, enc, payload); err != nil {
 		return err
 	}
-	_, _, err := s.q.push(ctx, entry{typ: typ, enc: enc, payload: bytes.Clone(payload)}, false, true)
+	err := s.q.enqueueReply(ctx, entry{typ: typ, enc: enc, payload: bytes.Clone(payload)})
 	if errors.Is(err, errReplyAfterGoodbye) {
 		if c := s.cur.Load(); c != nil {
 			c.stats.repliesDropped.Add(1)
@@ -145,22 +145,13 @@ func (s *Session) Drain(ctx context.Context, ack bool) (DrainResult, error) {
 // bounded by the drain and linger timeouts. With o.Force, or when ctx ends
 // first, it closes at once.
 //
-// Called from the session's own Handler (with the ctx Handle received),
-// Close only starts the close and returns at once with a zero CloseInfo:
-// the connection cannot end while its handler runs.
+// The session's own Handler must not call Close: the connection cannot end
+// while its handler runs. It calls StartClose.
 func (s *Session) Close(ctx context.Context, o CloseOptions) (CloseInfo, error) {
-	c := s.cur.Load()
-	if c == nil {
-		return CloseInfo{}, ErrClosed
-	}
 	start := time.Now()
-	if o.Force {
-		c.abort(OutcomeForced)
-	} else {
-		c.startClose(o)
-	}
-	if ctx.Value(handlerKey{}) == c {
-		return CloseInfo{}, nil
+	c, err := s.startClose(o)
+	if err != nil {
+		return CloseInfo{}, err
 	}
 	select {
 	case <-c.done:
@@ -175,8 +166,30 @@ func (s *Session) Close(ctx context.Context, o CloseOptions) (CloseInfo, error) 
 	return info, nil
 }
 
-// handlerKey marks the ctx a connection passes to its Handler.
-type handlerKey struct{}
+// StartClose starts closing the session's connection as Close does, and
+// returns at once without waiting for the connection to end. It is how a
+// Handler closes its own session: the Goodbye is queued at once, behind the
+// replies already queued, and the connection ends after Handle returns
+// (the Handler's ctx ends with it). It returns ErrClosed if the session
+// has no connection.
+func (s *Session) StartClose(o CloseOptions) error {
+	_, err := s.startClose(o)
+	return err
+}
+
+// startClose starts the close of the current connection and returns it.
+func (s *Session) startClose(o CloseOptions) (*conn, error) {
+	c := s.cur.Load()
+	if c == nil {
+		return nil, ErrClosed
+	}
+	if o.Force {
+		c.abort(OutcomeForced)
+	} else {
+		c.startClose(o)
+	}
+	return c, nil
+}
 
 // Info returns a snapshot of the session and its current connection.
 func (s *Session) Info() SessionInfo {

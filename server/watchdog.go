@@ -34,7 +34,7 @@ func (c *conn) check() {
 	cfg := &c.srv.cfg
 	now := time.Now().UnixNano()
 	c.mu.Lock()
-	closing := c.closeStarted
+	closing := c.state != StateActive
 	c.mu.Unlock()
 	switch {
 	case closing: // the close has its own bounds
@@ -59,7 +59,7 @@ func (c *conn) check() {
 			c.pingNonce++
 			payload, _ := wire.Marshal(c.encoding(), wire.PingPayload{Nonce: c.pingNonce})
 			// Never blocks: a full queue is the slow-consumer check's business.
-			_, _, _ = c.sess.q.push(c.ctx, entry{typ: wire.TypePing, enc: c.encoding(), payload: payload, only: c}, false, false)
+			_ = c.sess.q.enqueuePing(entry{typ: wire.TypePing, enc: c.encoding(), payload: payload, only: c})
 		case now-ping > int64(cfg.PongTimeout):
 			c.srv.counters.idleTimeouts.Add(1)
 			c.log.Info("idle timeout: no packet and no Pong; closing", "idle_interval", cfg.IdleInterval, "pong_timeout", cfg.PongTimeout)

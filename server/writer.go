@@ -21,11 +21,11 @@ const idleBatchCap = 256
 // the connection is aborted.
 func (c *conn) writeLoop() {
 	defer close(c.writerDone)
-	var batch []entry // reused: popping allocates nothing in steady state
+	var batch []entry // reused: taking allocates nothing in steady state
 	for {
 		var owned bool
 		var wait <-chan struct{}
-		batch, owned, wait = c.sess.q.pop(c, batch[:0], WriteBufferSize)
+		batch, owned, wait = c.sess.q.take(c, batch[:0], WriteBufferSize)
 		if !owned {
 			// Taken over: what is still queued belongs to the new
 			// connection. Tell this one why it is closed.
@@ -66,8 +66,8 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// writeBatch writes a popped batch and flushes it. A batch fits the buffer
-// (pop takes at most WriteBufferSize bytes), so the flush is the only I/O
+// writeBatch writes a taken batch and flushes it. A batch fits the buffer
+// (take takes at most WriteBufferSize bytes), so the flush is the only I/O
 // and a failed batch was not written as a whole. It reports whether the
 // batch ended with this side's Goodbye, which the queue seals behind.
 func (c *conn) writeBatch(batch []entry) (goodbye bool, err error) {
@@ -123,7 +123,6 @@ func (c *conn) writeFailed(err error) {
 // in the encoding of the last frame it sent.
 func (c *conn) writeTakeover() bool {
 	c.mu.Lock()
-	c.closeStarted = true
 	c.code, c.reason = wire.GoodbyeSessionTakenOver, wire.TakeoverMessage
 	c.state = StateClosing
 	c.mu.Unlock()

@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"strings"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tlsgate/tlsgate/server"
@@ -16,7 +18,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 var (
 	descAccepted     = desc("connections_accepted_total", "TCP connections accepted and admitted (before their handshake).")
 	descRefused      = desc("connections_refused_total", "TCP connections refused at accept by a connection limit: reason max_conns (--max-conns) or max_conns_per_ip (--max-conns-per-ip).", "reason")
-	descHandshakeErr = desc("handshakes_failed_total", "Failed handshakes by reason: tls, version, signature, short_read, timeout, unauthorized, shutdown, io.", "reason")
+	descHandshakeErr = desc("handshakes_failed_total", "Failed handshakes by reason: "+handshakeFailureList()+".", "reason")
 	descActive       = desc("sessions_active", "Live sessions.")
 	descQueued       = desc("queued_bytes", "Bytes (frames, headers included) waiting in the outbound queues of every live session.")
 	descHighWater    = desc("queue_high_water_bytes", "The most bytes any session's outbound queue has held since start.")
@@ -32,6 +34,17 @@ var (
 	descDelivered    = desc("receive_delivered_packets_total", "Inbound packets handed to Receive streams (once per stream).")
 	descCutOff       = desc("control_streams_cut_off_total", "Receive and WatchSessions streams ended with RESOURCE_EXHAUSTED because they fell behind.")
 )
+
+// handshakeFailureList is the values of the handshake failure reason label,
+// comma-separated.
+func handshakeFailureList() string {
+	l := server.HandshakeFailures()
+	s := make([]string, len(l))
+	for i, r := range l {
+		s[i] = string(r)
+	}
+	return strings.Join(s, ", ")
+}
 
 // typeLabels are the values of the type label, by traffic slot.
 var typeLabels = func() [server.TypeSlots]string {

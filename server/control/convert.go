@@ -21,9 +21,9 @@ func encodingToProto(e wire.Encoding) tlsgatev1.Encoding {
 }
 
 func stateToProto(s server.State) tlsgatev1.SessionState {
+	// SESSION_STATE_HANDSHAKING is never produced: a connection in its
+	// handshake has no session to list.
 	switch s {
-	case server.StateHandshaking:
-		return tlsgatev1.SessionState_SESSION_STATE_HANDSHAKING
 	case server.StateActive:
 		return tlsgatev1.SessionState_SESSION_STATE_ACTIVE
 	case server.StateDraining:
