@@ -8,7 +8,6 @@ package server_test
 // after.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -30,6 +29,7 @@ import (
 	"time"
 
 	"github.com/tlsgate/tlsgate/client"
+	"github.com/tlsgate/tlsgate/internal/wiretest"
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/wire"
 )
@@ -250,34 +250,18 @@ func (h *rowHandler) Handle(ctx context.Context, s *server.Session, p server.Pac
 	}
 }
 
-// dialRawFrom is dialRaw from a given local address, without t: it may
-// run on any goroutine.
-func dialRawFrom(local net.Addr, addr string, key ed25519.PrivateKey) (*rawClient, error) {
-	d := &net.Dialer{LocalAddr: local, Timeout: 10 * time.Second}
-	tc, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+// dialFrom connects key from the local address local (any when nil),
+// without t: it may run on any goroutine. The caller closes the Conn.
+func dialFrom(local net.Addr, addr string, key ed25519.PrivateKey) (*wiretest.Conn, error) {
+	c, err := wiretest.DialTLS(addr, wiretest.From(local), wiretest.Wait(20*time.Second))
 	if err != nil {
 		return nil, err
 	}
-	_ = tc.SetDeadline(time.Now().Add(20 * time.Second))
-	fail := func(err error) (*rawClient, error) {
-		_ = tc.Close()
+	if err := c.Handshake(key); err != nil {
+		_ = c.Close()
 		return nil, err
 	}
-	hello, err := wire.ReadServerHello(tc)
-	if err != nil {
-		return fail(err)
-	}
-	auth := wire.SignAuth(key, hello.Nonce, sha256.Sum256(tc.ConnectionState().PeerCertificates[0].Raw))
-	if _, err := tc.Write(auth.Append(nil)); err != nil {
-		return fail(err)
-	}
-	br := bufio.NewReaderSize(tc, 64<<10)
-	id, err := wire.ReadSessionID(br)
-	if err != nil {
-		return fail(err)
-	}
-	_ = tc.SetDeadline(time.Time{})
-	return &rawClient{tc: tc, fr: wire.NewReader(br, wire.MaxPayload), id: id}, nil
+	return c, nil
 }
 
 // nextEvent returns the next event of kind, of any session, within 10 s.
@@ -361,18 +345,12 @@ func badInputSlowloris(t *testing.T) {
 		conns = append(conns, nc)
 	}
 	for range each { // TLS and the ServerHello, then nothing
-		tc, err := tls.Dial("tcp", r.ts.addr, &tls.Config{InsecureSkipVerify: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = tc.Close() })
-		if _, err := wire.ReadServerHello(tc); err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, tc)
+		c := wiretest.Dial(t, r.ts.addr)
+		c.ReadHello(t)
+		conns = append(conns, c.TLS())
 	}
 	// While they hang, a new client connects and is served.
-	fresh := dialRaw(t, r.ts.addr, newKey(t), nil)
+	fresh := wiretest.Connect(t, r.ts.addr, newKey(t))
 	bystanderEcho(t, fresh, "served while the others hang")
 	for i, nc := range conns {
 		if got := expectClosed(t, nc); len(got) != 0 {
@@ -443,41 +421,21 @@ func badInputByteBySecond(t *testing.T) {
 	})
 	t.Run("client auth", func(t *testing.T) {
 		start := time.Now()
-		tc, err := tls.Dial("tcp", r.ts.addr, &tls.Config{InsecureSkipVerify: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tc.Close()
-		hello, err := wire.ReadServerHello(tc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		auth := wire.SignAuth(newKey(t), hello.Nonce, sha256.Sum256(tc.ConnectionState().PeerCertificates[0].Raw)).Append(nil)
-		closed := make(chan []byte, 1)
+		c := wiretest.Dial(t, r.ts.addr)
+		hello := c.ReadHello(t)
+		auth := wire.SignAuth(newKey(t), hello.Nonce, c.CertHash()).Append(nil)
+		var got []byte
+		closed := make(chan struct{})
 		go func() {
-			_ = tc.SetReadDeadline(time.Now().Add(10 * time.Second))
-			got, _ := io.ReadAll(tc)
-			closed <- got
+			defer close(closed)
+			_ = c.TLS().SetReadDeadline(time.Now().Add(10 * time.Second))
+			got, _ = io.ReadAll(c.Stream())
 		}()
 		tick := time.NewTicker(pace)
 		defer tick.Stop()
-		written := 0
-		var got []byte
-	dribble:
-		for written < len(auth) {
-			select {
-			case got = <-closed:
-				break dribble
-			case <-tick.C:
-				if _, err := tc.Write(auth[written : written+1]); err != nil {
-					got = <-closed
-					break dribble
-				}
-				written++
-			}
-		}
+		written, _ := c.Dribble(auth, tick.C, closed) // until the server closes, or a write fails
+		<-closed
 		if written == len(auth) {
-			got = <-closed
 			t.Fatalf("the whole client auth went through one byte at a time (server sent %q)", got)
 		}
 		elapsed := time.Since(start)
@@ -552,21 +510,14 @@ func badInputBadSignature(t *testing.T) {
 func badInputShortRead(t *testing.T) {
 	r := newRow(t, server.Config{})
 	for _, n := range []int{0, 1, 10, wire.ClientAuthLen - 1} {
-		tc, err := tls.Dial("tcp", r.ts.addr, &tls.Config{InsecureSkipVerify: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := wire.ReadServerHello(tc); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tc.Write(make([]byte, n)); err != nil {
-			t.Fatal(err)
-		}
-		_ = tc.CloseWrite() // close_notify: the end of the stream
-		if got := expectClosed(t, tc); len(got) != 0 {
+		c := wiretest.Dial(t, r.ts.addr)
+		c.ReadHello(t)
+		c.WriteRaw(t, make([]byte, n))
+		_ = c.CloseWrite() // close_notify: the end of the stream
+		if got := expectClosed(t, c.TLS()); len(got) != 0 {
 			t.Errorf("%d bytes: the server sent %q", n, got)
 		}
-		_ = tc.Close()
+		_ = c.Close()
 		r.by.waitTrips(t, 1)
 	}
 	wantFailures(t, r.ts, map[string]uint64{"short_read": 4})
@@ -588,20 +539,18 @@ func badInputBadFrameHeader(t *testing.T) {
 		"reserved encoding 3": {wire.Version, 3<<6 | byte(wire.TypeFlush), 0, 1},
 	} {
 		t.Run(name, func(t *testing.T) {
-			rc := dialRaw(t, r.ts.addr, newKey(t), nil)
-			rc.send(t, wire.TypeData, wire.MsgPack, []byte("before"))
-			if f := rc.read(t); string(f.Payload) != "before" {
+			rc := wiretest.Connect(t, r.ts.addr, newKey(t))
+			rc.WriteFrame(t, wire.TypeData, wire.MsgPack, []byte("before"))
+			if f := rc.Read(t); string(f.Payload) != "before" {
 				t.Fatalf("echo before the bad frame: %s %q", f.Type, f.Payload)
 			}
 			frames := append(append([]byte{}, header...), 'x')
 			frames = wire.AppendFrame(frames, wire.TypeData, wire.JSON, []byte("after"))
-			if _, err := rc.tc.Write(frames); err != nil {
-				t.Fatal(err)
-			}
+			rc.WriteRaw(t, frames)
 			expectError(t, rc, wire.JSON, wire.CodeProtocolError, 0)
 			r.by.waitTrips(t, 1)
 			expectProtocolClose(t, r.ts, rc)
-			if got := h.got(rc.id); len(got) != 1 || string(got[0]) != "before" {
+			if got := h.got(rc.ID()); len(got) != 1 || string(got[0]) != "before" {
 				t.Errorf("processed %q, want [before] alone", got)
 			}
 		})
@@ -615,11 +564,11 @@ func badInputBadFrameHeader(t *testing.T) {
 // connection stays open and working.
 func badInputUnknownType(t *testing.T) {
 	r := newRow(t, server.Config{})
-	rc := dialRaw(t, r.ts.addr, newKey(t), nil)
+	rc := wiretest.Connect(t, r.ts.addr, newKey(t))
 	i := 0
 	for _, typ := range []wire.Type{7, 8, 42, 63} {
 		for _, enc := range []wire.Encoding{wire.JSON, wire.MsgPack} {
-			rc.send(t, typ, enc, []byte("?"))
+			rc.WriteFrame(t, typ, enc, []byte("?"))
 			expectError(t, rc, enc, wire.CodeUnknownType, typ)
 			i++
 			expectStillOpen(t, rc, uint64(i))
@@ -627,7 +576,7 @@ func badInputUnknownType(t *testing.T) {
 		}
 	}
 	bystanderEcho(t, rc, "data still flows")
-	if sess, ok := r.ts.Session(rc.id); !ok || sess.Info().State != server.StateActive {
+	if sess, ok := r.ts.Session(rc.ID()); !ok || sess.Info().State != server.StateActive {
 		t.Fatal("the session is no longer active")
 	}
 	r.unaffected(t)
@@ -639,7 +588,7 @@ func badInputUnknownType(t *testing.T) {
 // Error (two peers must not loop): they are logged and dropped.
 func badInputBadControlPayload(t *testing.T) {
 	r := newRow(t, server.Config{})
-	rc := dialRaw(t, r.ts.addr, newKey(t), nil)
+	rc := wiretest.Connect(t, r.ts.addr, newKey(t))
 	for i, c := range []struct {
 		typ     wire.Type
 		enc     wire.Encoding
@@ -658,14 +607,14 @@ func badInputBadControlPayload(t *testing.T) {
 		{wire.TypePing, wire.MsgPack, "\x81\xa5nonce\xa1x"},
 		{wire.TypePing, wire.MsgPack, "\x92\x01\x02"},
 	} {
-		rc.send(t, c.typ, c.enc, []byte(c.payload))
+		rc.WriteFrame(t, c.typ, c.enc, []byte(c.payload))
 		expectError(t, rc, c.enc, wire.CodeBadPayload, c.typ)
 		expectStillOpen(t, rc, uint64(i))
 	}
 	r.by.waitTrips(t, 1)
 	for _, enc := range []wire.Encoding{wire.JSON, wire.MsgPack} {
-		rc.send(t, wire.TypeFlushAck, enc, []byte("\xc1{"))
-		rc.send(t, wire.TypePong, enc, []byte("\xc1{"))
+		rc.WriteFrame(t, wire.TypeFlushAck, enc, []byte("\xc1{"))
+		rc.WriteFrame(t, wire.TypePong, enc, []byte("\xc1{"))
 	}
 	expectStillOpen(t, rc, 99) // the next frame is the Pong: no Error came first
 	bystanderEcho(t, rc, "data still flows")
@@ -683,21 +632,19 @@ func badInputFrameTooLong(t *testing.T) {
 	const maxPayload = 1000
 	h := &rowHandler{}
 	r := newRow(t, server.Config{Handler: h, MaxPayload: maxPayload})
-	rc := dialRaw(t, r.ts.addr, newKey(t), nil)
+	rc := wiretest.Connect(t, r.ts.addr, newKey(t))
 	largest := bytes.Repeat([]byte("m"), maxPayload)
-	rc.send(t, wire.TypeData, wire.JSON, largest)
-	if f := rc.read(t); !bytes.Equal(f.Payload, largest) {
+	rc.WriteFrame(t, wire.TypeData, wire.JSON, largest)
+	if f := rc.Read(t); !bytes.Equal(f.Payload, largest) {
 		t.Fatalf("a frame of exactly the maximum: got %s of %d bytes", f.Type, len(f.Payload))
 	}
 	over := wire.AppendFrame(nil, wire.TypeData, wire.MsgPack, bytes.Repeat([]byte("o"), maxPayload+1))
 	over = wire.AppendFrame(over, wire.TypeData, wire.JSON, []byte("after"))
-	if _, err := rc.tc.Write(over); err != nil {
-		t.Fatal(err)
-	}
+	rc.WriteRaw(t, over)
 	expectError(t, rc, wire.MsgPack, wire.CodeFrameTooLarge, wire.TypeData)
 	r.by.waitTrips(t, 1)
 	expectProtocolClose(t, r.ts, rc)
-	if got := h.got(rc.id); len(got) != 1 || len(got[0]) != maxPayload {
+	if got := h.got(rc.ID()); len(got) != 1 || len(got[0]) != maxPayload {
 		t.Errorf("processed %d packets, want the one of the maximum size alone", len(got))
 	}
 	r.logs.want(t, 1, `msg="protocol error, closing"`, "code=frame_too_large")
@@ -712,36 +659,36 @@ func badInputTruncatedFrame(t *testing.T) {
 	r := newRow(t, server.Config{Handler: h})
 
 	t.Run("close_notify inside a payload", func(t *testing.T) {
-		rc := dialRaw(t, r.ts.addr, newKey(t), nil)
+		rc := wiretest.Connect(t, r.ts.addr, newKey(t))
 		for i := range 3 {
-			rc.send(t, wire.TypeData, wire.JSON, fmt.Appendf(nil, "whole %d", i))
+			rc.WriteFrame(t, wire.TypeData, wire.JSON, fmt.Appendf(nil, "whole %d", i))
 		}
-		_, _ = rc.tc.Write([]byte{wire.Version, byte(wire.TypeData), 0, 10, 'x'})
-		_ = rc.tc.CloseWrite()
+		rc.WriteRaw(t, []byte{wire.Version, byte(wire.TypeData), 0, 10, 'x'})
+		_ = rc.CloseWrite()
 		// The echoes of the whole frames, then the server's Goodbye.
 		for i := range 3 {
-			if f := rc.read(t); string(f.Payload) != fmt.Sprintf("whole %d", i) {
+			if f := rc.Read(t); string(f.Payload) != fmt.Sprintf("whole %d", i) {
 				t.Fatalf("echo %d: %s %q", i, f.Type, f.Payload)
 			}
 		}
-		if f := rc.read(t); f.Type != wire.TypeGoodbye {
+		if f := rc.Read(t); f.Type != wire.TypeGoodbye {
 			t.Fatalf("got %s, want Goodbye", f.Type)
 		}
-		rc.readEOF(t)
-		ev := r.ts.waitEvent(t, server.EventClosed, rc.id)
-		if got := h.got(rc.id); len(got) != 3 || !ev.Close.TruncatedFrame || ev.Close.PacketsIn != 3 {
+		rc.ExpectEOF(t)
+		ev := r.ts.waitEvent(t, server.EventClosed, rc.ID())
+		if got := h.got(rc.ID()); len(got) != 3 || !ev.Close.TruncatedFrame || ev.Close.PacketsIn != 3 {
 			t.Fatalf("processed %q, closed %+v: want the 3 whole frames and the truncation recorded", got, ev.Close)
 		}
 	})
 	t.Run("TCP close inside a header", func(t *testing.T) {
-		rc := dialRaw(t, r.ts.addr, newKey(t), nil)
+		rc := wiretest.Connect(t, r.ts.addr, newKey(t))
 		for i := range 3 {
-			rc.send(t, wire.TypeData, wire.MsgPack, fmt.Appendf(nil, "noecho %d", i))
+			rc.WriteFrame(t, wire.TypeData, wire.MsgPack, fmt.Appendf(nil, "noecho %d", i))
 		}
-		_, _ = rc.tc.Write([]byte{wire.Version, byte(wire.TypeData)})
-		_ = rc.tc.NetConn().Close() // no close_notify either
-		ev := r.ts.waitEvent(t, server.EventClosed, rc.id)
-		if got := h.got(rc.id); len(got) != 3 || string(got[2]) != "noecho 2" || ev.Close.PacketsIn != 3 {
+		rc.WriteRaw(t, []byte{wire.Version, byte(wire.TypeData)})
+		_ = rc.Abort() // no close_notify either
+		ev := r.ts.waitEvent(t, server.EventClosed, rc.ID())
+		if got := h.got(rc.ID()); len(got) != 3 || string(got[2]) != "noecho 2" || ev.Close.PacketsIn != 3 {
 			t.Fatalf("processed %q, closed %+v: want the 3 whole frames", got, ev.Close)
 		}
 		if ev.Close.Outcome != server.OutcomePeerClosed {
@@ -765,7 +712,7 @@ func badInputTruncatedFrame(t *testing.T) {
 func badInputFlood(t *testing.T) {
 	const flooders = 4
 	type flooder struct {
-		rc      *rawClient
+		rc      *wiretest.Conn
 		sess    *server.Session
 		written int
 		err     error
@@ -814,9 +761,9 @@ func badInputFlood(t *testing.T) {
 		mu.Lock()
 		byID[wire.SessionID(key.Public().(ed25519.PublicKey))] = f
 		mu.Unlock()
-		f.rc = dialRaw(t, r.ts.addr, key, nil)
+		f.rc = wiretest.Connect(t, r.ts.addr, key)
 		var ok bool
-		if f.sess, ok = r.ts.Session(f.rc.id); !ok {
+		if f.sess, ok = r.ts.Session(f.rc.ID()); !ok {
 			t.Fatal("no flood session")
 		}
 		fs[i] = f
@@ -833,8 +780,8 @@ func badInputFlood(t *testing.T) {
 		wg.Go(func() {
 			for ; f.written < 100000; f.written++ {
 				frame := wire.AppendFrame(nil, wire.TypeData, wire.JSON, fmt.Appendf(nil, "%05d:%s", f.written, filler))
-				_ = f.rc.tc.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
-				if _, f.err = f.rc.tc.Write(frame); f.err != nil {
+				_ = f.rc.TLS().SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+				if _, f.err = f.rc.TLS().Write(frame); f.err != nil {
 					return
 				}
 			}
@@ -878,7 +825,7 @@ func badInputFlood(t *testing.T) {
 	released = true
 	close(release)
 	for _, f := range fs {
-		_ = f.rc.tc.NetConn().Close()
+		_ = f.rc.Abort()
 	}
 	closed := map[uint64]server.CloseInfo{}
 	for len(closed) < flooders { // in any order: waitEvent drops the others
@@ -886,7 +833,7 @@ func badInputFlood(t *testing.T) {
 		closed[ev.SessionID] = ev.Close
 	}
 	for i, f := range fs {
-		ev := closed[f.rc.id]
+		ev := closed[f.rc.ID()]
 		mu.Lock()
 		got := f.got
 		mu.Unlock()
@@ -912,8 +859,8 @@ func badInputFlood(t *testing.T) {
 func badInputSlowReader(t *testing.T) {
 	const slowTimeout = 1500 * time.Millisecond
 	r := newRow(t, server.Config{QueueBytes: 256 << 10, SlowConsumerTimeout: slowTimeout, LingerTimeout: 200 * time.Millisecond})
-	slow := dialRaw(t, r.ts.addr, newKey(t), nil)
-	sess, ok := r.ts.Session(slow.id)
+	slow := wiretest.Connect(t, r.ts.addr, newKey(t))
+	sess, ok := r.ts.Session(slow.ID())
 	if !ok {
 		t.Fatal("no session")
 	}
@@ -966,7 +913,7 @@ func badInputSlowReader(t *testing.T) {
 		}
 	}
 	r.by.waitTrips(t, 10) // nothing else stalls
-	ev := r.ts.waitEvent(t, server.EventClosed, slow.id)
+	ev := r.ts.waitEvent(t, server.EventClosed, slow.ID())
 	c := ev.Close
 	if c.Code != wire.GoodbyeSlowConsumer || c.Outcome != server.OutcomeTimeout || c.GoodbyeSent {
 		t.Fatalf("closed %+v, want slow_consumer, outcome timeout, Goodbye not written", c)
@@ -980,10 +927,10 @@ func badInputSlowReader(t *testing.T) {
 	r.logs.want(t, 1, `msg="slow consumer: the client has not read for the slow-consumer timeout; closing"`)
 	// The client reads at last: packets 0, 1, 2, ... with no gap, at least
 	// those the server counted written.
-	_ = slow.tc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_ = slow.TLS().SetReadDeadline(time.Now().Add(10 * time.Second))
 	n := 0
 	for {
-		f, err := slow.fr.ReadFrame()
+		f, err := slow.ReadFrame()
 		if err != nil {
 			break
 		}
@@ -1007,8 +954,8 @@ func badInputIdleClient(t *testing.T) {
 	const idle, pong = 150 * time.Millisecond, 300 * time.Millisecond
 	r := newRow(t, server.Config{IdleInterval: idle, PongTimeout: pong, LingerTimeout: 200 * time.Millisecond})
 	start := time.Now()
-	rc := dialRaw(t, r.ts.addr, newKey(t), nil)
-	f := rc.read(t)
+	rc := wiretest.Connect(t, r.ts.addr, newKey(t))
+	f := rc.Read(t)
 	p, err := wire.DecodePing(f.Encoding, f.Payload)
 	if f.Type != wire.TypePing || err != nil {
 		t.Fatalf("got %s %q, want Ping", f.Type, f.Payload)
@@ -1016,14 +963,14 @@ func badInputIdleClient(t *testing.T) {
 	if e := time.Since(start); e < idle {
 		t.Errorf("pinged after %s, before the idle interval of %s", e, idle)
 	}
-	rc.sendControl(t, wire.TypePong, f.Encoding, wire.PingPayload{Nonce: p.Nonce})
-	f = rc.read(t)
+	rc.WriteControl(t, wire.TypePong, f.Encoding, wire.PingPayload{Nonce: p.Nonce})
+	f = rc.Read(t)
 	second := time.Now()
 	if f.Type != wire.TypePing {
 		t.Fatalf("got %s, want a second Ping after the Pong", f.Type)
 	}
 	r.by.waitTrips(t, 1)
-	f = rc.read(t) // stay silent
+	f = rc.Read(t) // stay silent
 	gb, err := wire.DecodeGoodbye(f.Encoding, f.Payload)
 	if f.Type != wire.TypeGoodbye || err != nil || gb.Code != wire.GoodbyeIdleTimeout || !gb.Reconnect {
 		t.Fatalf("got %s %+v, want Goodbye idle_timeout with reconnect", f.Type, gb)
@@ -1031,7 +978,7 @@ func badInputIdleClient(t *testing.T) {
 	if e := time.Since(second); e < pong {
 		t.Errorf("closed %s after the Ping, before the pong timeout of %s", e, pong)
 	}
-	ev := r.ts.waitEvent(t, server.EventClosed, rc.id)
+	ev := r.ts.waitEvent(t, server.EventClosed, rc.ID())
 	if ev.Close.Code != wire.GoodbyeIdleTimeout {
 		t.Fatalf("closed %+v", ev.Close)
 	}
@@ -1048,8 +995,8 @@ func badInputIdleClient(t *testing.T) {
 func badInputTooManyConnections(t *testing.T) {
 	t.Run("in total", func(t *testing.T) {
 		r := newRow(t, server.Config{MaxConns: 3}) // the bystander and two
-		a := dialRaw(t, r.ts.addr, newKey(t), nil)
-		dialRaw(t, r.ts.addr, newKey(t), nil)
+		a := wiretest.Connect(t, r.ts.addr, newKey(t))
+		wiretest.Connect(t, r.ts.addr, newKey(t))
 		for range 3 {
 			refused(t, r.ts.addr)
 		}
@@ -1064,13 +1011,13 @@ func badInputTooManyConnections(t *testing.T) {
 	t.Run("from one IP", func(t *testing.T) {
 		r := newRow(t, server.Config{MaxConnsPerIP: 2}) // the bystander is on 127.0.0.1
 		other := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}
-		var fromOther []*rawClient
+		var fromOther []*wiretest.Conn
 		for range 2 {
-			rc, err := dialRawFrom(other, r.ts.addr, newKey(t))
+			rc, err := dialFrom(other, r.ts.addr, newKey(t))
 			if err != nil {
 				t.Skipf("cannot dial from %s (no 127.0.0.0/8 loopback here?): %v", other.IP, err)
 			}
-			t.Cleanup(func() { _ = rc.tc.Close() })
+			t.Cleanup(func() { _ = rc.Close() })
 			fromOther = append(fromOther, rc)
 		}
 		for range 2 {
@@ -1085,7 +1032,7 @@ func badInputTooManyConnections(t *testing.T) {
 			_ = nc.Close()
 		}
 		// 127.0.0.1 has one connection (the bystander): one more is fine.
-		local := dialRaw(t, r.ts.addr, newKey(t), nil)
+		local := wiretest.Connect(t, r.ts.addr, newKey(t))
 		bystanderEcho(t, local, "another address is unaffected")
 		for _, rc := range fromOther {
 			bystanderEcho(t, rc, "the open ones are unaffected")
@@ -1126,7 +1073,7 @@ func badInputTakeoverStorm(t *testing.T) {
 	for range dialers {
 		dialing.Go(func() {
 			for claimed.Add(1) <= int64(storm) {
-				rc, err := dialRawFrom(nil, r.ts.addr, key)
+				rc, err := dialFrom(nil, r.ts.addr, key)
 				if err != nil {
 					results <- outcome{refused: err}
 					continue
@@ -1137,7 +1084,7 @@ func badInputTakeoverStorm(t *testing.T) {
 	}
 	dialing.Wait()
 	dialed := time.Since(start)
-	fin := dialRaw(t, r.ts.addr, key, nil) // takes the session from the storm's survivor
+	fin := wiretest.Connect(t, r.ts.addr, key) // takes the session from the storm's survivor
 	reading.Wait()
 	close(results)
 	handshakes := 0
@@ -1179,15 +1126,15 @@ func badInputTakeoverStorm(t *testing.T) {
 	// The final connection loses nothing.
 	before := len(h.got(id))
 	for i := range final {
-		fin.send(t, wire.TypeData, wire.JSON, fmt.Appendf(nil, "final %d", i))
+		fin.WriteFrame(t, wire.TypeData, wire.JSON, fmt.Appendf(nil, "final %d", i))
 	}
-	fin.sendControl(t, wire.TypeFlush, wire.JSON, wire.FlushPayload{Seq: 1})
+	fin.WriteControl(t, wire.TypeFlush, wire.JSON, wire.FlushPayload{Seq: 1})
 	for i := range final {
-		if f := fin.read(t); f.Type != wire.TypeData || string(f.Payload) != fmt.Sprintf("final %d", i) {
+		if f := fin.Read(t); f.Type != wire.TypeData || string(f.Payload) != fmt.Sprintf("final %d", i) {
 			t.Fatalf("final connection, echo %d: %s %q", i, f.Type, f.Payload)
 		}
 	}
-	if f := fin.read(t); f.Type != wire.TypeFlushAck {
+	if f := fin.Read(t); f.Type != wire.TypeFlushAck {
 		t.Fatalf("got %s, want the FlushAck", f.Type)
 	}
 	got := h.got(id)[before:]
@@ -1205,10 +1152,10 @@ func badInputTakeoverStorm(t *testing.T) {
 // takenOver checks a storm connection: the session ID, then the takeover
 // Error and Goodbye, exactly; it then answers the Goodbye and expects the
 // close_notify. It closes rc.
-func takenOver(rc *rawClient) error {
-	defer rc.tc.Close()
-	_ = rc.tc.SetDeadline(time.Now().Add(30 * time.Second))
-	f, err := rc.fr.ReadFrame()
+func takenOver(rc *wiretest.Conn) error {
+	defer rc.Close()
+	_ = rc.TLS().SetDeadline(time.Now().Add(30 * time.Second))
+	f, err := rc.ReadFrame()
 	if err != nil {
 		return fmt.Errorf("reading the Error: %w", err)
 	}
@@ -1216,17 +1163,17 @@ func takenOver(rc *rawClient) error {
 		ep != (wire.ErrorPayload{Error: wire.TakeoverMessage, Code: wire.CodeSessionTakenOver}) {
 		return fmt.Errorf("got %s %q, want the takeover Error", f.Type, f.Payload)
 	}
-	if f, err = rc.fr.ReadFrame(); err != nil {
+	if f, err = rc.ReadFrame(); err != nil {
 		return fmt.Errorf("reading the Goodbye: %w", err)
 	}
 	if gb, err := wire.DecodeGoodbye(f.Encoding, f.Payload); f.Type != wire.TypeGoodbye || err != nil || gb.Code != wire.GoodbyeSessionTakenOver {
 		return fmt.Errorf("got %s %q, want Goodbye session_taken_over", f.Type, f.Payload)
 	}
 	b, _ := wire.Marshal(wire.JSON, wire.GoodbyePayload{Code: wire.GoodbyeNormal})
-	if _, err := rc.tc.Write(wire.AppendFrame(nil, wire.TypeGoodbye, wire.JSON, b)); err != nil {
+	if _, err := rc.TLS().Write(wire.AppendFrame(nil, wire.TypeGoodbye, wire.JSON, b)); err != nil {
 		return fmt.Errorf("answering the Goodbye: %w", err)
 	}
-	if f, err := rc.fr.ReadFrame(); !errors.Is(err, io.EOF) {
+	if f, err := rc.ReadFrame(); !errors.Is(err, io.EOF) {
 		return fmt.Errorf("after the Goodbyes: %s %q, %v; want EOF", f.Type, f.Payload, err)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/tlsgate/tlsgate/internal/wiretest"
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/wire"
 )
@@ -22,22 +23,22 @@ func TestNaiveClientCloseLosesNothing(t *testing.T) {
 	ts := startServer(t, server.Config{Handler: h})
 	for rep := range reps {
 		key := newKey(t)
-		rc := dialRaw(t, ts.addr, key, nil)
-		ts.waitEvent(t, server.EventConnected, rc.id)
+		rc := wiretest.Connect(t, ts.addr, key)
+		ts.waitEvent(t, server.EventConnected, rc.ID())
 		var wg sync.WaitGroup
 		for w := range writers {
 			wg.Go(func() {
 				for i := w; i < frames; i += writers {
-					rc.send(t, wire.TypeData, wire.JSON, fmt.Appendf(nil, "%d", i))
+					rc.WriteFrame(t, wire.TypeData, wire.JSON, fmt.Appendf(nil, "%d", i))
 				}
 			})
 		}
 		wg.Wait()
-		if err := rc.tc.Close(); err != nil {
+		if err := rc.Close(); err != nil {
 			t.Fatal(err)
 		}
-		ev := ts.waitEvent(t, server.EventClosed, rc.id)
-		if n := len(h.got(rc.id)); n != frames {
+		ev := ts.waitEvent(t, server.EventClosed, rc.ID())
+		if n := len(h.got(rc.ID())); n != frames {
 			t.Fatalf("rep %d: handler processed %d of %d frames", rep, n, frames)
 		}
 		if ev.Close.PacketsIn != frames {

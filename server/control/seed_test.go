@@ -39,16 +39,16 @@ func TestSeedScenarioThroughTheAPI(t *testing.T) {
 		for w := range writers {
 			wg.Go(func() {
 				for i := w; i < frames; i += writers {
-					rc.send(t, wire.TypeData, wire.JSON, fmt.Appendf(nil, "%d", i))
+					rc.WriteFrame(t, wire.TypeData, wire.JSON, fmt.Appendf(nil, "%d", i))
 				}
 			})
 		}
 		wg.Wait()
-		if err := rc.tc.Close(); err != nil {
+		if err := rc.Close(); err != nil {
 			t.Fatal(err)
 		}
 
-		in := readUntilClosed(t, rs, rc.id)[rc.id]
+		in := readUntilClosed(t, rs, rc.ID())[rc.ID()]
 		seen := make([]bool, frames)
 		for i, p := range in.packets {
 			if p.GetSeq() != uint64(i+1) || p.GetType() != tlsgatev1.PacketType_PACKET_TYPE_DATA {
@@ -67,7 +67,7 @@ func TestSeedScenarioThroughTheAPI(t *testing.T) {
 			t.Fatalf("rep %d: the closed marker counts %d packets in, want %d", rep, got, frames)
 		}
 
-		closed := nextEvent(t, ws, func(ev *tlsgatev1.WatchSessionsResponse) bool { return ev.GetClosed().GetSessionId() == rc.id })
+		closed := nextEvent(t, ws, func(ev *tlsgatev1.WatchSessionsResponse) bool { return ev.GetClosed().GetSessionId() == rc.ID() })
 		ev := closed.GetClosed()
 		if last := in.packets[frames-1].GetReceivedTime().AsTime(); last.After(closed.GetTime().AsTime()) {
 			t.Fatalf("rep %d: the last packet was received at %s, after the closed event at %s", rep, last, closed.GetTime().AsTime())
