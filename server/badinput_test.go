@@ -1,11 +1,11 @@
 package server_test
 
-// TestBadInput is issue 5's table "Bad input on the data plane", one
-// subtest per row, named after it. Each row runs on a server of its own,
+// TestBadInput proves that hostile input on the data plane (the list in
+// docs/security.md) is bounded and leaves other sessions alone: one subtest
+// per kind of input, each a row. Each row runs on a server of its own,
 // beside a well-behaved bystander session that echoes round trips all the
-// while; every row checks its reaction, the server's counters and logs,
-// and that the bystander kept its round trips going before, during and
-// after.
+// while; every row checks its reaction, the server's counters and logs, and
+// that the bystander kept its round trips going before, during and after.
 
 import (
 	"bytes"

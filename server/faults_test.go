@@ -1,8 +1,9 @@
 package server_test
 
-// Faults of issue 5 that need the gateway in-process. The real-binary
-// faults (server killed, client killed, shutdown under load) are in
-// cmd/tlsgate.
+// Faults that need the gateway in-process: the server closing a session
+// while its client sends at full speed, and a handler busy past the idle
+// timeouts. The faults of the real binary (server killed or frozen, client
+// killed, shutdown under load) are in cmd/tlsgate.
 
 import (
 	"bytes"

@@ -10,9 +10,10 @@ import (
 	"github.com/tlsgate/tlsgate/wire"
 )
 
-// TestNaiveClientCloseLosesNothing is the seed's bug with a client that
-// knows nothing of Goodbye: 1,000 frames written from several goroutines,
-// then tls.Conn.Close. The server must have processed all 1,000, every time.
+// TestNaiveClientCloseLosesNothing: a client that knows nothing of Goodbye
+// writes 1,000 frames from several goroutines, then calls tls.Conn.Close.
+// The server has processed all 1,000 when the connection's closed event
+// comes, with outcome peer_closed, every time.
 func TestNaiveClientCloseLosesNothing(t *testing.T) {
 	const frames, writers = 1000, 8
 	reps := 200

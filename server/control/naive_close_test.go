@@ -9,12 +9,12 @@ import (
 	"github.com/tlsgate/tlsgate/wire"
 )
 
-// TestSeedScenarioThroughTheAPI is the seed's scenario seen through the
-// control plane: a naive raw-TLS client (no library, no Goodbye) writes
-// 1,000 Data packets from several goroutines, then closes its tls.Conn. A
-// Receive stream opened beforehand gets all 1,000, in per-session seq order,
-// then the connection's closed marker; WatchSessions' closed event for the
-// connection counts 1,000 packets in.
+// TestNaiveClientCloseLosesNothingThroughTheAPI: a naive raw-TLS client
+// (no library, no Goodbye) writes 1,000 Data packets from several
+// goroutines, then closes its tls.Conn, and the control plane loses none of
+// them. A Receive stream opened beforehand gets all 1,000, in per-session
+// seq order, then the connection's closed marker; WatchSessions' closed
+// event for the connection counts 1,000 packets in.
 //
 // The hub hands a connection's packets to every Receive stream before it
 // publishes the connection's closed event, which goes to the Receive
@@ -24,7 +24,7 @@ import (
 // marker, and the watcher's closed event (published at the same moment as
 // that marker) counts every packet delivered. The timestamps agree: the
 // last packet's received_time is not after the closed event's time.
-func TestSeedScenarioThroughTheAPI(t *testing.T) {
+func TestNaiveClientCloseLosesNothingThroughTheAPI(t *testing.T) {
 	const frames, writers = 1000, 8
 	reps := 100
 	if testing.Short() {
