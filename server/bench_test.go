@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsgate/tlsgate/internal/wiretest"
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/wire"
 )
@@ -32,14 +33,14 @@ func BenchmarkSessionSendAsync(b *testing.B) {
 	for _, sz := range benchPayloads {
 		b.Run(sz.name, func(b *testing.B) {
 			ts := startServer(b, server.Config{Handler: server.Discard{}})
-			rc := dialRaw(b, ts.addr, newKey(b), nil)
+			rc := wiretest.Connect(b, ts.addr, newKey(b))
 			copied := make(chan struct{})
 			go func() { // until the connection ends
 				defer close(copied)
-				_, _ = io.Copy(io.Discard, rc.tc)
+				_, _ = io.Copy(io.Discard, rc.Stream())
 			}()
-			b.Cleanup(func() { _ = rc.tc.Close(); <-copied })
-			sess, ok := ts.Session(rc.id)
+			b.Cleanup(func() { _ = rc.Close(); <-copied })
+			sess, ok := ts.Session(rc.ID())
 			if !ok {
 				b.Fatal("no session")
 			}
@@ -79,7 +80,7 @@ func BenchmarkWriterBatching(b *testing.B) {
 		b.Run(sz.name, func(b *testing.B) {
 			payload := make([]byte, sz.n)
 			ts := startServer(b, server.Config{Handler: server.Discard{}, QueueBytes: math.MaxInt}) // b.N packets all fit
-			rc := dialRaw(b, ts.addr, newKey(b), nil)
+			rc := wiretest.Connect(b, ts.addr, newKey(b))
 			start := make(chan struct{})
 			copied := make(chan struct{})
 			go func() {
@@ -89,10 +90,10 @@ func BenchmarkWriterBatching(b *testing.B) {
 				case <-b.Context().Done():
 					return
 				}
-				_, _ = io.Copy(io.Discard, rc.tc)
+				_, _ = io.Copy(io.Discard, rc.Stream())
 			}()
-			b.Cleanup(func() { _ = rc.tc.Close(); <-copied })
-			sess, ok := ts.Session(rc.id)
+			b.Cleanup(func() { _ = rc.Close(); <-copied })
+			sess, ok := ts.Session(rc.ID())
 			if !ok {
 				b.Fatal("no session")
 			}
@@ -129,7 +130,7 @@ func BenchmarkInboundDispatch(b *testing.B) {
 		b.Run(sz.name, func(b *testing.B) {
 			h := &countHandler{}
 			ts := startServer(b, server.Config{Handler: h})
-			rc := dialRaw(b, ts.addr, newKey(b), nil)
+			rc := wiretest.Connect(b, ts.addr, newKey(b))
 			frame := wire.AppendFrame(nil, wire.TypeData, wire.JSON, make([]byte, sz.n))
 			perChunk := max(1, (64<<10)/len(frame))
 			var chunk []byte
@@ -141,13 +142,13 @@ func BenchmarkInboundDispatch(b *testing.B) {
 			b.ResetTimer()
 			for left := b.N; left > 0; {
 				n := min(left, perChunk)
-				if _, err := rc.tc.Write(chunk[:n*len(frame)]); err != nil {
+				if _, err := rc.TLS().Write(chunk[:n*len(frame)]); err != nil {
 					b.Fatal(err)
 				}
 				left -= n
 			}
-			rc.sendControl(b, wire.TypeFlush, wire.JSON, wire.FlushPayload{Seq: 1})
-			if f := rc.read(b); f.Type != wire.TypeFlushAck {
+			rc.WriteControl(b, wire.TypeFlush, wire.JSON, wire.FlushPayload{Seq: 1})
+			if f := rc.Read(b); f.Type != wire.TypeFlushAck {
 				b.Fatalf("got %s, want flush_ack", f.Type)
 			}
 			b.StopTimer()

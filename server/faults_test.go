@@ -1,8 +1,9 @@
 package server_test
 
-// Faults of issue 5 that need the gateway in-process. The real-binary
-// faults (server killed, client killed, shutdown under load) are in
-// cmd/tlsgate.
+// Faults that need the gateway in-process: the server closing a session
+// while its client sends at full speed, and a handler busy past the idle
+// timeouts. The faults of the real binary (server killed or frozen, client
+// killed, shutdown under load) are in cmd/tlsgate.
 
 import (
 	"bytes"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tlsgate/tlsgate/client"
+	"github.com/tlsgate/tlsgate/internal/wiretest"
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/wire"
 )
@@ -132,16 +134,16 @@ func TestBusyHandlerIsNotIdle(t *testing.T) {
 		}
 		h.Handle(ctx, s, p)
 	})})
-	rc := dialRaw(t, ts.addr, newKey(t), nil)
-	rc.send(t, wire.TypeData, wire.JSON, []byte("block"))
+	rc := wiretest.Connect(t, ts.addr, newKey(t))
+	rc.WriteFrame(t, wire.TypeData, wire.JSON, []byte("block"))
 	for i := range 10 {
-		rc.send(t, wire.TypeData, wire.JSON, []byte{'0' + byte(i)})
+		rc.WriteFrame(t, wire.TypeData, wire.JSON, []byte{'0' + byte(i)})
 	}
 	// Wait 10 idle intervals and pong timeouts, answering every Ping; a Goodbye is the bug.
 	start := time.Now()
-	_ = rc.tc.SetReadDeadline(start.Add(10 * (idle + pong)))
+	_ = rc.TLS().SetReadDeadline(start.Add(10 * (idle + pong)))
 	for {
-		f, err := rc.fr.ReadFrame()
+		f, err := rc.ReadFrame()
 		if err != nil {
 			break // the deadline: nothing but Pings came
 		}
@@ -151,14 +153,14 @@ func TestBusyHandlerIsNotIdle(t *testing.T) {
 		}
 		if f.Type == wire.TypePing {
 			p, _ := wire.DecodePing(f.Encoding, f.Payload)
-			rc.sendControl(t, wire.TypePong, f.Encoding, p)
+			rc.WriteControl(t, wire.TypePong, f.Encoding, p)
 		}
 	}
 	close(release)
-	rc.sendControl(t, wire.TypeGoodbye, wire.JSON, wire.GoodbyePayload{Code: wire.GoodbyeNormal})
-	_ = rc.tc.Close()
-	ev := ts.waitEvent(t, server.EventClosed, rc.id)
-	if got := h.got(rc.id); len(got) != 11 || ev.Close.Code == wire.GoodbyeIdleTimeout {
+	rc.WriteControl(t, wire.TypeGoodbye, wire.JSON, wire.GoodbyePayload{Code: wire.GoodbyeNormal})
+	_ = rc.Close()
+	ev := ts.waitEvent(t, server.EventClosed, rc.ID())
+	if got := h.got(rc.ID()); len(got) != 11 || ev.Close.Code == wire.GoodbyeIdleTimeout {
 		t.Fatalf("processed %d of 11, closed %+v", len(got), ev.Close)
 	}
 }

@@ -3,7 +3,6 @@ package server_test
 import (
 	"crypto/ed25519"
 	"crypto/sha256"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsgate/tlsgate/internal/wiretest"
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/wire"
 )
@@ -19,23 +19,13 @@ import (
 // returns what the server sent back before closing: it must be nothing.
 func refusedAfter(t *testing.T, ts *testServer, answer func(nonce [32]byte, certHash [32]byte) []byte) {
 	t.Helper()
-	tc, err := tls.Dial("tcp", ts.addr, &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
+	c := wiretest.Dial(t, ts.addr)
+	hello := c.ReadHello(t)
+	_ = c.TLS().SetDeadline(time.Now().Add(10 * time.Second))
+	if b := answer(hello.Nonce, c.CertHash()); b != nil {
+		c.WriteRaw(t, b)
 	}
-	defer tc.Close()
-	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
-	hello, err := wire.ReadServerHello(tc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hash := sha256.Sum256(tc.ConnectionState().PeerCertificates[0].Raw)
-	if b := answer(hello.Nonce, hash); b != nil {
-		if _, err := tc.Write(b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := io.ReadAll(tc)
+	got, err := io.ReadAll(c.Stream())
 	if err != nil {
 		t.Fatalf("want close_notify then EOF, got %v", err)
 	}
@@ -47,7 +37,7 @@ func refusedAfter(t *testing.T, ts *testServer, answer func(nonce [32]byte, cert
 func TestHandshakeRefusals(t *testing.T) {
 	ts := startServer(t, server.Config{HandshakeTimeout: 500 * time.Millisecond})
 	key := newKey(t)
-	bystander := dialRaw(t, ts.addr, newKey(t), nil)
+	bystander := wiretest.Connect(t, ts.addr, newKey(t))
 
 	t.Run("signature over another certificate", func(t *testing.T) {
 		refusedAfter(t, ts, func(nonce, hash [32]byte) []byte {
@@ -72,18 +62,12 @@ func TestHandshakeRefusals(t *testing.T) {
 		refusedAfter(t, ts, func(nonce, hash [32]byte) []byte { return nil })
 	})
 	t.Run("short read", func(t *testing.T) {
-		tc, err := tls.Dial("tcp", ts.addr, &tls.Config{InsecureSkipVerify: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tc.Close()
-		if _, err := wire.ReadServerHello(tc); err != nil {
-			t.Fatal(err)
-		}
-		_, _ = tc.Write(make([]byte, 10))
-		_ = tc.CloseWrite()
-		_ = tc.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if got, err := io.ReadAll(tc); err != nil || len(got) != 0 {
+		c := wiretest.Dial(t, ts.addr)
+		c.ReadHello(t)
+		c.WriteRaw(t, make([]byte, 10))
+		_ = c.CloseWrite()
+		_ = c.TLS().SetReadDeadline(time.Now().Add(10 * time.Second))
+		if got, err := io.ReadAll(c.Stream()); err != nil || len(got) != 0 {
 			t.Fatalf("got %d bytes, %v; want nothing, then EOF", len(got), err)
 		}
 	})
@@ -101,9 +85,9 @@ func TestHandshakeRefusals(t *testing.T) {
 		}
 	})
 	t.Run("valid signature is accepted", func(t *testing.T) {
-		rc := dialRaw(t, ts.addr, key, nil)
-		if rc.id != wire.SessionID(key.Public().(ed25519.PublicKey)) {
-			t.Fatalf("session id %d", rc.id)
+		rc := wiretest.Connect(t, ts.addr, key)
+		if rc.ID() != wire.SessionID(key.Public().(ed25519.PublicKey)) {
+			t.Fatalf("session id %d", rc.ID())
 		}
 		if len(ts.Sessions()) != 2 {
 			t.Fatalf("%d sessions, want the bystander and the valid one", len(ts.Sessions()))

@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -18,7 +17,6 @@ import (
 	"github.com/tlsgate/tlsgate/client"
 	"github.com/tlsgate/tlsgate/internal/devcert"
 	"github.com/tlsgate/tlsgate/server"
-	"github.com/tlsgate/tlsgate/wire"
 )
 
 // testServer is a real server on a loopback port with its lifecycle events.
@@ -92,85 +90,6 @@ func newKey(t testing.TB) ed25519.PrivateKey {
 		t.Fatal(err)
 	}
 	return key
-}
-
-// rawClient speaks the protocol by hand, as a naive third-party client
-// would: no library, no Goodbye unless the test sends one.
-type rawClient struct {
-	tc  *tls.Conn
-	fr  *wire.Reader
-	id  uint64
-	wmu sync.Mutex
-}
-
-// dialRaw connects and completes the handshake, signing over certHash.
-func dialRaw(t testing.TB, addr string, key ed25519.PrivateKey, certHash *[sha256.Size]byte) *rawClient {
-	t.Helper()
-	tc, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tc.Close() })
-	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
-	hello, err := wire.ReadServerHello(tc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hash := sha256.Sum256(tc.ConnectionState().PeerCertificates[0].Raw)
-	if certHash != nil {
-		hash = *certHash
-	}
-	auth := wire.SignAuth(key, hello.Nonce, hash)
-	if _, err := tc.Write(auth.Append(nil)); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReaderSize(tc, 64<<10)
-	id, err := wire.ReadSessionID(br)
-	if err != nil {
-		t.Fatalf("reading session id: %v", err)
-	}
-	_ = tc.SetDeadline(time.Time{})
-	return &rawClient{tc: tc, fr: wire.NewReader(br, wire.MaxPayload), id: id}
-}
-
-func (r *rawClient) send(t testing.TB, typ wire.Type, enc wire.Encoding, payload []byte) {
-	t.Helper()
-	r.wmu.Lock()
-	defer r.wmu.Unlock()
-	if _, err := r.tc.Write(wire.AppendFrame(nil, typ, enc, payload)); err != nil {
-		t.Errorf("send: %v", err)
-	}
-}
-
-func (r *rawClient) sendControl(t testing.TB, typ wire.Type, enc wire.Encoding, v any) {
-	t.Helper()
-	b, err := wire.Marshal(enc, v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.send(t, typ, enc, b)
-}
-
-// read returns the next frame, failing the test after 10 s.
-func (r *rawClient) read(t testing.TB) wire.Frame {
-	t.Helper()
-	_ = r.tc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	f, err := r.fr.ReadFrame()
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	return f
-}
-
-// readEOF expects the stream to end cleanly (close_notify) within 10 s.
-func (r *rawClient) readEOF(t testing.TB) {
-	t.Helper()
-	_ = r.tc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if f, err := r.fr.ReadFrame(); err == nil {
-		t.Fatalf("got %s frame %q, want EOF", f.Type, f.Payload)
-	} else if err.Error() != "EOF" {
-		t.Fatalf("got %v, want EOF", err)
-	}
 }
 
 // countingHandler counts packets per session and records their payloads.

@@ -5,13 +5,15 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/tlsgate/tlsgate/internal/wiretest"
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/wire"
 )
 
-// TestNaiveClientCloseLosesNothing is the seed's bug with a client that
-// knows nothing of Goodbye: 1,000 frames written from several goroutines,
-// then tls.Conn.Close. The server must have processed all 1,000, every time.
+// TestNaiveClientCloseLosesNothing: a client that knows nothing of Goodbye
+// writes 1,000 frames from several goroutines, then calls tls.Conn.Close.
+// The server has processed all 1,000 when the connection's closed event
+// comes, with outcome peer_closed, every time.
 func TestNaiveClientCloseLosesNothing(t *testing.T) {
 	const frames, writers = 1000, 8
 	reps := 200
@@ -22,22 +24,22 @@ func TestNaiveClientCloseLosesNothing(t *testing.T) {
 	ts := startServer(t, server.Config{Handler: h})
 	for rep := range reps {
 		key := newKey(t)
-		rc := dialRaw(t, ts.addr, key, nil)
-		ts.waitEvent(t, server.EventConnected, rc.id)
+		rc := wiretest.Connect(t, ts.addr, key)
+		ts.waitEvent(t, server.EventConnected, rc.ID())
 		var wg sync.WaitGroup
 		for w := range writers {
 			wg.Go(func() {
 				for i := w; i < frames; i += writers {
-					rc.send(t, wire.TypeData, wire.JSON, fmt.Appendf(nil, "%d", i))
+					rc.WriteFrame(t, wire.TypeData, wire.JSON, fmt.Appendf(nil, "%d", i))
 				}
 			})
 		}
 		wg.Wait()
-		if err := rc.tc.Close(); err != nil {
+		if err := rc.Close(); err != nil {
 			t.Fatal(err)
 		}
-		ev := ts.waitEvent(t, server.EventClosed, rc.id)
-		if n := len(h.got(rc.id)); n != frames {
+		ev := ts.waitEvent(t, server.EventClosed, rc.ID())
+		if n := len(h.got(rc.ID())); n != frames {
 			t.Fatalf("rep %d: handler processed %d of %d frames", rep, n, frames)
 		}
 		if ev.Close.PacketsIn != frames {

@@ -4,23 +4,24 @@ import (
 	"io"
 	"testing"
 
+	"github.com/tlsgate/tlsgate/internal/wiretest"
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/wire"
 )
 
 // bystander is a well-behaved session that must not notice another
 // session's protocol errors: an echo round trip proves it.
-func bystanderEcho(t *testing.T, rc *rawClient, msg string) {
+func bystanderEcho(t *testing.T, rc *wiretest.Conn, msg string) {
 	t.Helper()
-	rc.send(t, wire.TypeData, wire.JSON, []byte(msg))
-	if f := rc.read(t); f.Type != wire.TypeData || string(f.Payload) != msg {
+	rc.WriteFrame(t, wire.TypeData, wire.JSON, []byte(msg))
+	if f := rc.Read(t); f.Type != wire.TypeData || string(f.Payload) != msg {
 		t.Fatalf("bystander echo: got %s %q, want %q", f.Type, f.Payload, msg)
 	}
 }
 
-func expectError(t *testing.T, rc *rawClient, enc wire.Encoding, code string, pktType wire.Type) {
+func expectError(t *testing.T, rc *wiretest.Conn, enc wire.Encoding, code string, pktType wire.Type) {
 	t.Helper()
-	f := rc.read(t)
+	f := rc.Read(t)
 	if f.Type != wire.TypeError || f.Encoding != enc {
 		t.Fatalf("got %s/%s %q, want %s Error", f.Type, f.Encoding, f.Payload, enc)
 	}
@@ -31,10 +32,10 @@ func expectError(t *testing.T, rc *rawClient, enc wire.Encoding, code string, pk
 }
 
 // expectStillOpen proves the connection works: Ping gets its Pong next.
-func expectStillOpen(t *testing.T, rc *rawClient, nonce uint64) {
+func expectStillOpen(t *testing.T, rc *wiretest.Conn, nonce uint64) {
 	t.Helper()
-	rc.sendControl(t, wire.TypePing, wire.JSON, wire.PingPayload{Nonce: nonce})
-	f := rc.read(t)
+	rc.WriteControl(t, wire.TypePing, wire.JSON, wire.PingPayload{Nonce: nonce})
+	f := rc.Read(t)
 	p, err := wire.DecodePing(f.Encoding, f.Payload)
 	if f.Type != wire.TypePong || err != nil || p.Nonce != nonce {
 		t.Fatalf("got %s %q, want Pong %d", f.Type, f.Payload, nonce)
@@ -43,19 +44,19 @@ func expectStillOpen(t *testing.T, rc *rawClient, nonce uint64) {
 
 // expectProtocolClose: Goodbye protocol_error, then close_notify once the
 // client has gone, with nothing processed after the bad frame.
-func expectProtocolClose(t *testing.T, ts *testServer, rc *rawClient) {
+func expectProtocolClose(t *testing.T, ts *testServer, rc *wiretest.Conn) {
 	t.Helper()
-	f := rc.read(t)
+	f := rc.Read(t)
 	gb, err := wire.DecodeGoodbye(f.Encoding, f.Payload)
 	if f.Type != wire.TypeGoodbye || err != nil || gb.Code != wire.GoodbyeProtocolError {
 		t.Fatalf("got %s %+v, want Goodbye protocol_error", f.Type, gb)
 	}
-	_ = rc.tc.CloseWrite()
-	_, err = io.Copy(io.Discard, rc.tc)
+	_ = rc.CloseWrite()
+	_, err = io.Copy(io.Discard, rc.Stream())
 	if err != nil {
 		t.Fatalf("after the Goodbye: %v, want EOF", err)
 	}
-	ev := ts.waitEvent(t, server.EventClosed, rc.id)
+	ev := ts.waitEvent(t, server.EventClosed, rc.ID())
 	if ev.Close.Code != wire.GoodbyeProtocolError {
 		t.Fatalf("closed %+v, want code protocol_error", ev.Close)
 	}
@@ -63,22 +64,22 @@ func expectProtocolClose(t *testing.T, ts *testServer, rc *rawClient) {
 
 func TestProtocolErrors(t *testing.T) {
 	ts := startServer(t, server.Config{MaxPayload: 1000})
-	bystander := dialRaw(t, ts.addr, newKey(t), nil)
+	bystander := wiretest.Connect(t, ts.addr, newKey(t))
 	bystanderEcho(t, bystander, "before")
 
 	t.Run("bad version", func(t *testing.T) {
-		rc := dialRaw(t, ts.addr, newKey(t), nil)
-		_, _ = rc.tc.Write([]byte{0x02, byte(wire.TypeData), 0, 1, 'x'})
+		rc := wiretest.Connect(t, ts.addr, newKey(t))
+		rc.WriteRaw(t, []byte{0x02, byte(wire.TypeData), 0, 1, 'x'})
 		expectError(t, rc, wire.JSON, wire.CodeProtocolError, 0)
 		bystanderEcho(t, bystander, "bad version")
 		expectProtocolClose(t, ts, rc)
 	})
 	t.Run("reserved encoding", func(t *testing.T) {
-		rc := dialRaw(t, ts.addr, newKey(t), nil)
-		rc.send(t, wire.TypeData, wire.MsgPack, []byte("fine"))
-		_, _ = rc.tc.Write([]byte{wire.Version, 2<<6 | byte(wire.TypeData), 0, 1, 'x'})
-		rc.send(t, wire.TypeData, wire.JSON, []byte("never processed"))
-		if f := rc.read(t); string(f.Payload) != "fine" {
+		rc := wiretest.Connect(t, ts.addr, newKey(t))
+		rc.WriteFrame(t, wire.TypeData, wire.MsgPack, []byte("fine"))
+		rc.WriteRaw(t, []byte{wire.Version, 2<<6 | byte(wire.TypeData), 0, 1, 'x'})
+		rc.WriteFrame(t, wire.TypeData, wire.JSON, []byte("never processed"))
+		if f := rc.Read(t); string(f.Payload) != "fine" {
 			t.Fatalf("echo before the error: %q", f.Payload)
 		}
 		expectError(t, rc, wire.JSON, wire.CodeProtocolError, 0)
@@ -86,22 +87,22 @@ func TestProtocolErrors(t *testing.T) {
 		expectProtocolClose(t, ts, rc)
 	})
 	t.Run("frame too large", func(t *testing.T) {
-		rc := dialRaw(t, ts.addr, newKey(t), nil)
+		rc := wiretest.Connect(t, ts.addr, newKey(t))
 		h := wire.Header(wire.TypeData, wire.MsgPack, 1001)
-		_, _ = rc.tc.Write(h[:])
+		rc.WriteRaw(t, h[:])
 		expectError(t, rc, wire.MsgPack, wire.CodeFrameTooLarge, wire.TypeData)
 		bystanderEcho(t, bystander, "too large")
 		expectProtocolClose(t, ts, rc)
 	})
 	t.Run("unknown type", func(t *testing.T) {
-		rc := dialRaw(t, ts.addr, newKey(t), nil)
-		rc.send(t, wire.Type(42), wire.MsgPack, []byte{0x80})
+		rc := wiretest.Connect(t, ts.addr, newKey(t))
+		rc.WriteFrame(t, wire.Type(42), wire.MsgPack, []byte{0x80})
 		expectError(t, rc, wire.MsgPack, wire.CodeUnknownType, 42)
 		expectStillOpen(t, rc, 1)
 		bystanderEcho(t, bystander, "unknown type")
 	})
 	t.Run("undecodable control payloads", func(t *testing.T) {
-		rc := dialRaw(t, ts.addr, newKey(t), nil)
+		rc := wiretest.Connect(t, ts.addr, newKey(t))
 		for i, c := range []struct {
 			typ     wire.Type
 			enc     wire.Encoding
@@ -116,30 +117,30 @@ func TestProtocolErrors(t *testing.T) {
 			{wire.TypePing, wire.JSON, "[]"},
 			{wire.TypePing, wire.MsgPack, "\x81\xa5nonce\xa1x"},
 		} {
-			rc.send(t, c.typ, c.enc, []byte(c.payload))
+			rc.WriteFrame(t, c.typ, c.enc, []byte(c.payload))
 			expectError(t, rc, c.enc, wire.CodeBadPayload, c.typ)
 			expectStillOpen(t, rc, uint64(i))
 		}
 		bystanderEcho(t, bystander, "bad payloads")
 	})
 	t.Run("no error answers", func(t *testing.T) {
-		rc := dialRaw(t, ts.addr, newKey(t), nil)
-		rc.send(t, wire.TypeFlushAck, wire.JSON, []byte("nope"))
-		rc.send(t, wire.TypePong, wire.MsgPack, nil)
+		rc := wiretest.Connect(t, ts.addr, newKey(t))
+		rc.WriteFrame(t, wire.TypeFlushAck, wire.JSON, []byte("nope"))
+		rc.WriteFrame(t, wire.TypePong, wire.MsgPack, nil)
 		// An inbound Error is an opaque application message: echoed as is.
-		rc.send(t, wire.TypeError, wire.JSON, []byte(`{"error":"hi"}`))
-		if f := rc.read(t); f.Type != wire.TypeError || string(f.Payload) != `{"error":"hi"}` {
+		rc.WriteFrame(t, wire.TypeError, wire.JSON, []byte(`{"error":"hi"}`))
+		if f := rc.Read(t); f.Type != wire.TypeError || string(f.Payload) != `{"error":"hi"}` {
 			t.Fatalf("got %s %q, want the Error echoed", f.Type, f.Payload)
 		}
 		expectStillOpen(t, rc, 7)
 		// An undecodable Goodbye still counts as a Goodbye.
-		rc.send(t, wire.TypeGoodbye, wire.JSON, []byte("bye?"))
-		f := rc.read(t)
+		rc.WriteFrame(t, wire.TypeGoodbye, wire.JSON, []byte("bye?"))
+		f := rc.Read(t)
 		if gb, err := wire.DecodeGoodbye(f.Encoding, f.Payload); f.Type != wire.TypeGoodbye || err != nil || gb.Code != wire.GoodbyeNormal {
 			t.Fatalf("got %s %q, want Goodbye normal", f.Type, f.Payload)
 		}
-		rc.readEOF(t)
-		ev := ts.waitEvent(t, server.EventClosed, rc.id)
+		rc.ExpectEOF(t)
+		ev := ts.waitEvent(t, server.EventClosed, rc.ID())
 		if ev.Close.Outcome != server.OutcomeClean {
 			t.Fatalf("outcome %s, want clean", ev.Close.Outcome)
 		}
@@ -147,12 +148,12 @@ func TestProtocolErrors(t *testing.T) {
 	t.Run("truncated frame", func(t *testing.T) {
 		h := &countingHandler{}
 		ts := startServer(t, server.Config{Handler: h})
-		rc := dialRaw(t, ts.addr, newKey(t), nil)
-		rc.send(t, wire.TypeData, wire.JSON, []byte("whole"))
-		_, _ = rc.tc.Write([]byte{wire.Version, byte(wire.TypeData), 0, 10, 'x'})
-		_ = rc.tc.Close()
-		ev := ts.waitEvent(t, server.EventClosed, rc.id)
-		if got := h.got(rc.id); len(got) != 1 || string(got[0]) != "whole" || !ev.Close.TruncatedFrame {
+		rc := wiretest.Connect(t, ts.addr, newKey(t))
+		rc.WriteFrame(t, wire.TypeData, wire.JSON, []byte("whole"))
+		rc.WriteRaw(t, []byte{wire.Version, byte(wire.TypeData), 0, 10, 'x'})
+		_ = rc.Close()
+		ev := ts.waitEvent(t, server.EventClosed, rc.ID())
+		if got := h.got(rc.ID()); len(got) != 1 || string(got[0]) != "whole" || !ev.Close.TruncatedFrame {
 			t.Fatalf("processed %q, truncated %v: want [whole], true", got, ev.Close.TruncatedFrame)
 		}
 	})

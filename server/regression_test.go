@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsgate/tlsgate/internal/wiretest"
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/wire"
 )
@@ -45,16 +46,16 @@ func TestTakeoverOfStuckConnection(t *testing.T) {
 	const queued = 20000
 	ts := startServer(t, server.Config{Handler: server.Discard{}, QueueBytes: 64 << 20, LingerTimeout: 300 * time.Millisecond})
 	key := newKey(t)
-	old := dialRaw(t, ts.addr, key, nil)
-	ts.waitEvent(t, server.EventConnected, old.id)
-	sess, _ := ts.Session(old.id)
+	old := wiretest.Connect(t, ts.addr, key)
+	ts.waitEvent(t, server.EventConnected, old.ID())
+	sess, _ := ts.Session(old.ID())
 	queueNumbered(t, sess, 0, queued)
 
-	nu := dialRaw(t, ts.addr, key, nil)
-	ts.waitEvent(t, server.EventTakenOver, nu.id)
+	nu := wiretest.Connect(t, ts.addr, key)
+	ts.waitEvent(t, server.EventTakenOver, nu.ID())
 	first, last := -1, -1
 	for last != queued-1 {
-		i := seqOf(t, nu.read(t).Payload)
+		i := seqOf(t, nu.Read(t).Payload)
 		if first < 0 {
 			first = i
 		} else if i != last+1 {
@@ -65,9 +66,9 @@ func TestTakeoverOfStuckConnection(t *testing.T) {
 	// What the old client can still read ends no earlier than where the
 	// new connection started: nothing fell between the two.
 	oldLast := -1
-	_ = old.tc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_ = old.TLS().SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
-		f, err := old.fr.ReadFrame()
+		f, err := old.ReadFrame()
 		if err != nil {
 			break
 		}
@@ -78,7 +79,7 @@ func TestTakeoverOfStuckConnection(t *testing.T) {
 	if oldLast+1 < first {
 		t.Fatalf("lost packets %d..%d between the old connection and the new", oldLast+1, first-1)
 	}
-	ev := ts.waitEvent(t, server.EventClosed, old.id)
+	ev := ts.waitEvent(t, server.EventClosed, old.ID())
 	if ev.Close.Outcome != server.OutcomeTimeout && ev.Close.Outcome != server.OutcomePeerClosed {
 		t.Fatalf("old connection outcome %s", ev.Close.Outcome)
 	}
@@ -94,14 +95,14 @@ func TestTakeoverOfStuckConnection(t *testing.T) {
 // while the queue never empties behind them.
 func TestDrainProgressesWhileTheQueueIsBusy(t *testing.T) {
 	ts := startServer(t, server.Config{Handler: server.Discard{}, QueueBytes: 64 << 20, LingerTimeout: 300 * time.Millisecond})
-	rc := dialRaw(t, ts.addr, newKey(t), nil)
-	ts.waitEvent(t, server.EventConnected, rc.id)
-	sess, _ := ts.Session(rc.id)
+	rc := wiretest.Connect(t, ts.addr, newKey(t))
+	ts.waitEvent(t, server.EventConnected, rc.ID())
+	sess, _ := ts.Session(rc.ID())
 	// 20 MB: far more than the socket buffers hold, so the queue stays
 	// busy while the client reads only the first 1,000.
 	queueNumbered(t, sess, 0, 20000)
 	for i := range 1000 {
-		if got := seqOf(t, rc.read(t).Payload); got != i {
+		if got := seqOf(t, rc.Read(t).Payload); got != i {
 			t.Fatalf("packet %d is %d", i, got)
 		}
 	}
@@ -126,19 +127,19 @@ func TestCloseFromHandler(t *testing.T) {
 			}
 		}
 	})})
-	rc := dialRaw(t, ts.addr, newKey(t), nil)
-	rc.send(t, wire.TypeData, wire.JSON, []byte("bye"))
-	if f := rc.read(t); string(f.Payload) != "bye" {
+	rc := wiretest.Connect(t, ts.addr, newKey(t))
+	rc.WriteFrame(t, wire.TypeData, wire.JSON, []byte("bye"))
+	if f := rc.Read(t); string(f.Payload) != "bye" {
 		t.Fatalf("got %q", f.Payload)
 	}
-	f := rc.read(t)
+	f := rc.Read(t)
 	if gb, err := wire.DecodeGoodbye(f.Encoding, f.Payload); f.Type != wire.TypeGoodbye || err != nil || gb.Code != wire.GoodbyeAdmin {
 		t.Fatalf("got %s %q, want Goodbye admin", f.Type, f.Payload)
 	}
-	rc.sendControl(t, wire.TypeGoodbye, wire.JSON, wire.GoodbyePayload{Code: wire.GoodbyeNormal})
-	rc.readEOF(t)
-	_ = rc.tc.Close()
-	if ev := ts.waitEvent(t, server.EventClosed, rc.id); ev.Close.Outcome != server.OutcomeClean {
+	rc.WriteControl(t, wire.TypeGoodbye, wire.JSON, wire.GoodbyePayload{Code: wire.GoodbyeNormal})
+	rc.ExpectEOF(t)
+	_ = rc.Close()
+	if ev := ts.waitEvent(t, server.EventClosed, rc.ID()); ev.Close.Outcome != server.OutcomeClean {
 		t.Fatalf("outcome %s", ev.Close.Outcome)
 	}
 }
@@ -172,11 +173,11 @@ func TestServeSurvivesAcceptErrors(t *testing.T) {
 	ln.failures.Store(3)
 	served := make(chan error, 1)
 	go func() { served <- srv2.Serve(ln) }()
-	rc := dialRaw(t, inner.Addr().String(), newKey(t), &ts.certHash)
+	rc := wiretest.Connect(t, inner.Addr().String(), newKey(t), wiretest.Pin(ts.certHash))
 	bystanderEcho(t, rc, "still serving")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = rc.tc.Close()
+	_ = rc.Close()
 	if err := srv2.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsgate/tlsgate/internal/wiretest"
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/wire"
 )
@@ -17,9 +18,9 @@ import (
 func TestServerCloseWritesQueueFirst(t *testing.T) {
 	const n = 10000
 	ts := startServer(t, server.Config{Handler: server.Discard{}})
-	rc := dialRaw(t, ts.addr, newKey(t), nil)
-	ts.waitEvent(t, server.EventConnected, rc.id)
-	sess, ok := ts.Session(rc.id)
+	rc := wiretest.Connect(t, ts.addr, newKey(t))
+	ts.waitEvent(t, server.EventConnected, rc.ID())
+	sess, ok := ts.Session(rc.ID())
 	if !ok {
 		t.Fatal("session not found")
 	}
@@ -39,12 +40,12 @@ func TestServerCloseWritesQueueFirst(t *testing.T) {
 		closed <- info
 	}()
 	for i := range n {
-		f := rc.read(t)
+		f := rc.Read(t)
 		if f.Type != wire.TypeData || string(f.Payload) != strconv.Itoa(i) {
 			t.Fatalf("packet %d: got %s %q", i, f.Type, f.Payload)
 		}
 	}
-	f := rc.read(t)
+	f := rc.Read(t)
 	if f.Type != wire.TypeGoodbye {
 		t.Fatalf("after the data: got %s %q, want Goodbye", f.Type, f.Payload)
 	}
@@ -55,9 +56,9 @@ func TestServerCloseWritesQueueFirst(t *testing.T) {
 	if _, err := sess.SendAsync(wire.JSON, []byte("late")); err == nil {
 		t.Fatal("SendAsync after close started: want an error")
 	}
-	rc.sendControl(t, wire.TypeGoodbye, wire.JSON, wire.GoodbyePayload{Code: wire.GoodbyeNormal})
-	rc.readEOF(t)
-	_ = rc.tc.Close()
+	rc.WriteControl(t, wire.TypeGoodbye, wire.JSON, wire.GoodbyePayload{Code: wire.GoodbyeNormal})
+	rc.ExpectEOF(t)
+	_ = rc.Close()
 	info := <-closed
 	if info.Outcome != server.OutcomeClean || info.PacketsOut != n+1 || info.Code != wire.GoodbyeAdmin {
 		t.Fatalf("close info %+v: want clean, %d packets out, code admin", info, n+1)
@@ -68,9 +69,9 @@ func TestServerCloseWritesQueueFirst(t *testing.T) {
 // Goodbye is closed after the linger timeout with outcome timeout.
 func TestServerCloseTimesOutOnSilentPeer(t *testing.T) {
 	ts := startServer(t, server.Config{LingerTimeout: 200 * time.Millisecond})
-	rc := dialRaw(t, ts.addr, newKey(t), nil)
-	ts.waitEvent(t, server.EventConnected, rc.id)
-	sess, _ := ts.Session(rc.id)
+	rc := wiretest.Connect(t, ts.addr, newKey(t))
+	ts.waitEvent(t, server.EventConnected, rc.ID())
+	sess, _ := ts.Session(rc.ID())
 	info, err := sess.Close(context.Background(), server.CloseOptions{Reason: "test"})
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +79,7 @@ func TestServerCloseTimesOutOnSilentPeer(t *testing.T) {
 	if info.Outcome != server.OutcomeTimeout {
 		t.Fatalf("outcome %s, want timeout", info.Outcome)
 	}
-	if f := rc.read(t); f.Type != wire.TypeGoodbye {
+	if f := rc.Read(t); f.Type != wire.TypeGoodbye {
 		t.Fatalf("got %s, want Goodbye", f.Type)
 	}
 }
@@ -87,25 +88,25 @@ func TestServerCloseTimesOutOnSilentPeer(t *testing.T) {
 // packets sent before the Goodbye arrive before the server's Goodbye.
 func TestClientGoodbyeIsAnswered(t *testing.T) {
 	ts := startServer(t, server.Config{})
-	rc := dialRaw(t, ts.addr, newKey(t), nil)
+	rc := wiretest.Connect(t, ts.addr, newKey(t))
 	for i := range 100 {
-		rc.send(t, wire.TypeData, wire.MsgPack, fmt.Appendf(nil, "%d", i))
+		rc.WriteFrame(t, wire.TypeData, wire.MsgPack, fmt.Appendf(nil, "%d", i))
 	}
-	rc.sendControl(t, wire.TypeGoodbye, wire.MsgPack, wire.GoodbyePayload{Code: wire.GoodbyeNormal})
+	rc.WriteControl(t, wire.TypeGoodbye, wire.MsgPack, wire.GoodbyePayload{Code: wire.GoodbyeNormal})
 	for i := range 100 {
-		f := rc.read(t)
+		f := rc.Read(t)
 		if f.Type != wire.TypeData || f.Encoding != wire.MsgPack || string(f.Payload) != strconv.Itoa(i) {
 			t.Fatalf("echo %d: got %s/%s %q", i, f.Type, f.Encoding, f.Payload)
 		}
 	}
-	f := rc.read(t)
+	f := rc.Read(t)
 	gb, err := wire.DecodeGoodbye(f.Encoding, f.Payload)
 	if f.Type != wire.TypeGoodbye || f.Encoding != wire.MsgPack || err != nil || gb.Code != wire.GoodbyeNormal {
 		t.Fatalf("got %s/%s %+v %v, want msgpack Goodbye normal", f.Type, f.Encoding, gb, err)
 	}
-	rc.readEOF(t)
-	_ = rc.tc.Close()
-	ev := ts.waitEvent(t, server.EventClosed, rc.id)
+	rc.ExpectEOF(t)
+	_ = rc.Close()
+	ev := ts.waitEvent(t, server.EventClosed, rc.ID())
 	if ev.Close.Outcome != server.OutcomeClean || ev.Close.PeerCode != wire.GoodbyeNormal {
 		t.Fatalf("close %+v: want clean", ev.Close)
 	}

@@ -9,16 +9,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsgate/tlsgate/internal/wiretest"
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/wire"
 )
 
 // readUntilGoodbye reads data frames until a Goodbye, returning the data
 // payloads and the Error packets seen.
-func readUntilGoodbye(t *testing.T, rc *rawClient) (data [][]byte, errs []wire.Frame, bye wire.GoodbyePayload) {
+func readUntilGoodbye(t *testing.T, rc *wiretest.Conn) (data [][]byte, errs []wire.Frame, bye wire.GoodbyePayload) {
 	t.Helper()
 	for {
-		f := rc.read(t)
+		f := rc.Read(t)
 		switch f.Type {
 		case wire.TypeData:
 			data = append(data, f.Payload)
@@ -44,13 +45,13 @@ func TestTakeover(t *testing.T) {
 	h := &countingHandler{}
 	ts := startServer(t, server.Config{Handler: h, QueueBytes: 64 << 20})
 	key := newKey(t)
-	old := dialRaw(t, ts.addr, key, nil)
-	ts.waitEvent(t, server.EventConnected, old.id)
-	sess, _ := ts.Session(old.id)
+	old := wiretest.Connect(t, ts.addr, key)
+	ts.waitEvent(t, server.EventConnected, old.ID())
+	sess, _ := ts.Session(old.ID())
 
 	// Inbound: the old connection sends A0..A499 and stops.
 	for i := range 500 {
-		old.send(t, wire.TypeData, wire.MsgPack, fmt.Appendf(nil, "A%d", i))
+		old.WriteFrame(t, wire.TypeData, wire.MsgPack, fmt.Appendf(nil, "A%d", i))
 	}
 	// Outbound: 20 MB, more than loopback's socket buffers hold, while the old client does not read, so that much of
 	// it is still queued at the takeover.
@@ -62,16 +63,16 @@ func TestTakeover(t *testing.T) {
 		}
 	}
 
-	nu := dialRaw(t, ts.addr, key, nil)
-	ev := ts.waitEvent(t, server.EventTakenOver, nu.id)
+	nu := wiretest.Connect(t, ts.addr, key)
+	ev := ts.waitEvent(t, server.EventTakenOver, nu.ID())
 	if ev.OldConnID == ev.ConnID || ev.Session.Takeovers != 1 {
 		t.Fatalf("takeover event %+v", ev)
 	}
 	for i := range 500 {
-		nu.send(t, wire.TypeData, wire.MsgPack, fmt.Appendf(nil, "B%d", i))
+		nu.WriteFrame(t, wire.TypeData, wire.MsgPack, fmt.Appendf(nil, "B%d", i))
 	}
 	// After the takeover the old connection's input is discarded.
-	old.send(t, wire.TypeData, wire.MsgPack, []byte("late"))
+	old.WriteFrame(t, wire.TypeData, wire.MsgPack, []byte("late"))
 
 	var (
 		wg              sync.WaitGroup
@@ -81,12 +82,12 @@ func TestTakeover(t *testing.T) {
 	)
 	wg.Go(func() {
 		oldData, oldErrs, oldBye = readUntilGoodbye(t, old)
-		old.sendControl(t, wire.TypeGoodbye, wire.MsgPack, wire.GoodbyePayload{Code: wire.GoodbyeNormal})
-		old.readEOF(t)
+		old.WriteControl(t, wire.TypeGoodbye, wire.MsgPack, wire.GoodbyePayload{Code: wire.GoodbyeNormal})
+		old.ExpectEOF(t)
 	})
 	wg.Go(func() {
 		for {
-			f := nu.read(t)
+			f := nu.Read(t)
 			if f.Type != wire.TypeData {
 				t.Errorf("new connection: unexpected %s", f.Type)
 				return
@@ -132,11 +133,11 @@ func TestTakeover(t *testing.T) {
 
 	// Inbound: a prefix of the old connection's packets, then all of the
 	// new one's, in order. Flush on the new connection proves they are done.
-	nu.sendControl(t, wire.TypeFlush, wire.JSON, wire.FlushPayload{Seq: 1})
-	if f := nu.read(t); f.Type != wire.TypeFlushAck {
+	nu.WriteControl(t, wire.TypeFlush, wire.JSON, wire.FlushPayload{Seq: 1})
+	if f := nu.Read(t); f.Type != wire.TypeFlushAck {
 		t.Fatalf("got %s, want FlushAck", f.Type)
 	}
-	got := h.got(nu.id)
+	got := h.got(nu.ID())
 	i := 0
 	for ; i < len(got) && got[i][0] == 'A'; i++ {
 		if string(got[i]) != fmt.Sprintf("A%d", i) {
@@ -151,7 +152,7 @@ func TestTakeover(t *testing.T) {
 			t.Fatalf("inbound %d: %q, want B%d", i+j, got[i+j], j)
 		}
 	}
-	closed := ts.waitEvent(t, server.EventClosed, old.id)
+	closed := ts.waitEvent(t, server.EventClosed, old.ID())
 	if closed.Close.ConnID != ev.OldConnID || closed.Close.Code != wire.GoodbyeSessionTakenOver || closed.Close.Discarded == 0 {
 		t.Fatalf("old connection closed %+v: want its conn, code session_taken_over, discarded input", closed.Close)
 	}
@@ -162,7 +163,7 @@ func TestTakeover(t *testing.T) {
 	defer cancel()
 	go func() {
 		_, _, _ = readUntilGoodbye(t, nu)
-		nu.sendControl(t, wire.TypeGoodbye, wire.JSON, wire.GoodbyePayload{Code: wire.GoodbyeNormal})
+		nu.WriteControl(t, wire.TypeGoodbye, wire.JSON, wire.GoodbyePayload{Code: wire.GoodbyeNormal})
 	}()
 	if info, err := sess.Close(ctx, server.CloseOptions{}); err != nil || info.Outcome != server.OutcomeClean {
 		t.Fatalf("close: %+v %v", info, err)

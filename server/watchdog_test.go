@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsgate/tlsgate/internal/wiretest"
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/wire"
 )
@@ -21,22 +22,22 @@ import (
 // idle_timeout.
 func TestIdleClientIsPinged(t *testing.T) {
 	ts := startServer(t, server.Config{IdleInterval: 100 * time.Millisecond, PongTimeout: 200 * time.Millisecond, LingerTimeout: 100 * time.Millisecond})
-	rc := dialRaw(t, ts.addr, newKey(t), nil)
-	f := rc.read(t)
+	rc := wiretest.Connect(t, ts.addr, newKey(t))
+	f := rc.Read(t)
 	p, err := wire.DecodePing(f.Encoding, f.Payload)
 	if f.Type != wire.TypePing || err != nil {
 		t.Fatalf("got %s %q, want Ping", f.Type, f.Payload)
 	}
-	rc.sendControl(t, wire.TypePong, f.Encoding, wire.PingPayload{Nonce: p.Nonce})
-	if f := rc.read(t); f.Type != wire.TypePing { // alive: pinged again later
+	rc.WriteControl(t, wire.TypePong, f.Encoding, wire.PingPayload{Nonce: p.Nonce})
+	if f := rc.Read(t); f.Type != wire.TypePing { // alive: pinged again later
 		t.Fatalf("got %s, want a second Ping", f.Type)
 	}
-	f = rc.read(t) // stay silent
+	f = rc.Read(t) // stay silent
 	gb, err := wire.DecodeGoodbye(f.Encoding, f.Payload)
 	if f.Type != wire.TypeGoodbye || err != nil || gb.Code != wire.GoodbyeIdleTimeout || !gb.Reconnect {
 		t.Fatalf("got %s %+v, want Goodbye idle_timeout with reconnect", f.Type, gb)
 	}
-	if ev := ts.waitEvent(t, server.EventClosed, rc.id); ev.Close.Code != wire.GoodbyeIdleTimeout {
+	if ev := ts.waitEvent(t, server.EventClosed, rc.ID()); ev.Close.Code != wire.GoodbyeIdleTimeout {
 		t.Fatalf("closed %+v", ev.Close)
 	}
 	if n := ts.Stats().IdleTimeouts; n != 1 {
@@ -50,10 +51,10 @@ func TestIdleClientIsPinged(t *testing.T) {
 // session closes with Goodbye slow_consumer. Another session is unaffected.
 func TestSlowConsumerIsClosed(t *testing.T) {
 	ts := startServer(t, server.Config{QueueBytes: 1 << 20, SlowConsumerTimeout: 300 * time.Millisecond, LingerTimeout: 200 * time.Millisecond})
-	bystander := dialRaw(t, ts.addr, newKey(t), nil)
-	slow := dialRaw(t, ts.addr, newKey(t), nil)
-	ts.waitEvent(t, server.EventConnected, slow.id)
-	sess, _ := ts.Session(slow.id)
+	bystander := wiretest.Connect(t, ts.addr, newKey(t))
+	slow := wiretest.Connect(t, ts.addr, newKey(t))
+	ts.waitEvent(t, server.EventConnected, slow.ID())
+	sess, _ := ts.Session(slow.ID())
 	payload := bytes.Repeat([]byte("x"), 60000)
 	accepted := 0
 	for {
@@ -82,14 +83,14 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 			}
 		}
 	}()
-	bsess, _ := ts.Session(bystander.id)
+	bsess, _ := ts.Session(bystander.ID())
 	if _, err := bsess.SendAsync(wire.JSON, []byte("still flowing")); err != nil {
 		t.Fatal(err)
 	}
-	if f := bystander.read(t); string(f.Payload) != "still flowing" {
+	if f := bystander.Read(t); string(f.Payload) != "still flowing" {
 		t.Fatalf("bystander got %q", f.Payload)
 	}
-	ev := ts.waitEvent(t, server.EventClosed, slow.id)
+	ev := ts.waitEvent(t, server.EventClosed, slow.ID())
 	<-pushed
 	if ev.Close.Code != wire.GoodbyeSlowConsumer || ev.Close.Outcome != server.OutcomeTimeout || ev.Close.GoodbyeSent {
 		t.Fatalf("closed %+v, want slow_consumer, timeout, Goodbye not written", ev.Close)
@@ -107,8 +108,8 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 // refused at accept and counted; the open ones are unaffected.
 func TestConnectionLimits(t *testing.T) {
 	ts := startServer(t, server.Config{MaxConns: 2})
-	a := dialRaw(t, ts.addr, newKey(t), nil)
-	dialRaw(t, ts.addr, newKey(t), nil)
+	a := wiretest.Connect(t, ts.addr, newKey(t))
+	wiretest.Connect(t, ts.addr, newKey(t))
 	refused(t, ts.addr)
 	if st := ts.Stats(); st.RefusedTotal != 1 {
 		t.Fatalf("refused %d, want 1", st.RefusedTotal)
@@ -116,7 +117,7 @@ func TestConnectionLimits(t *testing.T) {
 	bystanderEcho(t, a, "unaffected")
 
 	perIP := startServer(t, server.Config{MaxConnsPerIP: 1})
-	b := dialRaw(t, perIP.addr, newKey(t), nil)
+	b := wiretest.Connect(t, perIP.addr, newKey(t))
 	refused(t, perIP.addr)
 	if st := perIP.Stats(); st.RefusedPerIP != 1 {
 		t.Fatalf("refused per IP %d, want 1", st.RefusedPerIP)
@@ -151,7 +152,7 @@ func TestAllowList(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts := startServer(t, server.Config{Authorizer: list})
-	dialRaw(t, ts.addr, allowed, nil)
+	wiretest.Connect(t, ts.addr, allowed)
 	refusedAfter(t, ts, func(nonce, hash [32]byte) []byte { return wire.SignAuth(other, nonce, hash).Append(nil) })
 	if n := ts.Stats().HandshakeFailed["unauthorized"]; n != 1 {
 		t.Fatalf("unauthorized handshakes %d, want 1", n)

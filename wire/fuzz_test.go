@@ -1,11 +1,11 @@
 package wire_test
 
-// Native Go fuzz targets for the wire protocol (issue 5, "Fuzzing"). Each
-// target checks properties, not only the absence of panics. The seeds are
-// the f.Add calls below plus the files in testdata/fuzz/<Target>/, which
-// `go test` runs as ordinary subtests; `make fuzz` runs each target for
-// FUZZTIME. A crash found by fuzzing is committed to testdata/fuzz/<Target>/
-// (go test writes it there) and so becomes a regression test.
+// Native Go fuzz targets for the wire protocol. Each target checks
+// properties, not only the absence of panics. The corpus is the f.Add calls
+// below plus the files in testdata/fuzz/<Target>/, which `go test` runs as
+// ordinary subtests; `make fuzz` runs each target for FUZZTIME. A crash
+// found by fuzzing is committed to testdata/fuzz/<Target>/ (go test writes
+// it there) and so becomes a regression test.
 
 import (
 	"bufio"

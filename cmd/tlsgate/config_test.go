@@ -1,9 +1,9 @@
 package main
 
-// The configuration file and the settings' precedence (issue 6): flag >
-// env > file > default; bad values and unknown keys in the file fail at
-// start, naming the key; every serve flag has an env var, shows in
-// --help, and is documented in docs/operations.md.
+// The configuration file and the settings' precedence: flag > env > file >
+// default; bad values and unknown keys in the file fail at start, naming the
+// key; every serve flag has an env var, shows in --help, and is documented
+// in docs/operations.md.
 
 import (
 	"bytes"

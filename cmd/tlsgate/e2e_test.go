@@ -1,7 +1,7 @@
 package main
 
-// End-to-end tests (must-show 9): the real tlsgate binary, serve and
-// client as subprocesses.
+// End-to-end tests: the real tlsgate binary, serve and client as
+// subprocesses.
 
 import (
 	"crypto/ed25519"

@@ -1,8 +1,8 @@
 package main
 
-// Faults of issue 5 with the real binary: the server killed (or frozen)
-// under a Go client, and a `tlsgate client` process killed under the
-// server, seen through the control plane's WatchSessions.
+// Faults with the real binary: the server killed (or frozen) under a Go
+// client, and a `tlsgate client` process killed under the server, seen
+// through the control plane's WatchSessions.
 
 import (
 	"context"

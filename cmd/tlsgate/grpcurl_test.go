@@ -1,8 +1,8 @@
 package main
 
-// End-to-end tests of the control plane (issue 3, must-show 1): the real
-// tlsgate binary, the real grpcurl (pinned, installed into bin/ by `make
-// test`) through server reflection, and a client of the Go library.
+// End-to-end tests of the control plane: the real tlsgate binary, the real
+// grpcurl (pinned, installed into bin/ by `make test`) through server
+// reflection, and a client of the Go library.
 
 import (
 	"bytes"

@@ -1,8 +1,8 @@
 package main
 
-// Structured logs (issue 6, must-show 2): with --log-format json, every
-// line about a session carries session_id, conn_id and remote_addr; there
-// is no line per packet at info; the control token never shows.
+// Structured logs: with --log-format json, every line about a session
+// carries session_id, conn_id and remote_addr; there is no line per packet
+// at info; the control token never shows.
 
 import (
 	"context"

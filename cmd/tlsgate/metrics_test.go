@@ -1,9 +1,9 @@
 package main
 
-// End-to-end test of the admin listener (issue 6, must-show 1): the real
-// binary, sessions of the Go client library through connect, traffic,
-// takeover and disconnect, a Go gRPC client of the control plane, and
-// /metrics parsed with Prometheus's own text parser.
+// End-to-end test of the admin listener: the real binary, sessions of the Go
+// client library through connect, traffic, takeover and disconnect, a Go
+// gRPC client of the control plane, and /metrics parsed with Prometheus's
+// own text parser.
 
 import (
 	"context"

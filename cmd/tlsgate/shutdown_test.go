@@ -1,7 +1,7 @@
 package main
 
-// Shutdown under load (issue 5, Faults): SIGTERM to the real binary while
-// 1,000 sessions of the Go client library send and receive echoes.
+// Shutdown under load: SIGTERM to the real binary while 1,000 sessions of
+// the Go client library send and receive echoes.
 
 import (
 	"context"

@@ -54,7 +54,7 @@ func TestAuth(t *testing.T) {
 				wantCode(t, err, tc.code, tc.msg)
 			}
 			// Unary.
-			_, err := e.api.GetSession(tc.ctx(t), &tlsgatev1.GetSessionRequest{SessionId: rc.id})
+			_, err := e.api.GetSession(tc.ctx(t), &tlsgatev1.GetSessionRequest{SessionId: rc.ID()})
 			check("GetSession", err)
 			_, err = e.api.ListSessions(tc.ctx(t), &tlsgatev1.ListSessionsRequest{})
 			check("ListSessions", err)
@@ -80,8 +80,8 @@ func TestAuth(t *testing.T) {
 			ws, err := e.api.WatchSessions(tc.ctx(t), &tlsgatev1.WatchSessionsRequest{IncludeSnapshot: true})
 			if err == nil {
 				var ev *tlsgatev1.WatchSessionsResponse
-				if ev, err = ws.Recv(); err == nil && ev.GetSnapshot().GetSessionId() != rc.id {
-					t.Fatalf("WatchSessions' first event %v, want the snapshot of %d", ev, rc.id)
+				if ev, err = ws.Recv(); err == nil && ev.GetSnapshot().GetSessionId() != rc.ID() {
+					t.Fatalf("WatchSessions' first event %v, want the snapshot of %d", ev, rc.ID())
 				}
 			}
 			check("WatchSessions", err)

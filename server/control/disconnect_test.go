@@ -127,9 +127,9 @@ func TestDisconnectDrainTimeout(t *testing.T) {
 	rc := e.dialRaw(t, nil)
 	payload := bytes.Repeat([]byte("x"), 64000)
 	for range 256 { // 16 MB: more than loopback's socket buffers hold
-		e.sendAsync(t, rc.id, tlsgatev1.Encoding_ENCODING_JSON, payload)
+		e.sendAsync(t, rc.ID(), tlsgatev1.Encoding_ENCODING_JSON, payload)
 	}
-	resp, err := e.api.Disconnect(timeout(t, wait), &tlsgatev1.DisconnectRequest{SessionId: rc.id, DrainTimeout: durationpb.New(drain)})
+	resp, err := e.api.Disconnect(timeout(t, wait), &tlsgatev1.DisconnectRequest{SessionId: rc.ID(), DrainTimeout: durationpb.New(drain)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,11 +154,11 @@ func TestDisconnectErrors(t *testing.T) {
 	}{
 		{"no such session", &tlsgatev1.DisconnectRequest{SessionId: 12345}, codes.NotFound, []string{"session 12345"}},
 		{"session_id 0", &tlsgatev1.DisconnectRequest{}, codes.InvalidArgument, []string{"session_id"}},
-		{"bad code", &tlsgatev1.DisconnectRequest{SessionId: rc.id, Code: "Bad Code!"}, codes.InvalidArgument, []string{"code", `"Bad Code!"`}},
-		{"long code", &tlsgatev1.DisconnectRequest{SessionId: rc.id, Code: strings.Repeat("a", 65)}, codes.InvalidArgument, []string{"code"}},
-		{"long reason", &tlsgatev1.DisconnectRequest{SessionId: rc.id, Reason: strings.Repeat("r", 1025)}, codes.InvalidArgument, []string{"reason", "1025"}},
-		{"negative drain_timeout", &tlsgatev1.DisconnectRequest{SessionId: rc.id, DrainTimeout: durationpb.New(-time.Second)}, codes.InvalidArgument, []string{"drain_timeout"}},
-		{"zero drain_timeout", &tlsgatev1.DisconnectRequest{SessionId: rc.id, DrainTimeout: durationpb.New(0)}, codes.InvalidArgument, []string{"drain_timeout"}},
+		{"bad code", &tlsgatev1.DisconnectRequest{SessionId: rc.ID(), Code: "Bad Code!"}, codes.InvalidArgument, []string{"code", `"Bad Code!"`}},
+		{"long code", &tlsgatev1.DisconnectRequest{SessionId: rc.ID(), Code: strings.Repeat("a", 65)}, codes.InvalidArgument, []string{"code"}},
+		{"long reason", &tlsgatev1.DisconnectRequest{SessionId: rc.ID(), Reason: strings.Repeat("r", 1025)}, codes.InvalidArgument, []string{"reason", "1025"}},
+		{"negative drain_timeout", &tlsgatev1.DisconnectRequest{SessionId: rc.ID(), DrainTimeout: durationpb.New(-time.Second)}, codes.InvalidArgument, []string{"drain_timeout"}},
+		{"zero drain_timeout", &tlsgatev1.DisconnectRequest{SessionId: rc.ID(), DrainTimeout: durationpb.New(0)}, codes.InvalidArgument, []string{"drain_timeout"}},
 	} {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
 			_, err := e.api.Disconnect(timeout(t, wait), tc.req)
@@ -166,7 +166,7 @@ func TestDisconnectErrors(t *testing.T) {
 		})
 	}
 	// None of them touched the session.
-	if s := e.getSession(t, rc.id); s.GetState() != tlsgatev1.SessionState_SESSION_STATE_ACTIVE {
+	if s := e.getSession(t, rc.ID()); s.GetState() != tlsgatev1.SessionState_SESSION_STATE_ACTIVE {
 		t.Fatalf("session state %s after refused Disconnects", s.GetState())
 	}
 }
@@ -179,9 +179,9 @@ func TestDisconnectAtTheDeadline(t *testing.T) {
 	rc := e.dialRaw(t, nil)
 	payload := bytes.Repeat([]byte("x"), 64000)
 	for range 256 { // 16 MB: more than loopback's socket buffers hold
-		e.sendAsync(t, rc.id, tlsgatev1.Encoding_ENCODING_JSON, payload)
+		e.sendAsync(t, rc.ID(), tlsgatev1.Encoding_ENCODING_JSON, payload)
 	}
-	resp, err := e.api.Disconnect(timeout(t, 500*time.Millisecond), &tlsgatev1.DisconnectRequest{SessionId: rc.id})
+	resp, err := e.api.Disconnect(timeout(t, 500*time.Millisecond), &tlsgatev1.DisconnectRequest{SessionId: rc.ID()})
 	if err != nil {
 		t.Fatalf("Disconnect: %v; want the final state", err)
 	}

@@ -117,17 +117,17 @@ func TestDrainDeadlineNeverReads(t *testing.T) {
 	payload := bytes.Repeat([]byte("x"), 64000)
 	const n = 256
 	for range n {
-		e.sendAsync(t, rc.id, tlsgatev1.Encoding_ENCODING_JSON, payload)
+		e.sendAsync(t, rc.ID(), tlsgatev1.Encoding_ENCODING_JSON, payload)
 	}
 	start := time.Now()
-	_, err := e.api.Drain(timeout(t, 500*time.Millisecond), drainOne(rc.id, false))
-	st := wantCode(t, err, codes.DeadlineExceeded, "drain interrupted", fmt.Sprintf("session %d flushed through seq", rc.id), fmt.Sprintf("of %d", n))
+	_, err := e.api.Drain(timeout(t, 500*time.Millisecond), drainOne(rc.ID(), false))
+	st := wantCode(t, err, codes.DeadlineExceeded, "drain interrupted", fmt.Sprintf("session %d flushed through seq", rc.ID()), fmt.Sprintf("of %d", n))
 	if time.Since(start) > wait {
 		t.Fatalf("Drain took %s", time.Since(start))
 	}
 	d := drainDetail(t, st)
-	if d.GetSessionId() != rc.id || d.GetTargetSeq() != n || d.GetFlushedSeq() >= n || d.GetAcknowledged() || d.GetError() == "" {
-		t.Fatalf("detail %v; want session %d flushed short of %d with an error", d, rc.id, n)
+	if d.GetSessionId() != rc.ID() || d.GetTargetSeq() != n || d.GetFlushedSeq() >= n || d.GetAcknowledged() || d.GetError() == "" {
+		t.Fatalf("detail %v; want session %d flushed short of %d with an error", d, rc.ID(), n)
 	}
 }
 
@@ -139,10 +139,10 @@ func TestDrainDeadlineNeverAcks(t *testing.T) {
 	e := start(t, setup{})
 	rc := e.dialRaw(t, nil)
 	for i := range n {
-		e.sendAsync(t, rc.id, tlsgatev1.Encoding_ENCODING_JSON, fmt.Appendf(nil, "%d", i))
+		e.sendAsync(t, rc.ID(), tlsgatev1.Encoding_ENCODING_JSON, fmt.Appendf(nil, "%d", i))
 	}
-	_, err := e.api.Drain(timeout(t, 500*time.Millisecond), drainOne(rc.id, true))
-	st := wantCode(t, err, codes.DeadlineExceeded, fmt.Sprintf("session %d flushed through seq %d of %d (not acknowledged)", rc.id, n, n))
+	_, err := e.api.Drain(timeout(t, 500*time.Millisecond), drainOne(rc.ID(), true))
+	st := wantCode(t, err, codes.DeadlineExceeded, fmt.Sprintf("session %d flushed through seq %d of %d (not acknowledged)", rc.ID(), n, n))
 	d := drainDetail(t, st)
 	if d.GetTargetSeq() != n || d.GetFlushedSeq() != n || d.GetAcknowledged() {
 		t.Fatalf("detail %v; want flushed through %d, not acknowledged", d, n)
@@ -187,10 +187,10 @@ func TestDrainErrors(t *testing.T) {
 func TestDrainAllSessionsReportsPerSession(t *testing.T) {
 	e := start(t, setup{})
 	rc := e.dialRaw(t, nil)
-	e.sendAsync(t, rc.id, tlsgatev1.Encoding_ENCODING_JSON, []byte(`"x"`))
+	e.sendAsync(t, rc.ID(), tlsgatev1.Encoding_ENCODING_JSON, []byte(`"x"`))
 	_, err := e.api.Drain(timeout(t, 500*time.Millisecond), &tlsgatev1.DrainRequest{Target: &tlsgatev1.DrainRequest_AllSessions{AllSessions: true}, Ack: true})
-	st := wantCode(t, err, codes.DeadlineExceeded, fmt.Sprintf("session %d flushed through seq 1 of 1 (not acknowledged)", rc.id))
-	if d := drainDetail(t, st); d.GetSessionId() != rc.id || d.GetAcknowledged() || d.GetError() == "" {
+	st := wantCode(t, err, codes.DeadlineExceeded, fmt.Sprintf("session %d flushed through seq 1 of 1 (not acknowledged)", rc.ID()))
+	if d := drainDetail(t, st); d.GetSessionId() != rc.ID() || d.GetAcknowledged() || d.GetError() == "" {
 		t.Fatalf("detail %v; want the session's own error", d)
 	}
 }

@@ -1,18 +1,14 @@
 package control_test
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/tls"
-	"errors"
-	"io"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +20,7 @@ import (
 	"github.com/tlsgate/tlsgate/client"
 	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
 	"github.com/tlsgate/tlsgate/internal/devcert"
+	"github.com/tlsgate/tlsgate/internal/wiretest"
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/server/control"
 	"github.com/tlsgate/tlsgate/server/gateway"
@@ -195,95 +192,27 @@ func (e *env) dialGo(t *testing.T, key ed25519.PrivateKey, opts ...client.Option
 	return c
 }
 
-// rawClient speaks the protocol by hand, as a naive third-party client
-// would: no library, no Goodbye, no FlushAck unless the test sends them.
-type rawClient struct {
-	tc  *tls.Conn
-	fr  *wire.Reader
-	id  uint64
-	pub ed25519.PublicKey
-	wmu sync.Mutex
-}
-
-// dialRaw connects and completes the handshake with a new key unless key
-// is set. When it returns, the session is registered.
-func (e *env) dialRaw(t *testing.T, key ed25519.PrivateKey) *rawClient {
+// dialRaw connects a raw client, as a naive third-party client would (no
+// library, no Goodbye, no FlushAck unless the test sends them), with a new
+// key unless key is set, pinning the gateway's certificate. When it
+// returns, the session is registered.
+func (e *env) dialRaw(t *testing.T, key ed25519.PrivateKey) *wiretest.Conn {
 	t.Helper()
 	if key == nil {
 		key = newKey(t)
 	}
-	tc, err := tls.Dial("tcp", e.gwAddr, &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tc.Close() })
-	_ = tc.SetDeadline(time.Now().Add(wait))
-	hello, err := wire.ReadServerHello(tc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth := wire.SignAuth(key, hello.Nonce, sha256.Sum256(e.cert.Certificate[0]))
-	if _, err := tc.Write(auth.Append(nil)); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReaderSize(tc, 64<<10)
-	id, err := wire.ReadSessionID(br)
-	if err != nil {
-		t.Fatalf("reading session id: %v", err)
-	}
-	_ = tc.SetDeadline(time.Time{})
-	return &rawClient{tc: tc, fr: wire.NewReader(br, wire.MaxPayload), id: id, pub: key.Public().(ed25519.PublicKey)}
+	return wiretest.Connect(t, e.gwAddr, key, wiretest.Pin(sha256.Sum256(e.cert.Certificate[0])), wiretest.Wait(wait))
 }
 
-// send writes one frame. It is safe from several goroutines.
-func (r *rawClient) send(t *testing.T, typ wire.Type, enc wire.Encoding, payload []byte) {
+// flushRaw is a barrier round trip: it sends Flush seq on r and returns
+// the frames read before the FlushAck, which the server writes after the
+// replies to everything sent before the Flush.
+func flushRaw(t *testing.T, r *wiretest.Conn, seq uint64) []wire.Frame {
 	t.Helper()
-	r.wmu.Lock()
-	defer r.wmu.Unlock()
-	if _, err := r.tc.Write(wire.AppendFrame(nil, typ, enc, payload)); err != nil {
-		t.Errorf("send: %v", err)
-	}
-}
-
-// sendControl writes a control packet with a JSON payload.
-func (r *rawClient) sendControl(t *testing.T, typ wire.Type, v any) {
-	t.Helper()
-	b, err := wire.Marshal(wire.JSON, v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.send(t, typ, wire.JSON, b)
-}
-
-// read returns the next frame, failing the test after the wait.
-func (r *rawClient) read(t *testing.T) wire.Frame {
-	t.Helper()
-	_ = r.tc.SetReadDeadline(time.Now().Add(wait))
-	f, err := r.fr.ReadFrame()
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	return f
-}
-
-// readEOF expects the server's close_notify.
-func (r *rawClient) readEOF(t *testing.T) {
-	t.Helper()
-	_ = r.tc.SetReadDeadline(time.Now().Add(wait))
-	if f, err := r.fr.ReadFrame(); !errors.Is(err, io.EOF) {
-		t.Fatalf("got frame %v, error %v; want EOF", f.Type, err)
-	}
-}
-
-// flush is a barrier round trip: it sends Flush seq and returns the frames
-// read before the FlushAck, which the server writes after the replies to
-// everything sent before the Flush.
-func (r *rawClient) flush(t *testing.T, seq uint64) []wire.Frame {
-	t.Helper()
-	r.sendControl(t, wire.TypeFlush, wire.FlushPayload{Seq: seq})
+	r.WriteControl(t, wire.TypeFlush, wire.JSON, wire.FlushPayload{Seq: seq})
 	var before []wire.Frame
 	for {
-		f := r.read(t)
+		f := r.Read(t)
 		if f.Type != wire.TypeFlushAck {
 			before = append(before, f)
 			continue
@@ -296,13 +225,13 @@ func (r *rawClient) flush(t *testing.T, seq uint64) []wire.Frame {
 	}
 }
 
-// readGoodbye reads Data frames until the server's Goodbye and returns
-// their payloads and the Goodbye.
-func (r *rawClient) readGoodbye(t *testing.T) ([][]byte, wire.GoodbyePayload) {
+// readGoodbye reads Data frames on r until the server's Goodbye and
+// returns their payloads and the Goodbye.
+func readGoodbye(t *testing.T, r *wiretest.Conn) ([][]byte, wire.GoodbyePayload) {
 	t.Helper()
 	var data [][]byte
 	for {
-		f := r.read(t)
+		f := r.Read(t)
 		switch f.Type {
 		case wire.TypeData:
 			data = append(data, f.Payload)

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
+	"github.com/tlsgate/tlsgate/internal/wiretest"
 	"github.com/tlsgate/tlsgate/wire"
 )
 
@@ -67,22 +68,22 @@ func TestReceive(t *testing.T) {
 	a, b := e.dialRaw(t, nil), e.dialRaw(t, nil)
 	all1 := e.receive(t, nil)
 	all2 := e.receive(t, tlsgatev1.NewControlServiceClient(e.conn(t)))
-	onlyA := e.receive(t, nil, a.id)
+	onlyA := e.receive(t, nil, a.ID())
 
 	fromAll1 := make(map[uint64]*inbound)
-	for _, rc := range []*rawClient{b, a} {
+	for _, rc := range []*wiretest.Conn{b, a} {
 		for i := range n {
 			typ, enc := wire.TypeData, wire.JSON
 			if i%5 == 4 {
 				typ, enc = wire.TypeError, wire.MsgPack
 			}
-			rc.send(t, typ, enc, fmt.Appendf(nil, "%d:%d", rc.id, i))
+			rc.WriteFrame(t, typ, enc, fmt.Appendf(nil, "%d:%d", rc.ID(), i))
 		}
 		// A naive close: no Goodbye.
-		_ = rc.tc.Close()
+		_ = rc.Close()
 		// b's marker is out before a's first packet: onlyA would see b's
 		// items before a's marker if it selected b.
-		fromAll1[rc.id] = readUntilClosed(t, all1, rc.id)[rc.id]
+		fromAll1[rc.ID()] = readUntilClosed(t, all1, rc.ID())[rc.ID()]
 	}
 	check := func(name string, got map[uint64]*inbound) {
 		t.Helper()
@@ -106,8 +107,8 @@ func TestReceive(t *testing.T) {
 		}
 	}
 	check("all1", fromAll1)
-	check("all2", readUntilClosed(t, all2, a.id, b.id))
-	check("onlyA", readUntilClosed(t, onlyA, a.id))
+	check("all2", readUntilClosed(t, all2, a.ID(), b.ID()))
+	check("onlyA", readUntilClosed(t, onlyA, a.ID()))
 }
 
 // TestReceiveReplacesFallback: while a stream selects a session, the
@@ -121,9 +122,9 @@ func TestReceiveReplacesFallback(t *testing.T) {
 	// before the FlushAck, which the server writes after processing the
 	// packet.
 	roundTrip := func(payload string) []wire.Frame {
-		rc.send(t, wire.TypeData, wire.JSON, []byte(payload))
+		rc.WriteFrame(t, wire.TypeData, wire.JSON, []byte(payload))
 		flushSeq++
-		return rc.flush(t, flushSeq)
+		return flushRaw(t, rc, flushSeq)
 	}
 	echoed := func(frames []wire.Frame, payload string) bool {
 		return len(frames) == 1 && frames[0].Type == wire.TypeData && string(frames[0].Payload) == payload
@@ -134,13 +135,13 @@ func TestReceiveReplacesFallback(t *testing.T) {
 	}
 	// A stream of another session changes nothing for this one.
 	other := e.dialRaw(t, nil)
-	e.receive(t, nil, other.id)
+	e.receive(t, nil, other.ID())
 	if got := roundTrip("two"); !echoed(got, "two") {
 		t.Fatalf("a stream of another session: got %d frames, want the echo", len(got))
 	}
 
 	ctx, cancel := context.WithCancel(t.Context())
-	rs, err := e.api.Receive(ctx, &tlsgatev1.ReceiveRequest{SessionIds: []uint64{rc.id}})
+	rs, err := e.api.Receive(ctx, &tlsgatev1.ReceiveRequest{SessionIds: []uint64{rc.ID()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +195,7 @@ func TestReceiveSlowConsumer(t *testing.T) {
 	payload := bytes.Repeat([]byte("x"), 8000)
 	for i := range n {
 		copy(payload, fmt.Sprintf("%06d", i))
-		a.send(t, wire.TypeData, wire.JSON, payload)
+		a.WriteFrame(t, wire.TypeData, wire.JSON, payload)
 		if i%chunk != chunk-1 && i != n-1 {
 			continue
 		}
@@ -203,22 +204,22 @@ func TestReceiveSlowConsumer(t *testing.T) {
 			if err != nil {
 				t.Fatalf("live stream, packet %d: %v", j, err)
 			}
-			if p := item.GetPacket(); p.GetSessionId() != a.id || p.GetSeq() != uint64(j+1) || string(p.GetPayload()[:6]) != fmt.Sprintf("%06d", j) {
+			if p := item.GetPacket(); p.GetSessionId() != a.ID() || p.GetSeq() != uint64(j+1) || string(p.GetPayload()[:6]) != fmt.Sprintf("%06d", j) {
 				t.Fatalf("live stream packet %d: %v", j, item)
 			}
 		}
 	}
 	// a's reader never stalled on the stream, and nothing was echoed.
-	if got := a.flush(t, 1); len(got) != 0 {
+	if got := flushRaw(t, a, 1); len(got) != 0 {
 		t.Fatalf("%d frames before the FlushAck", len(got))
 	}
 	// Another session works as well.
-	b.send(t, wire.TypeData, wire.JSON, []byte("b"))
-	b.flush(t, 1)
-	_, _ = a.tc.Close(), b.tc.Close()
-	got := readUntilClosed(t, live, a.id, b.id)
-	if len(got[a.id].packets) != 0 || len(got[b.id].packets) != 1 || string(got[b.id].packets[0].GetPayload()) != "b" {
-		t.Fatalf("the live stream's last items: %d of a, %v of b", len(got[a.id].packets), got[b.id].packets)
+	b.WriteFrame(t, wire.TypeData, wire.JSON, []byte("b"))
+	flushRaw(t, b, 1)
+	_, _ = a.Close(), b.Close()
+	got := readUntilClosed(t, live, a.ID(), b.ID())
+	if len(got[a.ID()].packets) != 0 || len(got[b.ID()].packets) != 1 || string(got[b.ID()].packets[0].GetPayload()) != "b" {
+		t.Fatalf("the live stream's last items: %d of a, %v of b", len(got[a.ID()].packets), got[b.ID()].packets)
 	}
 
 	// The stalled stream: what it was sent, then RESOURCE_EXHAUSTED.

@@ -73,9 +73,9 @@ func TestSendAsyncQueueFull(t *testing.T) {
 		if accepted > 10000 {
 			t.Fatal("10,000 sends accepted by a queue of 64 KB whose client never reads")
 		}
-		resp, err := e.api.SendAsync(timeout(t, wait), &tlsgatev1.SendAsyncRequest{SessionId: rc.id, Payload: payload(accepted)})
+		resp, err := e.api.SendAsync(timeout(t, wait), &tlsgatev1.SendAsyncRequest{SessionId: rc.ID(), Payload: payload(accepted)})
 		if err != nil {
-			wantCode(t, err, codes.ResourceExhausted, fmt.Sprintf("session %d", rc.id), "queue full")
+			wantCode(t, err, codes.ResourceExhausted, fmt.Sprintf("session %d", rc.ID()), "queue full")
 			break
 		}
 		accepted++
@@ -91,7 +91,7 @@ func TestSendAsyncQueueFull(t *testing.T) {
 		t.Fatalf("the last accepted send left %d queued, want %d", last.GetQueueLength(), queued)
 	}
 	// The kernel may still take a batch (its buffers grow as they fill).
-	s := e.getSession(t, rc.id)
+	s := e.getSession(t, rc.ID())
 	if s.GetQueueLength() > queued || s.GetQueueBytes() > uint64(queued*frame) || s.GetQueueLimitBytes() != uint64(queued*frame) {
 		t.Fatalf("queue: length %d, bytes %d, limit %d; want at most %d, %d, and %d",
 			s.GetQueueLength(), s.GetQueueBytes(), s.GetQueueLimitBytes(), queued, queued*frame, queued*frame)
@@ -101,11 +101,11 @@ func TestSendAsyncQueueFull(t *testing.T) {
 	// refused packet does not.
 	drained := make(chan error, 1)
 	go func() {
-		_, err := e.api.Drain(timeout(t, wait), &tlsgatev1.DrainRequest{Target: &tlsgatev1.DrainRequest_SessionId{SessionId: rc.id}})
+		_, err := e.api.Drain(timeout(t, wait), &tlsgatev1.DrainRequest{Target: &tlsgatev1.DrainRequest_SessionId{SessionId: rc.ID()}})
 		drained <- err
 	}()
 	for i := range accepted {
-		f := rc.read(t)
+		f := rc.Read(t)
 		if f.Type != wire.TypeData || string(f.Payload[:8]) != fmt.Sprintf("%08d", i) {
 			t.Fatalf("frame %d: %s %q…", i, f.Type, f.Payload[:8])
 		}
@@ -115,10 +115,10 @@ func TestSendAsyncQueueFull(t *testing.T) {
 	}
 	// The refused send took no seq, and a barrier proves nothing but what
 	// was accepted was written.
-	if resp := e.sendAsync(t, rc.id, tlsgatev1.Encoding_ENCODING_JSON, []byte("after")); resp.GetSeq() != uint64(accepted+1) {
+	if resp := e.sendAsync(t, rc.ID(), tlsgatev1.Encoding_ENCODING_JSON, []byte("after")); resp.GetSeq() != uint64(accepted+1) {
 		t.Fatalf("seq after the refusal %d, want %d", resp.GetSeq(), accepted+1)
 	}
-	if rest := rc.flush(t, 1); len(rest) != 1 || string(rest[0].Payload) != "after" {
+	if rest := flushRaw(t, rc, 1); len(rest) != 1 || string(rest[0].Payload) != "after" {
 		t.Fatalf("%d frames after the accepted ones, want only %q", len(rest), "after")
 	}
 }
@@ -130,27 +130,27 @@ func TestSendAsyncClosing(t *testing.T) {
 	rc := e.dialRaw(t, nil)
 	disconnected := make(chan error, 1)
 	go func() {
-		_, err := e.api.Disconnect(timeout(t, 2*wait), &tlsgatev1.DisconnectRequest{SessionId: rc.id})
+		_, err := e.api.Disconnect(timeout(t, 2*wait), &tlsgatev1.DisconnectRequest{SessionId: rc.ID()})
 		disconnected <- err
 	}()
 	// The client reads the server's Goodbye and does not answer it: the
 	// session lingers, closing.
-	if data, gb := rc.readGoodbye(t); len(data) != 0 || gb.Code != wire.GoodbyeAdmin {
+	if data, gb := readGoodbye(t, rc); len(data) != 0 || gb.Code != wire.GoodbyeAdmin {
 		t.Fatalf("got %d data frames and Goodbye %+v", len(data), gb)
 	}
-	_, err := e.api.SendAsync(timeout(t, wait), &tlsgatev1.SendAsyncRequest{SessionId: rc.id, Payload: []byte("late")})
-	wantCode(t, err, codes.FailedPrecondition, fmt.Sprintf("session %d", rc.id), "closing")
+	_, err := e.api.SendAsync(timeout(t, wait), &tlsgatev1.SendAsyncRequest{SessionId: rc.ID(), Payload: []byte("late")})
+	wantCode(t, err, codes.FailedPrecondition, fmt.Sprintf("session %d", rc.ID()), "closing")
 	// Nor can it take a Drain barrier.
-	_, err = e.api.Drain(timeout(t, wait), drainOne(rc.id, true))
-	wantCode(t, err, codes.FailedPrecondition, fmt.Sprintf("session %d", rc.id), "closing")
+	_, err = e.api.Drain(timeout(t, wait), drainOne(rc.ID(), true))
+	wantCode(t, err, codes.FailedPrecondition, fmt.Sprintf("session %d", rc.ID()), "closing")
 
-	_ = rc.tc.Close()
+	_ = rc.Close()
 	if err := <-disconnected; err != nil {
 		t.Fatalf("Disconnect: %v", err)
 	}
 	// Once closed, the session is gone.
-	_, err = e.api.SendAsync(timeout(t, wait), &tlsgatev1.SendAsyncRequest{SessionId: rc.id, Payload: []byte("later")})
-	wantCode(t, err, codes.NotFound, strconv.FormatUint(rc.id, 10))
+	_, err = e.api.SendAsync(timeout(t, wait), &tlsgatev1.SendAsyncRequest{SessionId: rc.ID(), Payload: []byte("later")})
+	wantCode(t, err, codes.NotFound, strconv.FormatUint(rc.ID(), 10))
 }
 
 // TestSendAsyncErrors: requests the server refuses before they reach a
@@ -167,8 +167,8 @@ func TestSendAsyncErrors(t *testing.T) {
 		{"no such session", &tlsgatev1.SendAsyncRequest{SessionId: 12345, Payload: []byte("x")}, codes.NotFound, []string{"session 12345", "no such session"}},
 		{"session_id 0", &tlsgatev1.SendAsyncRequest{Payload: []byte("x")}, codes.InvalidArgument, []string{"session_id", "required"}},
 		{"session_id top bit", &tlsgatev1.SendAsyncRequest{SessionId: 1 << 63}, codes.InvalidArgument, []string{"session_id", "top bit"}},
-		{"payload over the maximum", &tlsgatev1.SendAsyncRequest{SessionId: rc.id, Payload: make([]byte, 1001)}, codes.InvalidArgument, []string{"payload", "1001", "1000"}},
-		{"unknown encoding", &tlsgatev1.SendAsyncRequest{SessionId: rc.id, Encoding: 7}, codes.InvalidArgument, []string{"encoding", "7"}},
+		{"payload over the maximum", &tlsgatev1.SendAsyncRequest{SessionId: rc.ID(), Payload: make([]byte, 1001)}, codes.InvalidArgument, []string{"payload", "1001", "1000"}},
+		{"unknown encoding", &tlsgatev1.SendAsyncRequest{SessionId: rc.ID(), Encoding: 7}, codes.InvalidArgument, []string{"encoding", "7"}},
 	} {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
 			_, err := e.api.SendAsync(timeout(t, wait), tc.req)
@@ -177,7 +177,7 @@ func TestSendAsyncErrors(t *testing.T) {
 	}
 	// A payload of exactly the maximum is fine, and nothing refused was
 	// queued: it is seq 1.
-	if resp := e.sendAsync(t, rc.id, tlsgatev1.Encoding_ENCODING_JSON, make([]byte, 1000)); resp.GetSeq() != 1 {
+	if resp := e.sendAsync(t, rc.ID(), tlsgatev1.Encoding_ENCODING_JSON, make([]byte, 1000)); resp.GetSeq() != 1 {
 		t.Fatalf("first accepted send has seq %d", resp.GetSeq())
 	}
 }

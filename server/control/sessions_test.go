@@ -29,23 +29,23 @@ func TestGetSession(t *testing.T) {
 	// Three packets, echoed by the fallback handler, then a barrier: 4 in,
 	// 4 out (3 echoes and the FlushAck).
 	for i := range 3 {
-		rc.send(t, wire.TypeData, wire.JSON, fmt.Appendf(nil, "%d", i))
+		rc.WriteFrame(t, wire.TypeData, wire.JSON, fmt.Appendf(nil, "%d", i))
 	}
-	if echoes := rc.flush(t, 1); len(echoes) != 3 {
+	if echoes := flushRaw(t, rc, 1); len(echoes) != 3 {
 		t.Fatalf("%d echoes, want 3", len(echoes))
 	}
 	// The client can read the FlushAck before the writer has counted its
 	// batch (it counts once the flush returns); Drain answers after that.
-	if _, err := e.api.Drain(timeout(t, wait), &tlsgatev1.DrainRequest{Target: &tlsgatev1.DrainRequest_SessionId{SessionId: rc.id}}); err != nil {
+	if _, err := e.api.Drain(timeout(t, wait), &tlsgatev1.DrainRequest{Target: &tlsgatev1.DrainRequest_SessionId{SessionId: rc.ID()}}); err != nil {
 		t.Fatal(err)
 	}
-	s := e.getSession(t, rc.id)
-	cs := rc.tc.ConnectionState()
-	if s.GetSessionId() != rc.id || !bytes.Equal(s.GetPublicKey(), rc.pub) || s.GetConnectionId() != connected.GetConnectionId() || s.GetConnectionId() == 0 {
-		t.Fatalf("identity: %v; want session %d, key %x, connection %d", s, rc.id, rc.pub, connected.GetConnectionId())
+	s := e.getSession(t, rc.ID())
+	cs := rc.TLS().ConnectionState()
+	if s.GetSessionId() != rc.ID() || !bytes.Equal(s.GetPublicKey(), rc.PublicKey()) || s.GetConnectionId() != connected.GetConnectionId() || s.GetConnectionId() == 0 {
+		t.Fatalf("identity: %v; want session %d, key %x, connection %d", s, rc.ID(), rc.PublicKey(), connected.GetConnectionId())
 	}
-	if s.GetRemoteAddress() != rc.tc.LocalAddr().String() {
-		t.Fatalf("remote address %q, want the client's %q", s.GetRemoteAddress(), rc.tc.LocalAddr())
+	if s.GetRemoteAddress() != rc.TLS().LocalAddr().String() {
+		t.Fatalf("remote address %q, want the client's %q", s.GetRemoteAddress(), rc.TLS().LocalAddr())
 	}
 	if s.GetTlsVersion() != "TLS 1.3" || s.GetTlsCipher() != tls.CipherSuiteName(cs.CipherSuite) {
 		t.Fatalf("TLS %q %q, want TLS 1.3 %q", s.GetTlsVersion(), s.GetTlsCipher(), tls.CipherSuiteName(cs.CipherSuite))
@@ -80,7 +80,7 @@ func TestGetSessionTakeoverAndAck(t *testing.T) {
 	e := start(t, setup{})
 	key := newKey(t)
 	old := e.dialRaw(t, key)
-	first := e.getSession(t, old.id).GetConnectionId()
+	first := e.getSession(t, old.ID()).GetConnectionId()
 	c := e.dialGo(t, key, client.WithHandler(func(client.Packet) {}))
 	s := e.getSession(t, c.ID())
 	if s.GetTakeovers() != 1 || s.GetConnectionId() == first {
@@ -135,7 +135,7 @@ func TestListSessionsPagination(t *testing.T) {
 	e := start(t, setup{})
 	var ids []uint64
 	for range 6 {
-		ids = append(ids, e.dialRaw(t, nil).id)
+		ids = append(ids, e.dialRaw(t, nil).ID())
 	}
 	slices.Sort(ids)
 
@@ -144,7 +144,7 @@ func TestListSessionsPagination(t *testing.T) {
 		t.Fatalf("6 sessions by 3: pages %v, want %v in two pages", pages, ids)
 	}
 
-	ids = append(ids, e.dialRaw(t, nil).id)
+	ids = append(ids, e.dialRaw(t, nil).ID())
 	slices.Sort(ids)
 	pages = e.list(t, &tlsgatev1.ListSessionsRequest{PageSize: 3})
 	if !slices.Equal(pageSizes(pages), []int{3, 3, 1}) || !slices.Equal(slices.Concat(pages...), ids) {
@@ -175,7 +175,7 @@ func TestListSessionsFilters(t *testing.T) {
 	e := start(t, setup{gateway: server.Config{LingerTimeout: 3 * wait}})
 	var active []uint64
 	for range 3 {
-		active = append(active, e.dialRaw(t, nil).id)
+		active = append(active, e.dialRaw(t, nil).ID())
 	}
 	slices.Sort(active)
 	// One session closing: its client answers the server's Goodbye and
@@ -184,12 +184,12 @@ func TestListSessionsFilters(t *testing.T) {
 	closing := e.dialRaw(t, nil)
 	disconnected := make(chan error, 1)
 	go func() {
-		_, err := e.api.Disconnect(timeout(t, 2*wait), &tlsgatev1.DisconnectRequest{SessionId: closing.id})
+		_, err := e.api.Disconnect(timeout(t, 2*wait), &tlsgatev1.DisconnectRequest{SessionId: closing.ID()})
 		disconnected <- err
 	}()
-	closing.readGoodbye(t)
-	closing.sendControl(t, wire.TypeGoodbye, wire.GoodbyePayload{Code: wire.GoodbyeNormal})
-	closing.readEOF(t)
+	readGoodbye(t, closing)
+	closing.WriteControl(t, wire.TypeGoodbye, wire.JSON, wire.GoodbyePayload{Code: wire.GoodbyeNormal})
+	closing.ExpectEOF(t)
 
 	states := func(s ...tlsgatev1.SessionState) []uint64 {
 		return slices.Concat(e.list(t, &tlsgatev1.ListSessionsRequest{States: s})...)
@@ -197,8 +197,8 @@ func TestListSessionsFilters(t *testing.T) {
 	if got := states(tlsgatev1.SessionState_SESSION_STATE_ACTIVE); !slices.Equal(got, active) {
 		t.Fatalf("ACTIVE: %v, want %v", got, active)
 	}
-	if got := states(tlsgatev1.SessionState_SESSION_STATE_CLOSING); !slices.Equal(got, []uint64{closing.id}) {
-		t.Fatalf("CLOSING: %v, want %d", got, closing.id)
+	if got := states(tlsgatev1.SessionState_SESSION_STATE_CLOSING); !slices.Equal(got, []uint64{closing.ID()}) {
+		t.Fatalf("CLOSING: %v, want %d", got, closing.ID())
 	}
 	if got := states(tlsgatev1.SessionState_SESSION_STATE_DRAINING, tlsgatev1.SessionState_SESSION_STATE_HANDSHAKING); len(got) != 0 {
 		t.Fatalf("DRAINING or HANDSHAKING: %v, want none", got)
@@ -206,7 +206,7 @@ func TestListSessionsFilters(t *testing.T) {
 	if got := states(tlsgatev1.SessionState_SESSION_STATE_ACTIVE, tlsgatev1.SessionState_SESSION_STATE_CLOSING); len(got) != 4 {
 		t.Fatalf("ACTIVE or CLOSING: %v, want all 4", got)
 	}
-	if s := e.getSession(t, closing.id); s.GetState() != tlsgatev1.SessionState_SESSION_STATE_CLOSING {
+	if s := e.getSession(t, closing.ID()); s.GetState() != tlsgatev1.SessionState_SESSION_STATE_CLOSING {
 		t.Fatalf("GetSession of the closing session: state %s", s.GetState())
 	}
 
@@ -219,16 +219,16 @@ func TestListSessionsFilters(t *testing.T) {
 	if got := prefix("10.", 0); len(got) != 1 || len(got[0]) != 0 {
 		t.Fatalf("prefix 10.: %v, want one empty page", got)
 	}
-	one := closing.tc.LocalAddr().String()
-	if got := prefix(one, 0); !slices.Equal(slices.Concat(got...), []uint64{closing.id}) {
-		t.Fatalf("prefix %s: %v, want %d", one, got, closing.id)
+	one := closing.TLS().LocalAddr().String()
+	if got := prefix(one, 0); !slices.Equal(slices.Concat(got...), []uint64{closing.ID()}) {
+		t.Fatalf("prefix %s: %v, want %d", one, got, closing.ID())
 	}
 	// Filters and pages together: 4 by 3 is 3 then 1.
 	if got := prefix("127.", 3); !slices.Equal(pageSizes(got), []int{3, 1}) {
 		t.Fatalf("prefix 127. by 3: %v", got)
 	}
 
-	_ = closing.tc.Close()
+	_ = closing.Close()
 	if err := <-disconnected; err != nil {
 		t.Fatalf("Disconnect: %v", err)
 	}

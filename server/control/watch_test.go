@@ -12,7 +12,7 @@ import (
 // events: connected, taken over, closed.
 func TestWatchSessions(t *testing.T) {
 	e := start(t, setup{})
-	existing := []uint64{e.dialRaw(t, nil).id, e.dialRaw(t, nil).id}
+	existing := []uint64{e.dialRaw(t, nil).ID(), e.dialRaw(t, nil).ID()}
 	slices.Sort(existing)
 
 	ws, snapshot := e.watch(t)
@@ -31,43 +31,43 @@ func TestWatchSessions(t *testing.T) {
 	old := e.dialRaw(t, key)
 	ev := ws.recvNext(t)
 	conn := ev.GetConnected().GetSession()
-	if conn.GetSessionId() != old.id || conn.GetConnectionId() == 0 || ev.GetTime() == nil {
-		t.Fatalf("want connected of %d, got %v", old.id, ev)
+	if conn.GetSessionId() != old.ID() || conn.GetConnectionId() == 0 || ev.GetTime() == nil {
+		t.Fatalf("want connected of %d, got %v", old.ID(), ev)
 	}
 
 	nu := e.dialRaw(t, key)
 	ev = ws.recvNext(t)
 	to := ev.GetTakenOver()
-	if to.GetSessionId() != old.id || to.GetOldConnectionId() != conn.GetConnectionId() ||
+	if to.GetSessionId() != old.ID() || to.GetOldConnectionId() != conn.GetConnectionId() ||
 		to.GetNewConnectionId() == conn.GetConnectionId() || to.GetSession().GetConnectionId() != to.GetNewConnectionId() ||
 		to.GetSession().GetTakeovers() != 1 {
-		t.Fatalf("want taken_over of %d from connection %d, got %v", old.id, conn.GetConnectionId(), ev)
+		t.Fatalf("want taken_over of %d from connection %d, got %v", old.ID(), conn.GetConnectionId(), ev)
 	}
 	// The old connection is told, then closes; its closed event names it.
-	if f := old.read(t); f.Type != wire.TypeError {
+	if f := old.Read(t); f.Type != wire.TypeError {
 		t.Fatalf("old connection got %s, want the takeover Error", f.Type)
 	}
-	if _, gb := old.readGoodbye(t); gb.Code != wire.GoodbyeSessionTakenOver {
+	if _, gb := readGoodbye(t, old); gb.Code != wire.GoodbyeSessionTakenOver {
 		t.Fatalf("old connection's Goodbye %+v", gb)
 	}
-	_ = old.tc.Close()
+	_ = old.Close()
 	cl := ws.recvNext(t).GetClosed()
-	if cl.GetSessionId() != old.id || cl.GetConnectionId() != to.GetOldConnectionId() ||
+	if cl.GetSessionId() != old.ID() || cl.GetConnectionId() != to.GetOldConnectionId() ||
 		cl.GetGoodbyeCode() != wire.GoodbyeSessionTakenOver || cl.GetOutcome() != tlsgatev1.Outcome_OUTCOME_PEER_CLOSED {
 		t.Fatalf("closed event of the old connection %v", cl)
 	}
 
 	// The new connection sends 3 packets (echoed) and says Goodbye.
 	for range 3 {
-		nu.send(t, wire.TypeData, wire.JSON, []byte(`"x"`))
+		nu.WriteFrame(t, wire.TypeData, wire.JSON, []byte(`"x"`))
 	}
-	nu.sendControl(t, wire.TypeGoodbye, wire.GoodbyePayload{Code: "bye"})
-	if data, gb := nu.readGoodbye(t); len(data) != 3 || gb.Code != wire.GoodbyeNormal {
+	nu.WriteControl(t, wire.TypeGoodbye, wire.JSON, wire.GoodbyePayload{Code: "bye"})
+	if data, gb := readGoodbye(t, nu); len(data) != 3 || gb.Code != wire.GoodbyeNormal {
 		t.Fatalf("new connection got %d echoes and Goodbye %+v", len(data), gb)
 	}
-	_ = nu.tc.Close()
+	_ = nu.Close()
 	cl = ws.recvNext(t).GetClosed()
-	if cl.GetSessionId() != old.id || cl.GetConnectionId() != to.GetNewConnectionId() || cl.GetGoodbyeCode() != wire.GoodbyeNormal ||
+	if cl.GetSessionId() != old.ID() || cl.GetConnectionId() != to.GetNewConnectionId() || cl.GetGoodbyeCode() != wire.GoodbyeNormal ||
 		cl.GetPeerGoodbyeCode() != "bye" || cl.GetOutcome() != tlsgatev1.Outcome_OUTCOME_CLEAN {
 		t.Fatalf("closed event of the new connection %v", cl)
 	}
@@ -90,7 +90,7 @@ func TestWatchSessionsLiveOnly(t *testing.T) {
 	}
 	rc := e.dialRaw(t, nil)
 	ev, err := ws.Recv()
-	if err != nil || ev.GetConnected().GetSession().GetSessionId() != rc.id {
-		t.Fatalf("first event %v, %v; want connected of %d", ev, err, rc.id)
+	if err != nil || ev.GetConnected().GetSession().GetSessionId() != rc.ID() {
+		t.Fatalf("first event %v, %v; want connected of %d", ev, err, rc.ID())
 	}
 }

@@ -10,10 +10,11 @@ import (
 	"github.com/tlsgate/tlsgate/server"
 )
 
-// TestSeedScenario is the bug report's scenario: SendAsync("ONE"),
-// SendAsync("TWO"), then Close at once. The echo server's handler sees both
-// and the client receives both echoes, every time.
-func TestSeedScenario(t *testing.T) {
+// TestAsyncSendThenCloseLosesNothing: SendAsync("ONE"), SendAsync("TWO"),
+// then Close at once, 1,000 times. Close exchanges the Goodbyes only after
+// both packets: the echo server's handler sees both, in order, the client
+// receives both echoes before ErrClosed, and the connection ends clean.
+func TestAsyncSendThenCloseLosesNothing(t *testing.T) {
 	reps := 1000
 	if testing.Short() {
 		reps = 50

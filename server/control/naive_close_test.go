@@ -9,12 +9,12 @@ import (
 	"github.com/tlsgate/tlsgate/wire"
 )
 
-// TestSeedScenarioThroughTheAPI is the seed's scenario seen through the
-// control plane: a naive raw-TLS client (no library, no Goodbye) writes
-// 1,000 Data packets from several goroutines, then closes its tls.Conn. A
-// Receive stream opened beforehand gets all 1,000, in per-session seq order,
-// then the connection's closed marker; WatchSessions' closed event for the
-// connection counts 1,000 packets in.
+// TestNaiveClientCloseLosesNothingThroughTheAPI: a naive raw-TLS client
+// (no library, no Goodbye) writes 1,000 Data packets from several
+// goroutines, then closes its tls.Conn, and the control plane loses none of
+// them. A Receive stream opened beforehand gets all 1,000, in per-session
+// seq order, then the connection's closed marker; WatchSessions' closed
+// event for the connection counts 1,000 packets in.
 //
 // The hub hands a connection's packets to every Receive stream before it
 // publishes the connection's closed event, which goes to the Receive
@@ -24,7 +24,7 @@ import (
 // marker, and the watcher's closed event (published at the same moment as
 // that marker) counts every packet delivered. The timestamps agree: the
 // last packet's received_time is not after the closed event's time.
-func TestSeedScenarioThroughTheAPI(t *testing.T) {
+func TestNaiveClientCloseLosesNothingThroughTheAPI(t *testing.T) {
 	const frames, writers = 1000, 8
 	reps := 100
 	if testing.Short() {
@@ -39,16 +39,16 @@ func TestSeedScenarioThroughTheAPI(t *testing.T) {
 		for w := range writers {
 			wg.Go(func() {
 				for i := w; i < frames; i += writers {
-					rc.send(t, wire.TypeData, wire.JSON, fmt.Appendf(nil, "%d", i))
+					rc.WriteFrame(t, wire.TypeData, wire.JSON, fmt.Appendf(nil, "%d", i))
 				}
 			})
 		}
 		wg.Wait()
-		if err := rc.tc.Close(); err != nil {
+		if err := rc.Close(); err != nil {
 			t.Fatal(err)
 		}
 
-		in := readUntilClosed(t, rs, rc.id)[rc.id]
+		in := readUntilClosed(t, rs, rc.ID())[rc.ID()]
 		seen := make([]bool, frames)
 		for i, p := range in.packets {
 			if p.GetSeq() != uint64(i+1) || p.GetType() != tlsgatev1.PacketType_PACKET_TYPE_DATA {
@@ -67,7 +67,7 @@ func TestSeedScenarioThroughTheAPI(t *testing.T) {
 			t.Fatalf("rep %d: the closed marker counts %d packets in, want %d", rep, got, frames)
 		}
 
-		closed := nextEvent(t, ws, func(ev *tlsgatev1.WatchSessionsResponse) bool { return ev.GetClosed().GetSessionId() == rc.id })
+		closed := nextEvent(t, ws, func(ev *tlsgatev1.WatchSessionsResponse) bool { return ev.GetClosed().GetSessionId() == rc.ID() })
 		ev := closed.GetClosed()
 		if last := in.packets[frames-1].GetReceivedTime().AsTime(); last.After(closed.GetTime().AsTime()) {
 			t.Fatalf("rep %d: the last packet was received at %s, after the closed event at %s", rep, last, closed.GetTime().AsTime())
