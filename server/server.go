@@ -29,7 +29,12 @@ type Server struct {
 	ctx    context.Context // ends at a forced shutdown; handshakes watch it
 	cancel context.CancelFunc
 
+	// mu guards the fields below it. sessions is written under both mu
+	// and sessMu (in that order), so a holder of either may read it:
+	// lookups (every control-plane send) take only sessMu's read lock,
+	// which no accept takes.
 	mu         sync.Mutex
+	sessMu     sync.RWMutex
 	sessions   map[uint64]*Session
 	listeners  map[net.Listener]struct{}
 	handshakes map[net.Conn]struct{}
@@ -141,7 +146,9 @@ func (s *Server) register(c *conn, sess *Session) (*Session, bool) {
 	if cur, ok := s.sessions[sess.id]; ok {
 		sess = cur
 	} else {
+		s.sessMu.Lock()
 		s.sessions[sess.id] = sess
+		s.sessMu.Unlock()
 	}
 	c.sess = sess
 	old := sess.cur.Swap(c)
@@ -178,26 +185,28 @@ func (s *Server) release(c *conn) int {
 		return 0
 	}
 	sess.cur.Store(nil)
+	s.sessMu.Lock()
 	delete(s.sessions, sess.id)
+	s.sessMu.Unlock()
 	return sess.q.end(c)
 }
 
 // Session returns the live session with the given ID.
 func (s *Server) Session(id uint64) (*Session, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.sessMu.RLock()
+	defer s.sessMu.RUnlock()
 	sess, ok := s.sessions[id]
 	return sess, ok
 }
 
 // Sessions returns the live sessions, ordered by ID.
 func (s *Server) Sessions() []*Session {
-	s.mu.Lock()
+	s.sessMu.RLock()
 	out := make([]*Session, 0, len(s.sessions))
 	for _, sess := range s.sessions {
 		out = append(out, sess)
 	}
-	s.mu.Unlock()
+	s.sessMu.RUnlock()
 	slices.SortFunc(out, func(a, b *Session) int {
 		switch {
 		case a.id < b.id:
