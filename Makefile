@@ -33,6 +33,8 @@ PKGS ?= ./...
 TEST_TIMEOUT ?= 30m
 # Extra flags for `go test`, e.g. TESTFLAGS='-run TestTakeover -v'.
 TESTFLAGS ?=
+# CPU hogs beside `make test-stress` (default: one per CPU).
+STRESS_HOGS ?= $(shell nproc 2>/dev/null || echo 2)
 # Benchmark selection (a -bench regexp).
 BENCH ?= .
 # How long `make fuzz` runs each fuzz target (a duration, or Nx for N runs).
@@ -67,6 +69,13 @@ run: build ## Run bin/tlsgate serve on its dev defaults (self-signed cert, echo)
 .PHONY: test
 test: $(GRPCURL_STAMP) ## Run all tests under the race detector (end-to-end tests use bin/grpcurl, pinned)
 	TLSGATE_GRPCURL=$(GRPCURL) $(GO) test -race -count=1 -timeout=$(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS)
+
+.PHONY: test-stress
+test-stress: $(GRPCURL_STAMP) ## Run `make test` beside STRESS_HOGS busy loops: tests must wait on events, not on an idle machine
+	@hogs=(); trap 'kill "$${hogs[@]}" 2>/dev/null || true' EXIT; \
+	for _ in $$(seq $(STRESS_HOGS)); do (while :; do :; done) & hogs+=($$!); done; \
+	echo "test-stress: $(STRESS_HOGS) CPU hogs running (pids $${hogs[*]})"; \
+	$(MAKE) test
 
 .PHONY: test-ts
 test-ts: build $(TS_DEPS_STAMP) ## Run the TypeScript client's end-to-end test (sdk/ts, node --test) against bin/tlsgate

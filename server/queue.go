@@ -134,8 +134,8 @@ const (
 
 // enqueue queues e, new work from the API, without waiting: a full queue
 // is ErrQueueFull. It is refused once the queue is sealed for a close
-// (ErrClosing) and when the session has ended (ErrClosed). It returns e's sequence number and
-// the queue's length right after.
+// (ErrClosing) and when the session has ended (ErrClosed). It returns e's
+// sequence number and the queue's length right after.
 func (q *queue) enqueue(e entry) (seq uint64, depth int, err error) {
 	return q.tryPut(e, newWork)
 }

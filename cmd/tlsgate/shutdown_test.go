@@ -229,15 +229,20 @@ func TestShutdownUnderLoad(t *testing.T) {
 	}
 	probed := make(chan probe, 1)
 	accepting, quit := make(chan struct{}), make(chan struct{})
+	signalled := make(chan struct{}) // closed once SIGTERM is sent
 	t.Cleanup(func() { close(quit) })
 	go func() {
 		tick := time.NewTicker(5 * time.Millisecond)
 		defer tick.Stop()
-		deadline := time.After(shutdownTimeout)
+		var deadline <-chan time.Time // the shutdown timeout, from SIGTERM
+		sig := signalled
 		first := true
 		for {
 			select {
 			case <-tick.C:
+			case <-sig:
+				deadline, sig = time.After(shutdownTimeout), nil
+				continue
 			case <-deadline:
 				probed <- probe{err: errors.New("the data listener never stopped accepting")}
 				return
@@ -280,6 +285,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	close(signalled)
 	// 1. health NOT_SERVING; then the health Watch is ended, so that the
 	// graceful stop of the gRPC server does not wait for it.
 	healthNext := make(chan error, 1)
