@@ -26,7 +26,7 @@ func (c *conn) barrier(ctx context.Context) error {
 	enc := c.encoding()
 	payload, err := wire.Marshal(enc, wire.FlushPayload{Seq: seq})
 	if err == nil {
-		err = c.sess.q.enqueueWait(ctx, entry{typ: wire.TypeFlush, enc: enc, payload: payload, only: c})
+		_, _, err = c.sess.q.enqueueWait(ctx, entry{typ: wire.TypeFlush, enc: enc, payload: payload, only: c})
 	}
 	if err == nil {
 		select {

@@ -140,9 +140,10 @@ func (q *queue) enqueue(e entry) (seq uint64, depth int, err error) {
 	return q.tryPut(e, newWork)
 }
 
-// enqueueWait queues e, new work from the API (a Flush barrier), waiting
-// for room while ctx allows. It is refused as enqueue is.
-func (q *queue) enqueueWait(ctx context.Context, e entry) error {
+// enqueueWait queues e, new work from the API (a Flush barrier, a send
+// that waits for room), waiting for room while ctx allows. It is refused
+// as enqueue is, and returns what enqueue returns.
+func (q *queue) enqueueWait(ctx context.Context, e entry) (seq uint64, depth int, err error) {
 	return q.putWait(ctx, e, newWork)
 }
 
@@ -150,7 +151,8 @@ func (q *queue) enqueueWait(ctx context.Context, e entry) error {
 // ctx allows. It is refused once the queue is sealed for a close
 // (errReplyAfterGoodbye) and when the session has ended (ErrClosed).
 func (q *queue) enqueueReply(ctx context.Context, e entry) error {
-	return q.putWait(ctx, e, owed)
+	_, _, err := q.putWait(ctx, e, owed)
+	return err
 }
 
 // enqueuePing queues e, the watchdog's Ping, without waiting: a full queue
@@ -199,13 +201,13 @@ func (q *queue) tryPut(e entry, p producer) (seq uint64, depth int, err error) {
 // putWait appends e unless q refuses it, waiting for room while ctx
 // allows. It waits without the lock, and looks at the refusal again after
 // every wake-up: a seal or the end wakes it.
-func (q *queue) putWait(ctx context.Context, e entry, p producer) error {
+func (q *queue) putWait(ctx context.Context, e entry, p producer) (seq uint64, depth int, err error) {
 	n := e.size()
 	q.mu.Lock()
 	for {
 		if err := q.refusal(p); err != nil {
 			q.mu.Unlock()
-			return err
+			return 0, 0, err
 		}
 		if q.fits(n) {
 			break
@@ -215,12 +217,12 @@ func (q *queue) putWait(ctx context.Context, e entry, p producer) error {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, 0, ctx.Err()
 		}
 		q.mu.Lock()
 	}
-	q.appendUnlock(e)
-	return nil
+	seq, depth = q.appendUnlock(e)
+	return seq, depth, nil
 }
 
 // appendUnlock assigns e the next sequence number, appends it and raises

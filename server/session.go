@@ -83,6 +83,18 @@ func (s *Session) SendAsync(enc wire.Encoding, payload []byte) (Enqueued, error)
 	return Enqueued{Seq: seq, Depth: depth}, err
 }
 
+// SendWait is SendAsync that, when the queue is full, waits for room
+// while ctx allows instead of failing with ErrQueueFull, so that a
+// producer is slowed to the pace of the client's reads. Its errors are
+// SendAsync's, except ErrQueueFull, and ctx's error.
+func (s *Session) SendWait(ctx context.Context, enc wire.Encoding, payload []byte) (Enqueued, error) {
+	if err := s.checkPacket(wire.TypeData, enc, payload); err != nil {
+		return Enqueued{}, err
+	}
+	seq, depth, err := s.q.enqueueWait(ctx, entry{typ: wire.TypeData, enc: enc, payload: payload})
+	return Enqueued{Seq: seq, Depth: depth}, err
+}
+
 // Reply queues a packet answering the peer from within a Handler, waiting
 // for queue space while ctx allows. It queues a copy of payload, so a
 // handler may reply with (part of) the packet's borrowed payload. A reply

@@ -81,6 +81,18 @@ func newGrpcurl(t *testing.T, addr string, headers ...string) *grpcurl {
 // sends no -d.
 func (g *grpcurl) run(data string, args ...string) result {
 	g.t.Helper()
+	return g.exec(data, "", args...)
+}
+
+// runStdin runs `grpcurl -plaintext [-H ...] -d @ ADDR args...` with the
+// request messages on stdin.
+func (g *grpcurl) runStdin(stdin string, args ...string) result {
+	g.t.Helper()
+	return g.exec("@", stdin, args...)
+}
+
+func (g *grpcurl) exec(data, stdin string, args ...string) result {
+	g.t.Helper()
 	argv := []string{"-plaintext"}
 	for _, h := range g.headers {
 		argv = append(argv, "-H", h)
@@ -94,6 +106,7 @@ func (g *grpcurl) run(data string, args ...string) result {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, g.path, argv...)
 	cmd.Env = g.env
+	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -170,7 +183,7 @@ func TestControlPlaneGrpcurl(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("grpcurl describe: exit %d\n%s", r.code, r.stderr)
 	}
-	for _, rpc := range []string{"SendAsync", "Drain", "Disconnect", "GetSession", "ListSessions", "WatchSessions", "Receive"} {
+	for _, rpc := range []string{"SendAsync", "SendBatch", "SendStream", "Drain", "Disconnect", "GetSession", "ListSessions", "WatchSessions", "Receive"} {
 		if !strings.Contains(r.stdout, "rpc "+rpc+" (") {
 			t.Errorf("grpcurl describe %s lacks rpc %s:\n%s", service, rpc, r.stdout)
 		}

@@ -22,6 +22,7 @@ const (
 	maxPageSize     = 1000
 	maxReasonLength = 1024
 	maxSessionIDs   = 10000
+	maxBatchItems   = 10000
 )
 
 var goodbyeCode = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
@@ -30,15 +31,11 @@ var goodbyeCode = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
 func (s *Service) validate(req any) error {
 	switch r := req.(type) {
 	case *tlsgatev1.SendAsyncRequest:
-		if err := requireSession(r.GetSessionId()); err != nil {
-			return err
-		}
-		if n := len(r.GetPayload()); n > s.maxPayload {
-			return fmt.Errorf("payload: %d bytes is over the maximum payload of %d bytes", n, s.maxPayload)
-		}
-		if _, ok := tlsgatev1.Encoding_name[int32(r.GetEncoding())]; !ok {
-			return fmt.Errorf("encoding: %d is not a known encoding (use ENCODING_JSON or ENCODING_MSGPACK)", r.GetEncoding())
-		}
+		return s.checkSend(r.GetSessionId(), r.GetPayload(), r.GetEncoding())
+	case *tlsgatev1.SendBatchRequest:
+		return checkBatch(len(r.GetItems()), r.GetFullQueue())
+	case *tlsgatev1.SendStreamRequest:
+		return checkBatch(len(r.GetItems()), r.GetFullQueue())
 	case *tlsgatev1.DrainRequest:
 		switch t := r.GetTarget().(type) {
 		case nil:
@@ -88,6 +85,36 @@ func (s *Service) validate(req any) error {
 				return fmt.Errorf("session_ids[%d]: must not be 0", i)
 			}
 		}
+	}
+	return nil
+}
+
+// checkSend checks one packet to send (a SendAsync request or a batch's
+// item); its error names the field.
+func (s *Service) checkSend(id uint64, payload []byte, enc tlsgatev1.Encoding) error {
+	if err := requireSession(id); err != nil {
+		return err
+	}
+	if n := len(payload); n > s.maxPayload {
+		return fmt.Errorf("payload: %d bytes is over the maximum payload of %d bytes", n, s.maxPayload)
+	}
+	if _, ok := tlsgatev1.Encoding_name[int32(enc)]; !ok {
+		return fmt.Errorf("encoding: %d is not a known encoding (use ENCODING_JSON or ENCODING_MSGPACK)", enc)
+	}
+	return nil
+}
+
+// checkBatch checks what SendBatch and SendStream check of the request as
+// a whole; each item is checked alone, as it is queued.
+func checkBatch(items int, fq tlsgatev1.FullQueuePolicy) error {
+	if items == 0 {
+		return fmt.Errorf("items: at least one item is required")
+	}
+	if items > maxBatchItems {
+		return fmt.Errorf("items: %d items is over the maximum of %d", items, maxBatchItems)
+	}
+	if _, ok := tlsgatev1.FullQueuePolicy_name[int32(fq)]; !ok {
+		return fmt.Errorf("full_queue: %d is not a known policy (use FULL_QUEUE_POLICY_REJECT or FULL_QUEUE_POLICY_WAIT)", fq)
 	}
 	return nil
 }

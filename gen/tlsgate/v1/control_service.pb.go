@@ -23,6 +23,61 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// FullQueuePolicy says what a send does when the session's queue is full.
+type FullQueuePolicy int32
+
+const (
+	// Not set: REJECT.
+	FullQueuePolicy_FULL_QUEUE_POLICY_UNSPECIFIED FullQueuePolicy = 0
+	// The item fails with RESOURCE_EXHAUSTED and is not queued, as with
+	// SendAsync.
+	FullQueuePolicy_FULL_QUEUE_POLICY_REJECT FullQueuePolicy = 1
+	// The send waits until the queue has room (or the call ends, or the
+	// session closes), so that order is kept and nothing is rejected.
+	FullQueuePolicy_FULL_QUEUE_POLICY_WAIT FullQueuePolicy = 2
+)
+
+// Enum value maps for FullQueuePolicy.
+var (
+	FullQueuePolicy_name = map[int32]string{
+		0: "FULL_QUEUE_POLICY_UNSPECIFIED",
+		1: "FULL_QUEUE_POLICY_REJECT",
+		2: "FULL_QUEUE_POLICY_WAIT",
+	}
+	FullQueuePolicy_value = map[string]int32{
+		"FULL_QUEUE_POLICY_UNSPECIFIED": 0,
+		"FULL_QUEUE_POLICY_REJECT":      1,
+		"FULL_QUEUE_POLICY_WAIT":        2,
+	}
+)
+
+func (x FullQueuePolicy) Enum() *FullQueuePolicy {
+	p := new(FullQueuePolicy)
+	*p = x
+	return p
+}
+
+func (x FullQueuePolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FullQueuePolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_tlsgate_v1_control_service_proto_enumTypes[0].Descriptor()
+}
+
+func (FullQueuePolicy) Type() protoreflect.EnumType {
+	return &file_tlsgate_v1_control_service_proto_enumTypes[0]
+}
+
+func (x FullQueuePolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FullQueuePolicy.Descriptor instead.
+func (FullQueuePolicy) EnumDescriptor() ([]byte, []int) {
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{0}
+}
+
 // SendAsyncRequest queues one Data packet.
 type SendAsyncRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -144,6 +199,398 @@ func (x *SendAsyncResponse) GetQueueLength() uint32 {
 	return 0
 }
 
+// SendItem is one Data packet for one session, as in SendAsyncRequest.
+type SendItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The target session. Required.
+	SessionId uint64 `protobuf:"varint,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// The payload, sent as is. At most the server's maximum payload (65,531
+	// bytes by default). May be empty.
+	Payload []byte `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
+	// The payload's encoding, carried in the frame header. Default JSON.
+	Encoding      Encoding `protobuf:"varint,3,opt,name=encoding,proto3,enum=tlsgate.v1.Encoding" json:"encoding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendItem) Reset() {
+	*x = SendItem{}
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendItem) ProtoMessage() {}
+
+func (x *SendItem) ProtoReflect() protoreflect.Message {
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendItem.ProtoReflect.Descriptor instead.
+func (*SendItem) Descriptor() ([]byte, []int) {
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SendItem) GetSessionId() uint64 {
+	if x != nil {
+		return x.SessionId
+	}
+	return 0
+}
+
+func (x *SendItem) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *SendItem) GetEncoding() Encoding {
+	if x != nil {
+		return x.Encoding
+	}
+	return Encoding_ENCODING_UNSPECIFIED
+}
+
+// SendBatchRequest is a batch of packets.
+type SendBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The packets, 1 to 10,000 of them, for any sessions.
+	Items []*SendItem `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	// What to do when a session's queue is full. Default REJECT.
+	FullQueue     FullQueuePolicy `protobuf:"varint,2,opt,name=full_queue,json=fullQueue,proto3,enum=tlsgate.v1.FullQueuePolicy" json:"full_queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendBatchRequest) Reset() {
+	*x = SendBatchRequest{}
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendBatchRequest) ProtoMessage() {}
+
+func (x *SendBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendBatchRequest.ProtoReflect.Descriptor instead.
+func (*SendBatchRequest) Descriptor() ([]byte, []int) {
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SendBatchRequest) GetItems() []*SendItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *SendBatchRequest) GetFullQueue() FullQueuePolicy {
+	if x != nil {
+		return x.FullQueue
+	}
+	return FullQueuePolicy_FULL_QUEUE_POLICY_UNSPECIFIED
+}
+
+// ItemError is why one item was not queued: a gRPC status of its own.
+type ItemError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gRPC status code, as a number (as in the grpc-status header):
+	// 3 INVALID_ARGUMENT, 5 NOT_FOUND, 8 RESOURCE_EXHAUSTED,
+	// 9 FAILED_PRECONDITION, 1 CANCELLED, 4 DEADLINE_EXCEEDED.
+	Code uint32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// The status message, which names the item's field when it is invalid
+	// (for example "items[2].session_id: ...").
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ItemError) Reset() {
+	*x = ItemError{}
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ItemError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ItemError) ProtoMessage() {}
+
+func (x *ItemError) ProtoReflect() protoreflect.Message {
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ItemError.ProtoReflect.Descriptor instead.
+func (*ItemError) Descriptor() ([]byte, []int) {
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ItemError) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ItemError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// SendResult is what became of one item: queued (seq set, error unset) or
+// not (error set, seq 0).
+type SendResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The packet's per-session outbound sequence number, as SendAsync
+	// returns it; 0 when the item failed.
+	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The queue's length, in packets, right after the enqueue.
+	QueueLength uint32 `protobuf:"varint,2,opt,name=queue_length,json=queueLength,proto3" json:"queue_length,omitempty"`
+	// Set when the item was not queued.
+	Error         *ItemError `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendResult) Reset() {
+	*x = SendResult{}
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendResult) ProtoMessage() {}
+
+func (x *SendResult) ProtoReflect() protoreflect.Message {
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendResult.ProtoReflect.Descriptor instead.
+func (*SendResult) Descriptor() ([]byte, []int) {
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SendResult) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SendResult) GetQueueLength() uint32 {
+	if x != nil {
+		return x.QueueLength
+	}
+	return 0
+}
+
+func (x *SendResult) GetError() *ItemError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// SendBatchResponse answers a batch item for item.
+type SendBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result per item, in the order of the items.
+	Results       []*SendResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendBatchResponse) Reset() {
+	*x = SendBatchResponse{}
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendBatchResponse) ProtoMessage() {}
+
+func (x *SendBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendBatchResponse.ProtoReflect.Descriptor instead.
+func (*SendBatchResponse) Descriptor() ([]byte, []int) {
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SendBatchResponse) GetResults() []*SendResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// SendStreamRequest is one batch of a SendStream.
+type SendStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The packets, 1 to 10,000 of them, for any sessions.
+	Items []*SendItem `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	// What to do when a session's queue is full, for this request's items.
+	// Default REJECT.
+	FullQueue     FullQueuePolicy `protobuf:"varint,2,opt,name=full_queue,json=fullQueue,proto3,enum=tlsgate.v1.FullQueuePolicy" json:"full_queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendStreamRequest) Reset() {
+	*x = SendStreamRequest{}
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendStreamRequest) ProtoMessage() {}
+
+func (x *SendStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendStreamRequest.ProtoReflect.Descriptor instead.
+func (*SendStreamRequest) Descriptor() ([]byte, []int) {
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SendStreamRequest) GetItems() []*SendItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *SendStreamRequest) GetFullQueue() FullQueuePolicy {
+	if x != nil {
+		return x.FullQueue
+	}
+	return FullQueuePolicy_FULL_QUEUE_POLICY_UNSPECIFIED
+}
+
+// SendStreamResponse answers one SendStreamRequest, item for item.
+type SendStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result per item, in the order of the request's items.
+	Results       []*SendResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendStreamResponse) Reset() {
+	*x = SendStreamResponse{}
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendStreamResponse) ProtoMessage() {}
+
+func (x *SendStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendStreamResponse.ProtoReflect.Descriptor instead.
+func (*SendStreamResponse) Descriptor() ([]byte, []int) {
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SendStreamResponse) GetResults() []*SendResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 // DrainRequest selects what to drain.
 type DrainRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -163,7 +610,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[2]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -175,7 +622,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[2]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -188,7 +635,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{2}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DrainRequest) GetTarget() isDrainRequest_Target {
@@ -262,7 +709,7 @@ type SessionDrain struct {
 
 func (x *SessionDrain) Reset() {
 	*x = SessionDrain{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[3]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -274,7 +721,7 @@ func (x *SessionDrain) String() string {
 func (*SessionDrain) ProtoMessage() {}
 
 func (x *SessionDrain) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[3]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -287,7 +734,7 @@ func (x *SessionDrain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionDrain.ProtoReflect.Descriptor instead.
 func (*SessionDrain) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{3}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SessionDrain) GetSessionId() uint64 {
@@ -338,7 +785,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[4]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -350,7 +797,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[4]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -363,7 +810,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{4}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DrainResponse) GetSessions() []*SessionDrain {
@@ -405,7 +852,7 @@ type DisconnectRequest struct {
 
 func (x *DisconnectRequest) Reset() {
 	*x = DisconnectRequest{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[5]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +864,7 @@ func (x *DisconnectRequest) String() string {
 func (*DisconnectRequest) ProtoMessage() {}
 
 func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[5]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +877,7 @@ func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectRequest.ProtoReflect.Descriptor instead.
 func (*DisconnectRequest) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{5}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DisconnectRequest) GetSessionId() uint64 {
@@ -488,7 +935,7 @@ type DisconnectResponse struct {
 
 func (x *DisconnectResponse) Reset() {
 	*x = DisconnectResponse{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[6]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +947,7 @@ func (x *DisconnectResponse) String() string {
 func (*DisconnectResponse) ProtoMessage() {}
 
 func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[6]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +960,7 @@ func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectResponse.ProtoReflect.Descriptor instead.
 func (*DisconnectResponse) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{6}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DisconnectResponse) GetConnection() *ClosedConnection {
@@ -541,7 +988,7 @@ type GetSessionRequest struct {
 
 func (x *GetSessionRequest) Reset() {
 	*x = GetSessionRequest{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[7]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -553,7 +1000,7 @@ func (x *GetSessionRequest) String() string {
 func (*GetSessionRequest) ProtoMessage() {}
 
 func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[7]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -566,7 +1013,7 @@ func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionRequest.ProtoReflect.Descriptor instead.
 func (*GetSessionRequest) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{7}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetSessionRequest) GetSessionId() uint64 {
@@ -587,7 +1034,7 @@ type GetSessionResponse struct {
 
 func (x *GetSessionResponse) Reset() {
 	*x = GetSessionResponse{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[8]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -599,7 +1046,7 @@ func (x *GetSessionResponse) String() string {
 func (*GetSessionResponse) ProtoMessage() {}
 
 func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[8]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -612,7 +1059,7 @@ func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionResponse.ProtoReflect.Descriptor instead.
 func (*GetSessionResponse) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{8}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetSessionResponse) GetSession() *Session {
@@ -641,7 +1088,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[9]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +1100,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[9]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +1113,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{9}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListSessionsRequest) GetPageSize() uint32 {
@@ -710,7 +1157,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[10]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +1169,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[10]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +1182,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{10}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -764,7 +1211,7 @@ type WatchSessionsRequest struct {
 
 func (x *WatchSessionsRequest) Reset() {
 	*x = WatchSessionsRequest{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[11]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -776,7 +1223,7 @@ func (x *WatchSessionsRequest) String() string {
 func (*WatchSessionsRequest) ProtoMessage() {}
 
 func (x *WatchSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[11]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -789,7 +1236,7 @@ func (x *WatchSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionsRequest.ProtoReflect.Descriptor instead.
 func (*WatchSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{11}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchSessionsRequest) GetIncludeSnapshot() bool {
@@ -811,7 +1258,7 @@ type SessionConnected struct {
 
 func (x *SessionConnected) Reset() {
 	*x = SessionConnected{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[12]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +1270,7 @@ func (x *SessionConnected) String() string {
 func (*SessionConnected) ProtoMessage() {}
 
 func (x *SessionConnected) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[12]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +1283,7 @@ func (x *SessionConnected) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionConnected.ProtoReflect.Descriptor instead.
 func (*SessionConnected) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{12}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SessionConnected) GetSession() *Session {
@@ -863,7 +1310,7 @@ type SessionTakenOver struct {
 
 func (x *SessionTakenOver) Reset() {
 	*x = SessionTakenOver{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[13]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +1322,7 @@ func (x *SessionTakenOver) String() string {
 func (*SessionTakenOver) ProtoMessage() {}
 
 func (x *SessionTakenOver) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[13]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +1335,7 @@ func (x *SessionTakenOver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionTakenOver.ProtoReflect.Descriptor instead.
 func (*SessionTakenOver) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{13}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SessionTakenOver) GetSessionId() uint64 {
@@ -928,7 +1375,7 @@ type SnapshotComplete struct {
 
 func (x *SnapshotComplete) Reset() {
 	*x = SnapshotComplete{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[14]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1387,7 @@ func (x *SnapshotComplete) String() string {
 func (*SnapshotComplete) ProtoMessage() {}
 
 func (x *SnapshotComplete) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[14]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1400,7 @@ func (x *SnapshotComplete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotComplete.ProtoReflect.Descriptor instead.
 func (*SnapshotComplete) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{14}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{21}
 }
 
 // WatchSessionsResponse is one lifecycle event.
@@ -977,7 +1424,7 @@ type WatchSessionsResponse struct {
 
 func (x *WatchSessionsResponse) Reset() {
 	*x = WatchSessionsResponse{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[15]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1436,7 @@ func (x *WatchSessionsResponse) String() string {
 func (*WatchSessionsResponse) ProtoMessage() {}
 
 func (x *WatchSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[15]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1449,7 @@ func (x *WatchSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionsResponse.ProtoReflect.Descriptor instead.
 func (*WatchSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{15}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WatchSessionsResponse) GetTime() *timestamppb.Timestamp {
@@ -1115,7 +1562,7 @@ type ReceiveRequest struct {
 
 func (x *ReceiveRequest) Reset() {
 	*x = ReceiveRequest{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[16]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1574,7 @@ func (x *ReceiveRequest) String() string {
 func (*ReceiveRequest) ProtoMessage() {}
 
 func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[16]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1587,7 @@ func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveRequest.ProtoReflect.Descriptor instead.
 func (*ReceiveRequest) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{16}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReceiveRequest) GetSessionIds() []uint64 {
@@ -1166,7 +1613,7 @@ type ReceiveResponse struct {
 
 func (x *ReceiveResponse) Reset() {
 	*x = ReceiveResponse{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[17]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1625,7 @@ func (x *ReceiveResponse) String() string {
 func (*ReceiveResponse) ProtoMessage() {}
 
 func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[17]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1638,7 @@ func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveResponse.ProtoReflect.Descriptor instead.
 func (*ReceiveResponse) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{17}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReceiveResponse) GetItem() isReceiveResponse_Item {
@@ -1251,7 +1698,32 @@ const file_tlsgate_v1_control_service_proto_rawDesc = "" +
 	"\bencoding\x18\x03 \x01(\x0e2\x14.tlsgate.v1.EncodingR\bencoding\"H\n" +
 	"\x11SendAsyncResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12!\n" +
-	"\fqueue_length\x18\x02 \x01(\rR\vqueueLength\"p\n" +
+	"\fqueue_length\x18\x02 \x01(\rR\vqueueLength\"u\n" +
+	"\bSendItem\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\x04R\tsessionId\x12\x18\n" +
+	"\apayload\x18\x02 \x01(\fR\apayload\x120\n" +
+	"\bencoding\x18\x03 \x01(\x0e2\x14.tlsgate.v1.EncodingR\bencoding\"z\n" +
+	"\x10SendBatchRequest\x12*\n" +
+	"\x05items\x18\x01 \x03(\v2\x14.tlsgate.v1.SendItemR\x05items\x12:\n" +
+	"\n" +
+	"full_queue\x18\x02 \x01(\x0e2\x1b.tlsgate.v1.FullQueuePolicyR\tfullQueue\"9\n" +
+	"\tItemError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"n\n" +
+	"\n" +
+	"SendResult\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12!\n" +
+	"\fqueue_length\x18\x02 \x01(\rR\vqueueLength\x12+\n" +
+	"\x05error\x18\x03 \x01(\v2\x15.tlsgate.v1.ItemErrorR\x05error\"E\n" +
+	"\x11SendBatchResponse\x120\n" +
+	"\aresults\x18\x01 \x03(\v2\x16.tlsgate.v1.SendResultR\aresults\"{\n" +
+	"\x11SendStreamRequest\x12*\n" +
+	"\x05items\x18\x01 \x03(\v2\x14.tlsgate.v1.SendItemR\x05items\x12:\n" +
+	"\n" +
+	"full_queue\x18\x02 \x01(\x0e2\x1b.tlsgate.v1.FullQueuePolicyR\tfullQueue\"F\n" +
+	"\x12SendStreamResponse\x120\n" +
+	"\aresults\x18\x01 \x03(\v2\x16.tlsgate.v1.SendResultR\aresults\"p\n" +
 	"\fDrainRequest\x12\x1f\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x04H\x00R\tsessionId\x12#\n" +
@@ -1325,9 +1797,16 @@ const file_tlsgate_v1_control_service_proto_rawDesc = "" +
 	"\x0fReceiveResponse\x123\n" +
 	"\x06packet\x18\x01 \x01(\v2\x19.tlsgate.v1.InboundPacketH\x00R\x06packet\x126\n" +
 	"\x06closed\x18\x02 \x01(\v2\x1c.tlsgate.v1.ClosedConnectionH\x00R\x06closedB\x06\n" +
-	"\x04item2\xa3\x04\n" +
+	"\x04item*n\n" +
+	"\x0fFullQueuePolicy\x12!\n" +
+	"\x1dFULL_QUEUE_POLICY_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18FULL_QUEUE_POLICY_REJECT\x10\x01\x12\x1a\n" +
+	"\x16FULL_QUEUE_POLICY_WAIT\x10\x022\xbe\x05\n" +
 	"\x0eControlService\x12H\n" +
-	"\tSendAsync\x12\x1c.tlsgate.v1.SendAsyncRequest\x1a\x1d.tlsgate.v1.SendAsyncResponse\x12<\n" +
+	"\tSendAsync\x12\x1c.tlsgate.v1.SendAsyncRequest\x1a\x1d.tlsgate.v1.SendAsyncResponse\x12H\n" +
+	"\tSendBatch\x12\x1c.tlsgate.v1.SendBatchRequest\x1a\x1d.tlsgate.v1.SendBatchResponse\x12O\n" +
+	"\n" +
+	"SendStream\x12\x1d.tlsgate.v1.SendStreamRequest\x1a\x1e.tlsgate.v1.SendStreamResponse(\x010\x01\x12<\n" +
 	"\x05Drain\x12\x18.tlsgate.v1.DrainRequest\x1a\x19.tlsgate.v1.DrainResponse\x12K\n" +
 	"\n" +
 	"Disconnect\x12\x1d.tlsgate.v1.DisconnectRequest\x1a\x1e.tlsgate.v1.DisconnectResponse\x12K\n" +
@@ -1352,73 +1831,94 @@ func file_tlsgate_v1_control_service_proto_rawDescGZIP() []byte {
 	return file_tlsgate_v1_control_service_proto_rawDescData
 }
 
-var file_tlsgate_v1_control_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_tlsgate_v1_control_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_tlsgate_v1_control_service_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_tlsgate_v1_control_service_proto_goTypes = []any{
-	(*SendAsyncRequest)(nil),      // 0: tlsgate.v1.SendAsyncRequest
-	(*SendAsyncResponse)(nil),     // 1: tlsgate.v1.SendAsyncResponse
-	(*DrainRequest)(nil),          // 2: tlsgate.v1.DrainRequest
-	(*SessionDrain)(nil),          // 3: tlsgate.v1.SessionDrain
-	(*DrainResponse)(nil),         // 4: tlsgate.v1.DrainResponse
-	(*DisconnectRequest)(nil),     // 5: tlsgate.v1.DisconnectRequest
-	(*DisconnectResponse)(nil),    // 6: tlsgate.v1.DisconnectResponse
-	(*GetSessionRequest)(nil),     // 7: tlsgate.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),    // 8: tlsgate.v1.GetSessionResponse
-	(*ListSessionsRequest)(nil),   // 9: tlsgate.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),  // 10: tlsgate.v1.ListSessionsResponse
-	(*WatchSessionsRequest)(nil),  // 11: tlsgate.v1.WatchSessionsRequest
-	(*SessionConnected)(nil),      // 12: tlsgate.v1.SessionConnected
-	(*SessionTakenOver)(nil),      // 13: tlsgate.v1.SessionTakenOver
-	(*SnapshotComplete)(nil),      // 14: tlsgate.v1.SnapshotComplete
-	(*WatchSessionsResponse)(nil), // 15: tlsgate.v1.WatchSessionsResponse
-	(*ReceiveRequest)(nil),        // 16: tlsgate.v1.ReceiveRequest
-	(*ReceiveResponse)(nil),       // 17: tlsgate.v1.ReceiveResponse
-	(Encoding)(0),                 // 18: tlsgate.v1.Encoding
-	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
-	(*ClosedConnection)(nil),      // 20: tlsgate.v1.ClosedConnection
-	(*Session)(nil),               // 21: tlsgate.v1.Session
-	(SessionState)(0),             // 22: tlsgate.v1.SessionState
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*InboundPacket)(nil),         // 24: tlsgate.v1.InboundPacket
+	(FullQueuePolicy)(0),          // 0: tlsgate.v1.FullQueuePolicy
+	(*SendAsyncRequest)(nil),      // 1: tlsgate.v1.SendAsyncRequest
+	(*SendAsyncResponse)(nil),     // 2: tlsgate.v1.SendAsyncResponse
+	(*SendItem)(nil),              // 3: tlsgate.v1.SendItem
+	(*SendBatchRequest)(nil),      // 4: tlsgate.v1.SendBatchRequest
+	(*ItemError)(nil),             // 5: tlsgate.v1.ItemError
+	(*SendResult)(nil),            // 6: tlsgate.v1.SendResult
+	(*SendBatchResponse)(nil),     // 7: tlsgate.v1.SendBatchResponse
+	(*SendStreamRequest)(nil),     // 8: tlsgate.v1.SendStreamRequest
+	(*SendStreamResponse)(nil),    // 9: tlsgate.v1.SendStreamResponse
+	(*DrainRequest)(nil),          // 10: tlsgate.v1.DrainRequest
+	(*SessionDrain)(nil),          // 11: tlsgate.v1.SessionDrain
+	(*DrainResponse)(nil),         // 12: tlsgate.v1.DrainResponse
+	(*DisconnectRequest)(nil),     // 13: tlsgate.v1.DisconnectRequest
+	(*DisconnectResponse)(nil),    // 14: tlsgate.v1.DisconnectResponse
+	(*GetSessionRequest)(nil),     // 15: tlsgate.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),    // 16: tlsgate.v1.GetSessionResponse
+	(*ListSessionsRequest)(nil),   // 17: tlsgate.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),  // 18: tlsgate.v1.ListSessionsResponse
+	(*WatchSessionsRequest)(nil),  // 19: tlsgate.v1.WatchSessionsRequest
+	(*SessionConnected)(nil),      // 20: tlsgate.v1.SessionConnected
+	(*SessionTakenOver)(nil),      // 21: tlsgate.v1.SessionTakenOver
+	(*SnapshotComplete)(nil),      // 22: tlsgate.v1.SnapshotComplete
+	(*WatchSessionsResponse)(nil), // 23: tlsgate.v1.WatchSessionsResponse
+	(*ReceiveRequest)(nil),        // 24: tlsgate.v1.ReceiveRequest
+	(*ReceiveResponse)(nil),       // 25: tlsgate.v1.ReceiveResponse
+	(Encoding)(0),                 // 26: tlsgate.v1.Encoding
+	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
+	(*ClosedConnection)(nil),      // 28: tlsgate.v1.ClosedConnection
+	(*Session)(nil),               // 29: tlsgate.v1.Session
+	(SessionState)(0),             // 30: tlsgate.v1.SessionState
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*InboundPacket)(nil),         // 32: tlsgate.v1.InboundPacket
 }
 var file_tlsgate_v1_control_service_proto_depIdxs = []int32{
-	18, // 0: tlsgate.v1.SendAsyncRequest.encoding:type_name -> tlsgate.v1.Encoding
-	3,  // 1: tlsgate.v1.DrainResponse.sessions:type_name -> tlsgate.v1.SessionDrain
-	19, // 2: tlsgate.v1.DrainResponse.elapsed:type_name -> google.protobuf.Duration
-	19, // 3: tlsgate.v1.DisconnectRequest.drain_timeout:type_name -> google.protobuf.Duration
-	20, // 4: tlsgate.v1.DisconnectResponse.connection:type_name -> tlsgate.v1.ClosedConnection
-	19, // 5: tlsgate.v1.DisconnectResponse.elapsed:type_name -> google.protobuf.Duration
-	21, // 6: tlsgate.v1.GetSessionResponse.session:type_name -> tlsgate.v1.Session
-	22, // 7: tlsgate.v1.ListSessionsRequest.states:type_name -> tlsgate.v1.SessionState
-	21, // 8: tlsgate.v1.ListSessionsResponse.sessions:type_name -> tlsgate.v1.Session
-	21, // 9: tlsgate.v1.SessionConnected.session:type_name -> tlsgate.v1.Session
-	21, // 10: tlsgate.v1.SessionTakenOver.session:type_name -> tlsgate.v1.Session
-	23, // 11: tlsgate.v1.WatchSessionsResponse.time:type_name -> google.protobuf.Timestamp
-	21, // 12: tlsgate.v1.WatchSessionsResponse.snapshot:type_name -> tlsgate.v1.Session
-	14, // 13: tlsgate.v1.WatchSessionsResponse.snapshot_complete:type_name -> tlsgate.v1.SnapshotComplete
-	12, // 14: tlsgate.v1.WatchSessionsResponse.connected:type_name -> tlsgate.v1.SessionConnected
-	13, // 15: tlsgate.v1.WatchSessionsResponse.taken_over:type_name -> tlsgate.v1.SessionTakenOver
-	20, // 16: tlsgate.v1.WatchSessionsResponse.closed:type_name -> tlsgate.v1.ClosedConnection
-	24, // 17: tlsgate.v1.ReceiveResponse.packet:type_name -> tlsgate.v1.InboundPacket
-	20, // 18: tlsgate.v1.ReceiveResponse.closed:type_name -> tlsgate.v1.ClosedConnection
-	0,  // 19: tlsgate.v1.ControlService.SendAsync:input_type -> tlsgate.v1.SendAsyncRequest
-	2,  // 20: tlsgate.v1.ControlService.Drain:input_type -> tlsgate.v1.DrainRequest
-	5,  // 21: tlsgate.v1.ControlService.Disconnect:input_type -> tlsgate.v1.DisconnectRequest
-	7,  // 22: tlsgate.v1.ControlService.GetSession:input_type -> tlsgate.v1.GetSessionRequest
-	9,  // 23: tlsgate.v1.ControlService.ListSessions:input_type -> tlsgate.v1.ListSessionsRequest
-	11, // 24: tlsgate.v1.ControlService.WatchSessions:input_type -> tlsgate.v1.WatchSessionsRequest
-	16, // 25: tlsgate.v1.ControlService.Receive:input_type -> tlsgate.v1.ReceiveRequest
-	1,  // 26: tlsgate.v1.ControlService.SendAsync:output_type -> tlsgate.v1.SendAsyncResponse
-	4,  // 27: tlsgate.v1.ControlService.Drain:output_type -> tlsgate.v1.DrainResponse
-	6,  // 28: tlsgate.v1.ControlService.Disconnect:output_type -> tlsgate.v1.DisconnectResponse
-	8,  // 29: tlsgate.v1.ControlService.GetSession:output_type -> tlsgate.v1.GetSessionResponse
-	10, // 30: tlsgate.v1.ControlService.ListSessions:output_type -> tlsgate.v1.ListSessionsResponse
-	15, // 31: tlsgate.v1.ControlService.WatchSessions:output_type -> tlsgate.v1.WatchSessionsResponse
-	17, // 32: tlsgate.v1.ControlService.Receive:output_type -> tlsgate.v1.ReceiveResponse
-	26, // [26:33] is the sub-list for method output_type
-	19, // [19:26] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	26, // 0: tlsgate.v1.SendAsyncRequest.encoding:type_name -> tlsgate.v1.Encoding
+	26, // 1: tlsgate.v1.SendItem.encoding:type_name -> tlsgate.v1.Encoding
+	3,  // 2: tlsgate.v1.SendBatchRequest.items:type_name -> tlsgate.v1.SendItem
+	0,  // 3: tlsgate.v1.SendBatchRequest.full_queue:type_name -> tlsgate.v1.FullQueuePolicy
+	5,  // 4: tlsgate.v1.SendResult.error:type_name -> tlsgate.v1.ItemError
+	6,  // 5: tlsgate.v1.SendBatchResponse.results:type_name -> tlsgate.v1.SendResult
+	3,  // 6: tlsgate.v1.SendStreamRequest.items:type_name -> tlsgate.v1.SendItem
+	0,  // 7: tlsgate.v1.SendStreamRequest.full_queue:type_name -> tlsgate.v1.FullQueuePolicy
+	6,  // 8: tlsgate.v1.SendStreamResponse.results:type_name -> tlsgate.v1.SendResult
+	11, // 9: tlsgate.v1.DrainResponse.sessions:type_name -> tlsgate.v1.SessionDrain
+	27, // 10: tlsgate.v1.DrainResponse.elapsed:type_name -> google.protobuf.Duration
+	27, // 11: tlsgate.v1.DisconnectRequest.drain_timeout:type_name -> google.protobuf.Duration
+	28, // 12: tlsgate.v1.DisconnectResponse.connection:type_name -> tlsgate.v1.ClosedConnection
+	27, // 13: tlsgate.v1.DisconnectResponse.elapsed:type_name -> google.protobuf.Duration
+	29, // 14: tlsgate.v1.GetSessionResponse.session:type_name -> tlsgate.v1.Session
+	30, // 15: tlsgate.v1.ListSessionsRequest.states:type_name -> tlsgate.v1.SessionState
+	29, // 16: tlsgate.v1.ListSessionsResponse.sessions:type_name -> tlsgate.v1.Session
+	29, // 17: tlsgate.v1.SessionConnected.session:type_name -> tlsgate.v1.Session
+	29, // 18: tlsgate.v1.SessionTakenOver.session:type_name -> tlsgate.v1.Session
+	31, // 19: tlsgate.v1.WatchSessionsResponse.time:type_name -> google.protobuf.Timestamp
+	29, // 20: tlsgate.v1.WatchSessionsResponse.snapshot:type_name -> tlsgate.v1.Session
+	22, // 21: tlsgate.v1.WatchSessionsResponse.snapshot_complete:type_name -> tlsgate.v1.SnapshotComplete
+	20, // 22: tlsgate.v1.WatchSessionsResponse.connected:type_name -> tlsgate.v1.SessionConnected
+	21, // 23: tlsgate.v1.WatchSessionsResponse.taken_over:type_name -> tlsgate.v1.SessionTakenOver
+	28, // 24: tlsgate.v1.WatchSessionsResponse.closed:type_name -> tlsgate.v1.ClosedConnection
+	32, // 25: tlsgate.v1.ReceiveResponse.packet:type_name -> tlsgate.v1.InboundPacket
+	28, // 26: tlsgate.v1.ReceiveResponse.closed:type_name -> tlsgate.v1.ClosedConnection
+	1,  // 27: tlsgate.v1.ControlService.SendAsync:input_type -> tlsgate.v1.SendAsyncRequest
+	4,  // 28: tlsgate.v1.ControlService.SendBatch:input_type -> tlsgate.v1.SendBatchRequest
+	8,  // 29: tlsgate.v1.ControlService.SendStream:input_type -> tlsgate.v1.SendStreamRequest
+	10, // 30: tlsgate.v1.ControlService.Drain:input_type -> tlsgate.v1.DrainRequest
+	13, // 31: tlsgate.v1.ControlService.Disconnect:input_type -> tlsgate.v1.DisconnectRequest
+	15, // 32: tlsgate.v1.ControlService.GetSession:input_type -> tlsgate.v1.GetSessionRequest
+	17, // 33: tlsgate.v1.ControlService.ListSessions:input_type -> tlsgate.v1.ListSessionsRequest
+	19, // 34: tlsgate.v1.ControlService.WatchSessions:input_type -> tlsgate.v1.WatchSessionsRequest
+	24, // 35: tlsgate.v1.ControlService.Receive:input_type -> tlsgate.v1.ReceiveRequest
+	2,  // 36: tlsgate.v1.ControlService.SendAsync:output_type -> tlsgate.v1.SendAsyncResponse
+	7,  // 37: tlsgate.v1.ControlService.SendBatch:output_type -> tlsgate.v1.SendBatchResponse
+	9,  // 38: tlsgate.v1.ControlService.SendStream:output_type -> tlsgate.v1.SendStreamResponse
+	12, // 39: tlsgate.v1.ControlService.Drain:output_type -> tlsgate.v1.DrainResponse
+	14, // 40: tlsgate.v1.ControlService.Disconnect:output_type -> tlsgate.v1.DisconnectResponse
+	16, // 41: tlsgate.v1.ControlService.GetSession:output_type -> tlsgate.v1.GetSessionResponse
+	18, // 42: tlsgate.v1.ControlService.ListSessions:output_type -> tlsgate.v1.ListSessionsResponse
+	23, // 43: tlsgate.v1.ControlService.WatchSessions:output_type -> tlsgate.v1.WatchSessionsResponse
+	25, // 44: tlsgate.v1.ControlService.Receive:output_type -> tlsgate.v1.ReceiveResponse
+	36, // [36:45] is the sub-list for method output_type
+	27, // [27:36] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_tlsgate_v1_control_service_proto_init() }
@@ -1428,19 +1928,19 @@ func file_tlsgate_v1_control_service_proto_init() {
 	}
 	file_tlsgate_v1_packet_proto_init()
 	file_tlsgate_v1_session_proto_init()
-	file_tlsgate_v1_control_service_proto_msgTypes[2].OneofWrappers = []any{
+	file_tlsgate_v1_control_service_proto_msgTypes[9].OneofWrappers = []any{
 		(*DrainRequest_SessionId)(nil),
 		(*DrainRequest_AllSessions)(nil),
 	}
-	file_tlsgate_v1_control_service_proto_msgTypes[5].OneofWrappers = []any{}
-	file_tlsgate_v1_control_service_proto_msgTypes[15].OneofWrappers = []any{
+	file_tlsgate_v1_control_service_proto_msgTypes[12].OneofWrappers = []any{}
+	file_tlsgate_v1_control_service_proto_msgTypes[22].OneofWrappers = []any{
 		(*WatchSessionsResponse_Snapshot)(nil),
 		(*WatchSessionsResponse_SnapshotComplete)(nil),
 		(*WatchSessionsResponse_Connected)(nil),
 		(*WatchSessionsResponse_TakenOver)(nil),
 		(*WatchSessionsResponse_Closed)(nil),
 	}
-	file_tlsgate_v1_control_service_proto_msgTypes[17].OneofWrappers = []any{
+	file_tlsgate_v1_control_service_proto_msgTypes[24].OneofWrappers = []any{
 		(*ReceiveResponse_Packet)(nil),
 		(*ReceiveResponse_Closed)(nil),
 	}
@@ -1449,13 +1949,14 @@ func file_tlsgate_v1_control_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tlsgate_v1_control_service_proto_rawDesc), len(file_tlsgate_v1_control_service_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   18,
+			NumEnums:      1,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_tlsgate_v1_control_service_proto_goTypes,
 		DependencyIndexes: file_tlsgate_v1_control_service_proto_depIdxs,
+		EnumInfos:         file_tlsgate_v1_control_service_proto_enumTypes,
 		MessageInfos:      file_tlsgate_v1_control_service_proto_msgTypes,
 	}.Build()
 	File_tlsgate_v1_control_service_proto = out.File

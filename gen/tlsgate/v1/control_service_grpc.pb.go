@@ -20,6 +20,8 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	ControlService_SendAsync_FullMethodName     = "/tlsgate.v1.ControlService/SendAsync"
+	ControlService_SendBatch_FullMethodName     = "/tlsgate.v1.ControlService/SendBatch"
+	ControlService_SendStream_FullMethodName    = "/tlsgate.v1.ControlService/SendStream"
 	ControlService_Drain_FullMethodName         = "/tlsgate.v1.ControlService/Drain"
 	ControlService_Disconnect_FullMethodName    = "/tlsgate.v1.ControlService/Disconnect"
 	ControlService_GetSession_FullMethodName    = "/tlsgate.v1.ControlService/GetSession"
@@ -48,6 +50,25 @@ type ControlServiceClient interface {
 	// was not queued), INVALID_ARGUMENT (payload over the frame maximum, or an
 	// unknown encoding).
 	SendAsync(ctx context.Context, in *SendAsyncRequest, opts ...grpc.CallOption) (*SendAsyncResponse, error)
+	// SendBatch queues a batch of Data packets, for any sessions, in one call,
+	// and answers item for item: each item is queued or fails alone, with the
+	// status SendAsync would return for it. Items for one session are queued
+	// in the order they appear. With full_queue WAIT, the call waits for room
+	// in a full queue instead of failing the item.
+	//
+	// Errors of the call itself: INVALID_ARGUMENT (no items, too many, or an
+	// unknown full_queue). Everything else is per item.
+	SendBatch(ctx context.Context, in *SendBatchRequest, opts ...grpc.CallOption) (*SendBatchResponse, error)
+	// SendStream is SendBatch as a stream, for backends that send
+	// continuously: every request is a batch, answered by one response, in
+	// order. Items for one session are queued in the order they appear on
+	// the stream. The server processes one request at a time, so it never
+	// buffers more than one request a stream has sent; HTTP/2 flow control
+	// slows a backend that sends faster than that. With full_queue WAIT, a
+	// full queue stops the stream until the session's queue has room: items
+	// for other sessions on the same stream wait too (use a stream per shard
+	// of sessions), items on other streams do not.
+	SendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SendStreamRequest, SendStreamResponse], error)
 	// Drain returns once every packet accepted for the session before the call
 	// is written to its TLS connection and flushed. With ack it then sends a
 	// Flush barrier and waits for the client's FlushAck, which proves the
@@ -112,6 +133,29 @@ func (c *controlServiceClient) SendAsync(ctx context.Context, in *SendAsyncReque
 	return out, nil
 }
 
+func (c *controlServiceClient) SendBatch(ctx context.Context, in *SendBatchRequest, opts ...grpc.CallOption) (*SendBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SendBatchResponse)
+	err := c.cc.Invoke(ctx, ControlService_SendBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) SendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SendStreamRequest, SendStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ControlService_ServiceDesc.Streams[0], ControlService_SendStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SendStreamRequest, SendStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ControlService_SendStreamClient = grpc.BidiStreamingClient[SendStreamRequest, SendStreamResponse]
+
 func (c *controlServiceClient) Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DrainResponse)
@@ -154,7 +198,7 @@ func (c *controlServiceClient) ListSessions(ctx context.Context, in *ListSession
 
 func (c *controlServiceClient) WatchSessions(ctx context.Context, in *WatchSessionsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchSessionsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &ControlService_ServiceDesc.Streams[0], ControlService_WatchSessions_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &ControlService_ServiceDesc.Streams[1], ControlService_WatchSessions_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +217,7 @@ type ControlService_WatchSessionsClient = grpc.ServerStreamingClient[WatchSessio
 
 func (c *controlServiceClient) Receive(ctx context.Context, in *ReceiveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReceiveResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &ControlService_ServiceDesc.Streams[1], ControlService_Receive_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &ControlService_ServiceDesc.Streams[2], ControlService_Receive_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -210,6 +254,25 @@ type ControlServiceServer interface {
 	// was not queued), INVALID_ARGUMENT (payload over the frame maximum, or an
 	// unknown encoding).
 	SendAsync(context.Context, *SendAsyncRequest) (*SendAsyncResponse, error)
+	// SendBatch queues a batch of Data packets, for any sessions, in one call,
+	// and answers item for item: each item is queued or fails alone, with the
+	// status SendAsync would return for it. Items for one session are queued
+	// in the order they appear. With full_queue WAIT, the call waits for room
+	// in a full queue instead of failing the item.
+	//
+	// Errors of the call itself: INVALID_ARGUMENT (no items, too many, or an
+	// unknown full_queue). Everything else is per item.
+	SendBatch(context.Context, *SendBatchRequest) (*SendBatchResponse, error)
+	// SendStream is SendBatch as a stream, for backends that send
+	// continuously: every request is a batch, answered by one response, in
+	// order. Items for one session are queued in the order they appear on
+	// the stream. The server processes one request at a time, so it never
+	// buffers more than one request a stream has sent; HTTP/2 flow control
+	// slows a backend that sends faster than that. With full_queue WAIT, a
+	// full queue stops the stream until the session's queue has room: items
+	// for other sessions on the same stream wait too (use a stream per shard
+	// of sessions), items on other streams do not.
+	SendStream(grpc.BidiStreamingServer[SendStreamRequest, SendStreamResponse]) error
 	// Drain returns once every packet accepted for the session before the call
 	// is written to its TLS connection and flushed. With ack it then sends a
 	// Flush barrier and waits for the client's FlushAck, which proves the
@@ -267,6 +330,12 @@ type UnimplementedControlServiceServer struct{}
 func (UnimplementedControlServiceServer) SendAsync(context.Context, *SendAsyncRequest) (*SendAsyncResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SendAsync not implemented")
 }
+func (UnimplementedControlServiceServer) SendBatch(context.Context, *SendBatchRequest) (*SendBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SendBatch not implemented")
+}
+func (UnimplementedControlServiceServer) SendStream(grpc.BidiStreamingServer[SendStreamRequest, SendStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method SendStream not implemented")
+}
 func (UnimplementedControlServiceServer) Drain(context.Context, *DrainRequest) (*DrainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Drain not implemented")
 }
@@ -323,6 +392,31 @@ func _ControlService_SendAsync_Handler(srv interface{}, ctx context.Context, dec
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _ControlService_SendBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SendBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).SendBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_SendBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).SendBatch(ctx, req.(*SendBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_SendStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ControlServiceServer).SendStream(&grpc.GenericServerStream[SendStreamRequest, SendStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ControlService_SendStreamServer = grpc.BidiStreamingServer[SendStreamRequest, SendStreamResponse]
 
 func _ControlService_Drain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DrainRequest)
@@ -430,6 +524,10 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ControlService_SendAsync_Handler,
 		},
 		{
+			MethodName: "SendBatch",
+			Handler:    _ControlService_SendBatch_Handler,
+		},
+		{
 			MethodName: "Drain",
 			Handler:    _ControlService_Drain_Handler,
 		},
@@ -447,6 +545,12 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SendStream",
+			Handler:       _ControlService_SendStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
 		{
 			StreamName:    "WatchSessions",
 			Handler:       _ControlService_WatchSessions_Handler,

@@ -2,7 +2,7 @@
 // @generated from file tlsgate/v1/control_service.proto (package tlsgate.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Encoding, InboundPacket } from "./packet_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
@@ -75,6 +75,202 @@ export declare type SendAsyncResponse = Message<"tlsgate.v1.SendAsyncResponse"> 
  * Use `create(SendAsyncResponseSchema)` to create a new message.
  */
 export declare const SendAsyncResponseSchema: GenMessage<SendAsyncResponse>;
+
+/**
+ * SendItem is one Data packet for one session, as in SendAsyncRequest.
+ *
+ * @generated from message tlsgate.v1.SendItem
+ */
+export declare type SendItem = Message<"tlsgate.v1.SendItem"> & {
+  /**
+   * The target session. Required.
+   *
+   * @generated from field: uint64 session_id = 1;
+   */
+  sessionId: bigint;
+
+  /**
+   * The payload, sent as is. At most the server's maximum payload (65,531
+   * bytes by default). May be empty.
+   *
+   * @generated from field: bytes payload = 2;
+   */
+  payload: Uint8Array;
+
+  /**
+   * The payload's encoding, carried in the frame header. Default JSON.
+   *
+   * @generated from field: tlsgate.v1.Encoding encoding = 3;
+   */
+  encoding: Encoding;
+};
+
+/**
+ * Describes the message tlsgate.v1.SendItem.
+ * Use `create(SendItemSchema)` to create a new message.
+ */
+export declare const SendItemSchema: GenMessage<SendItem>;
+
+/**
+ * SendBatchRequest is a batch of packets.
+ *
+ * @generated from message tlsgate.v1.SendBatchRequest
+ */
+export declare type SendBatchRequest = Message<"tlsgate.v1.SendBatchRequest"> & {
+  /**
+   * The packets, 1 to 10,000 of them, for any sessions.
+   *
+   * @generated from field: repeated tlsgate.v1.SendItem items = 1;
+   */
+  items: SendItem[];
+
+  /**
+   * What to do when a session's queue is full. Default REJECT.
+   *
+   * @generated from field: tlsgate.v1.FullQueuePolicy full_queue = 2;
+   */
+  fullQueue: FullQueuePolicy;
+};
+
+/**
+ * Describes the message tlsgate.v1.SendBatchRequest.
+ * Use `create(SendBatchRequestSchema)` to create a new message.
+ */
+export declare const SendBatchRequestSchema: GenMessage<SendBatchRequest>;
+
+/**
+ * ItemError is why one item was not queued: a gRPC status of its own.
+ *
+ * @generated from message tlsgate.v1.ItemError
+ */
+export declare type ItemError = Message<"tlsgate.v1.ItemError"> & {
+  /**
+   * The gRPC status code, as a number (as in the grpc-status header):
+   * 3 INVALID_ARGUMENT, 5 NOT_FOUND, 8 RESOURCE_EXHAUSTED,
+   * 9 FAILED_PRECONDITION, 1 CANCELLED, 4 DEADLINE_EXCEEDED.
+   *
+   * @generated from field: uint32 code = 1;
+   */
+  code: number;
+
+  /**
+   * The status message, which names the item's field when it is invalid
+   * (for example "items[2].session_id: ...").
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message tlsgate.v1.ItemError.
+ * Use `create(ItemErrorSchema)` to create a new message.
+ */
+export declare const ItemErrorSchema: GenMessage<ItemError>;
+
+/**
+ * SendResult is what became of one item: queued (seq set, error unset) or
+ * not (error set, seq 0).
+ *
+ * @generated from message tlsgate.v1.SendResult
+ */
+export declare type SendResult = Message<"tlsgate.v1.SendResult"> & {
+  /**
+   * The packet's per-session outbound sequence number, as SendAsync
+   * returns it; 0 when the item failed.
+   *
+   * @generated from field: uint64 seq = 1;
+   */
+  seq: bigint;
+
+  /**
+   * The queue's length, in packets, right after the enqueue.
+   *
+   * @generated from field: uint32 queue_length = 2;
+   */
+  queueLength: number;
+
+  /**
+   * Set when the item was not queued.
+   *
+   * @generated from field: tlsgate.v1.ItemError error = 3;
+   */
+  error?: ItemError | undefined;
+};
+
+/**
+ * Describes the message tlsgate.v1.SendResult.
+ * Use `create(SendResultSchema)` to create a new message.
+ */
+export declare const SendResultSchema: GenMessage<SendResult>;
+
+/**
+ * SendBatchResponse answers a batch item for item.
+ *
+ * @generated from message tlsgate.v1.SendBatchResponse
+ */
+export declare type SendBatchResponse = Message<"tlsgate.v1.SendBatchResponse"> & {
+  /**
+   * One result per item, in the order of the items.
+   *
+   * @generated from field: repeated tlsgate.v1.SendResult results = 1;
+   */
+  results: SendResult[];
+};
+
+/**
+ * Describes the message tlsgate.v1.SendBatchResponse.
+ * Use `create(SendBatchResponseSchema)` to create a new message.
+ */
+export declare const SendBatchResponseSchema: GenMessage<SendBatchResponse>;
+
+/**
+ * SendStreamRequest is one batch of a SendStream.
+ *
+ * @generated from message tlsgate.v1.SendStreamRequest
+ */
+export declare type SendStreamRequest = Message<"tlsgate.v1.SendStreamRequest"> & {
+  /**
+   * The packets, 1 to 10,000 of them, for any sessions.
+   *
+   * @generated from field: repeated tlsgate.v1.SendItem items = 1;
+   */
+  items: SendItem[];
+
+  /**
+   * What to do when a session's queue is full, for this request's items.
+   * Default REJECT.
+   *
+   * @generated from field: tlsgate.v1.FullQueuePolicy full_queue = 2;
+   */
+  fullQueue: FullQueuePolicy;
+};
+
+/**
+ * Describes the message tlsgate.v1.SendStreamRequest.
+ * Use `create(SendStreamRequestSchema)` to create a new message.
+ */
+export declare const SendStreamRequestSchema: GenMessage<SendStreamRequest>;
+
+/**
+ * SendStreamResponse answers one SendStreamRequest, item for item.
+ *
+ * @generated from message tlsgate.v1.SendStreamResponse
+ */
+export declare type SendStreamResponse = Message<"tlsgate.v1.SendStreamResponse"> & {
+  /**
+   * One result per item, in the order of the request's items.
+   *
+   * @generated from field: repeated tlsgate.v1.SendResult results = 1;
+   */
+  results: SendResult[];
+};
+
+/**
+ * Describes the message tlsgate.v1.SendStreamResponse.
+ * Use `create(SendStreamResponseSchema)` to create a new message.
+ */
+export declare const SendStreamResponseSchema: GenMessage<SendStreamResponse>;
 
 /**
  * DrainRequest selects what to drain.
@@ -616,6 +812,41 @@ export declare type ReceiveResponse = Message<"tlsgate.v1.ReceiveResponse"> & {
 export declare const ReceiveResponseSchema: GenMessage<ReceiveResponse>;
 
 /**
+ * FullQueuePolicy says what a send does when the session's queue is full.
+ *
+ * @generated from enum tlsgate.v1.FullQueuePolicy
+ */
+export enum FullQueuePolicy {
+  /**
+   * Not set: REJECT.
+   *
+   * @generated from enum value: FULL_QUEUE_POLICY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The item fails with RESOURCE_EXHAUSTED and is not queued, as with
+   * SendAsync.
+   *
+   * @generated from enum value: FULL_QUEUE_POLICY_REJECT = 1;
+   */
+  REJECT = 1,
+
+  /**
+   * The send waits until the queue has room (or the call ends, or the
+   * session closes), so that order is kept and nothing is rejected.
+   *
+   * @generated from enum value: FULL_QUEUE_POLICY_WAIT = 2;
+   */
+  WAIT = 2,
+}
+
+/**
+ * Describes the enum tlsgate.v1.FullQueuePolicy.
+ */
+export declare const FullQueuePolicySchema: GenEnum<FullQueuePolicy>;
+
+/**
  * ControlService is tlsgate's control plane: other services push data to
  * client sessions, wait for it to be flushed, close sessions gracefully,
  * read session state and consume what clients send.
@@ -642,6 +873,41 @@ export declare const ControlService: GenService<{
     methodKind: "unary";
     input: typeof SendAsyncRequestSchema;
     output: typeof SendAsyncResponseSchema;
+  },
+  /**
+   * SendBatch queues a batch of Data packets, for any sessions, in one call,
+   * and answers item for item: each item is queued or fails alone, with the
+   * status SendAsync would return for it. Items for one session are queued
+   * in the order they appear. With full_queue WAIT, the call waits for room
+   * in a full queue instead of failing the item.
+   *
+   * Errors of the call itself: INVALID_ARGUMENT (no items, too many, or an
+   * unknown full_queue). Everything else is per item.
+   *
+   * @generated from rpc tlsgate.v1.ControlService.SendBatch
+   */
+  sendBatch: {
+    methodKind: "unary";
+    input: typeof SendBatchRequestSchema;
+    output: typeof SendBatchResponseSchema;
+  },
+  /**
+   * SendStream is SendBatch as a stream, for backends that send
+   * continuously: every request is a batch, answered by one response, in
+   * order. Items for one session are queued in the order they appear on
+   * the stream. The server processes one request at a time, so it never
+   * buffers more than one request a stream has sent; HTTP/2 flow control
+   * slows a backend that sends faster than that. With full_queue WAIT, a
+   * full queue stops the stream until the session's queue has room: items
+   * for other sessions on the same stream wait too (use a stream per shard
+   * of sessions), items on other streams do not.
+   *
+   * @generated from rpc tlsgate.v1.ControlService.SendStream
+   */
+  sendStream: {
+    methodKind: "bidi_streaming";
+    input: typeof SendStreamRequestSchema;
+    output: typeof SendStreamResponseSchema;
   },
   /**
    * Drain returns once every packet accepted for the session before the call

@@ -2,7 +2,7 @@
 // @generated from file tlsgate/v1/control_service.proto (package tlsgate.v1, syntax proto3)
 /* eslint-disable */
 
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc, tsEnum } from "@bufbuild/protobuf/codegenv2";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import { file_tlsgate_v1_packet } from "./packet_pb.js";
 import { file_tlsgate_v1_session } from "./session_pb.js";
@@ -11,7 +11,7 @@ import { file_tlsgate_v1_session } from "./session_pb.js";
  * Describes the file tlsgate/v1/control_service.proto.
  */
 export const file_tlsgate_v1_control_service = /*@__PURE__*/
-  fileDesc("CiB0bHNnYXRlL3YxL2NvbnRyb2xfc2VydmljZS5wcm90bxIKdGxzZ2F0ZS52MSJfChBTZW5kQXN5bmNSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAQSDwoHcGF5bG9hZBgCIAEoDBImCghlbmNvZGluZxgDIAEoDjIULnRsc2dhdGUudjEuRW5jb2RpbmciNgoRU2VuZEFzeW5jUmVzcG9uc2USCwoDc2VxGAEgASgEEhQKDHF1ZXVlX2xlbmd0aBgCIAEoDSJTCgxEcmFpblJlcXVlc3QSFAoKc2Vzc2lvbl9pZBgBIAEoBEgAEhYKDGFsbF9zZXNzaW9ucxgCIAEoCEgAEgsKA2FjaxgDIAEoCEIICgZ0YXJnZXQicAoMU2Vzc2lvbkRyYWluEhIKCnNlc3Npb25faWQYASABKAQSEwoLZmx1c2hlZF9zZXEYAiABKAQSEgoKdGFyZ2V0X3NlcRgDIAEoBBIUCgxhY2tub3dsZWRnZWQYBCABKAgSDQoFZXJyb3IYBSABKAkiZwoNRHJhaW5SZXNwb25zZRIqCghzZXNzaW9ucxgBIAMoCzIYLnRsc2dhdGUudjEuU2Vzc2lvbkRyYWluEioKB2VsYXBzZWQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24irAEKEURpc2Nvbm5lY3RSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAQSDAoEY29kZRgCIAEoCRIOCgZyZWFzb24YAyABKAkSFgoJcmVjb25uZWN0GAQgASgISACIAQESMAoNZHJhaW5fdGltZW91dBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVmb3JjZRgGIAEoCEIMCgpfcmVjb25uZWN0InIKEkRpc2Nvbm5lY3RSZXNwb25zZRIwCgpjb25uZWN0aW9uGAEgASgLMhwudGxzZ2F0ZS52MS5DbG9zZWRDb25uZWN0aW9uEioKB2VsYXBzZWQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iJwoRR2V0U2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoBCI6ChJHZXRTZXNzaW9uUmVzcG9uc2USJAoHc2Vzc2lvbhgBIAEoCzITLnRsc2dhdGUudjEuU2Vzc2lvbiKFAQoTTGlzdFNlc3Npb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCRIoCgZzdGF0ZXMYAyADKA4yGC50bHNnYXRlLnYxLlNlc3Npb25TdGF0ZRIdChVyZW1vdGVfYWRkcmVzc19wcmVmaXgYBCABKAkiVgoUTGlzdFNlc3Npb25zUmVzcG9uc2USJQoIc2Vzc2lvbnMYASADKAsyEy50bHNnYXRlLnYxLlNlc3Npb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjAKFFdhdGNoU2Vzc2lvbnNSZXF1ZXN0EhgKEGluY2x1ZGVfc25hcHNob3QYASABKAgiOAoQU2Vzc2lvbkNvbm5lY3RlZBIkCgdzZXNzaW9uGAEgASgLMhMudGxzZ2F0ZS52MS5TZXNzaW9uIoIBChBTZXNzaW9uVGFrZW5PdmVyEhIKCnNlc3Npb25faWQYASABKAQSGQoRb2xkX2Nvbm5lY3Rpb25faWQYAiABKAQSGQoRbmV3X2Nvbm5lY3Rpb25faWQYAyABKAQSJAoHc2Vzc2lvbhgEIAEoCzITLnRsc2dhdGUudjEuU2Vzc2lvbiISChBTbmFwc2hvdENvbXBsZXRlIsUCChVXYXRjaFNlc3Npb25zUmVzcG9uc2USKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoIc25hcHNob3QYAiABKAsyEy50bHNnYXRlLnYxLlNlc3Npb25IABI5ChFzbmFwc2hvdF9jb21wbGV0ZRgDIAEoCzIcLnRsc2dhdGUudjEuU25hcHNob3RDb21wbGV0ZUgAEjEKCWNvbm5lY3RlZBgEIAEoCzIcLnRsc2dhdGUudjEuU2Vzc2lvbkNvbm5lY3RlZEgAEjIKCnRha2VuX292ZXIYBSABKAsyHC50bHNnYXRlLnYxLlNlc3Npb25UYWtlbk92ZXJIABIuCgZjbG9zZWQYBiABKAsyHC50bHNnYXRlLnYxLkNsb3NlZENvbm5lY3Rpb25IAEIHCgVldmVudCIlCg5SZWNlaXZlUmVxdWVzdBITCgtzZXNzaW9uX2lkcxgBIAMoBCJ2Cg9SZWNlaXZlUmVzcG9uc2USKwoGcGFja2V0GAEgASgLMhkudGxzZ2F0ZS52MS5JbmJvdW5kUGFja2V0SAASLgoGY2xvc2VkGAIgASgLMhwudGxzZ2F0ZS52MS5DbG9zZWRDb25uZWN0aW9uSABCBgoEaXRlbTKjBAoOQ29udHJvbFNlcnZpY2USSAoJU2VuZEFzeW5jEhwudGxzZ2F0ZS52MS5TZW5kQXN5bmNSZXF1ZXN0Gh0udGxzZ2F0ZS52MS5TZW5kQXN5bmNSZXNwb25zZRI8CgVEcmFpbhIYLnRsc2dhdGUudjEuRHJhaW5SZXF1ZXN0GhkudGxzZ2F0ZS52MS5EcmFpblJlc3BvbnNlEksKCkRpc2Nvbm5lY3QSHS50bHNnYXRlLnYxLkRpc2Nvbm5lY3RSZXF1ZXN0Gh4udGxzZ2F0ZS52MS5EaXNjb25uZWN0UmVzcG9uc2USSwoKR2V0U2Vzc2lvbhIdLnRsc2dhdGUudjEuR2V0U2Vzc2lvblJlcXVlc3QaHi50bHNnYXRlLnYxLkdldFNlc3Npb25SZXNwb25zZRJRCgxMaXN0U2Vzc2lvbnMSHy50bHNnYXRlLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaIC50bHNnYXRlLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlElYKDVdhdGNoU2Vzc2lvbnMSIC50bHNnYXRlLnYxLldhdGNoU2Vzc2lvbnNSZXF1ZXN0GiEudGxzZ2F0ZS52MS5XYXRjaFNlc3Npb25zUmVzcG9uc2UwARJECgdSZWNlaXZlEhoudGxzZ2F0ZS52MS5SZWNlaXZlUmVxdWVzdBobLnRsc2dhdGUudjEuUmVjZWl2ZVJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_tlsgate_v1_packet, file_tlsgate_v1_session]);
+  fileDesc("CiB0bHNnYXRlL3YxL2NvbnRyb2xfc2VydmljZS5wcm90bxIKdGxzZ2F0ZS52MSJfChBTZW5kQXN5bmNSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAQSDwoHcGF5bG9hZBgCIAEoDBImCghlbmNvZGluZxgDIAEoDjIULnRsc2dhdGUudjEuRW5jb2RpbmciNgoRU2VuZEFzeW5jUmVzcG9uc2USCwoDc2VxGAEgASgEEhQKDHF1ZXVlX2xlbmd0aBgCIAEoDSJXCghTZW5kSXRlbRISCgpzZXNzaW9uX2lkGAEgASgEEg8KB3BheWxvYWQYAiABKAwSJgoIZW5jb2RpbmcYAyABKA4yFC50bHNnYXRlLnYxLkVuY29kaW5nImgKEFNlbmRCYXRjaFJlcXVlc3QSIwoFaXRlbXMYASADKAsyFC50bHNnYXRlLnYxLlNlbmRJdGVtEi8KCmZ1bGxfcXVldWUYAiABKA4yGy50bHNnYXRlLnYxLkZ1bGxRdWV1ZVBvbGljeSIqCglJdGVtRXJyb3ISDAoEY29kZRgBIAEoDRIPCgdtZXNzYWdlGAIgASgJIlUKClNlbmRSZXN1bHQSCwoDc2VxGAEgASgEEhQKDHF1ZXVlX2xlbmd0aBgCIAEoDRIkCgVlcnJvchgDIAEoCzIVLnRsc2dhdGUudjEuSXRlbUVycm9yIjwKEVNlbmRCYXRjaFJlc3BvbnNlEicKB3Jlc3VsdHMYASADKAsyFi50bHNnYXRlLnYxLlNlbmRSZXN1bHQiaQoRU2VuZFN0cmVhbVJlcXVlc3QSIwoFaXRlbXMYASADKAsyFC50bHNnYXRlLnYxLlNlbmRJdGVtEi8KCmZ1bGxfcXVldWUYAiABKA4yGy50bHNnYXRlLnYxLkZ1bGxRdWV1ZVBvbGljeSI9ChJTZW5kU3RyZWFtUmVzcG9uc2USJwoHcmVzdWx0cxgBIAMoCzIWLnRsc2dhdGUudjEuU2VuZFJlc3VsdCJTCgxEcmFpblJlcXVlc3QSFAoKc2Vzc2lvbl9pZBgBIAEoBEgAEhYKDGFsbF9zZXNzaW9ucxgCIAEoCEgAEgsKA2FjaxgDIAEoCEIICgZ0YXJnZXQicAoMU2Vzc2lvbkRyYWluEhIKCnNlc3Npb25faWQYASABKAQSEwoLZmx1c2hlZF9zZXEYAiABKAQSEgoKdGFyZ2V0X3NlcRgDIAEoBBIUCgxhY2tub3dsZWRnZWQYBCABKAgSDQoFZXJyb3IYBSABKAkiZwoNRHJhaW5SZXNwb25zZRIqCghzZXNzaW9ucxgBIAMoCzIYLnRsc2dhdGUudjEuU2Vzc2lvbkRyYWluEioKB2VsYXBzZWQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24irAEKEURpc2Nvbm5lY3RSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAQSDAoEY29kZRgCIAEoCRIOCgZyZWFzb24YAyABKAkSFgoJcmVjb25uZWN0GAQgASgISACIAQESMAoNZHJhaW5fdGltZW91dBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVmb3JjZRgGIAEoCEIMCgpfcmVjb25uZWN0InIKEkRpc2Nvbm5lY3RSZXNwb25zZRIwCgpjb25uZWN0aW9uGAEgASgLMhwudGxzZ2F0ZS52MS5DbG9zZWRDb25uZWN0aW9uEioKB2VsYXBzZWQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iJwoRR2V0U2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoBCI6ChJHZXRTZXNzaW9uUmVzcG9uc2USJAoHc2Vzc2lvbhgBIAEoCzITLnRsc2dhdGUudjEuU2Vzc2lvbiKFAQoTTGlzdFNlc3Npb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCRIoCgZzdGF0ZXMYAyADKA4yGC50bHNnYXRlLnYxLlNlc3Npb25TdGF0ZRIdChVyZW1vdGVfYWRkcmVzc19wcmVmaXgYBCABKAkiVgoUTGlzdFNlc3Npb25zUmVzcG9uc2USJQoIc2Vzc2lvbnMYASADKAsyEy50bHNnYXRlLnYxLlNlc3Npb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjAKFFdhdGNoU2Vzc2lvbnNSZXF1ZXN0EhgKEGluY2x1ZGVfc25hcHNob3QYASABKAgiOAoQU2Vzc2lvbkNvbm5lY3RlZBIkCgdzZXNzaW9uGAEgASgLMhMudGxzZ2F0ZS52MS5TZXNzaW9uIoIBChBTZXNzaW9uVGFrZW5PdmVyEhIKCnNlc3Npb25faWQYASABKAQSGQoRb2xkX2Nvbm5lY3Rpb25faWQYAiABKAQSGQoRbmV3X2Nvbm5lY3Rpb25faWQYAyABKAQSJAoHc2Vzc2lvbhgEIAEoCzITLnRsc2dhdGUudjEuU2Vzc2lvbiISChBTbmFwc2hvdENvbXBsZXRlIsUCChVXYXRjaFNlc3Npb25zUmVzcG9uc2USKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoIc25hcHNob3QYAiABKAsyEy50bHNnYXRlLnYxLlNlc3Npb25IABI5ChFzbmFwc2hvdF9jb21wbGV0ZRgDIAEoCzIcLnRsc2dhdGUudjEuU25hcHNob3RDb21wbGV0ZUgAEjEKCWNvbm5lY3RlZBgEIAEoCzIcLnRsc2dhdGUudjEuU2Vzc2lvbkNvbm5lY3RlZEgAEjIKCnRha2VuX292ZXIYBSABKAsyHC50bHNnYXRlLnYxLlNlc3Npb25UYWtlbk92ZXJIABIuCgZjbG9zZWQYBiABKAsyHC50bHNnYXRlLnYxLkNsb3NlZENvbm5lY3Rpb25IAEIHCgVldmVudCIlCg5SZWNlaXZlUmVxdWVzdBITCgtzZXNzaW9uX2lkcxgBIAMoBCJ2Cg9SZWNlaXZlUmVzcG9uc2USKwoGcGFja2V0GAEgASgLMhkudGxzZ2F0ZS52MS5JbmJvdW5kUGFja2V0SAASLgoGY2xvc2VkGAIgASgLMhwudGxzZ2F0ZS52MS5DbG9zZWRDb25uZWN0aW9uSABCBgoEaXRlbSpuCg9GdWxsUXVldWVQb2xpY3kSIQodRlVMTF9RVUVVRV9QT0xJQ1lfVU5TUEVDSUZJRUQQABIcChhGVUxMX1FVRVVFX1BPTElDWV9SRUpFQ1QQARIaChZGVUxMX1FVRVVFX1BPTElDWV9XQUlUEAIyvgUKDkNvbnRyb2xTZXJ2aWNlEkgKCVNlbmRBc3luYxIcLnRsc2dhdGUudjEuU2VuZEFzeW5jUmVxdWVzdBodLnRsc2dhdGUudjEuU2VuZEFzeW5jUmVzcG9uc2USSAoJU2VuZEJhdGNoEhwudGxzZ2F0ZS52MS5TZW5kQmF0Y2hSZXF1ZXN0Gh0udGxzZ2F0ZS52MS5TZW5kQmF0Y2hSZXNwb25zZRJPCgpTZW5kU3RyZWFtEh0udGxzZ2F0ZS52MS5TZW5kU3RyZWFtUmVxdWVzdBoeLnRsc2dhdGUudjEuU2VuZFN0cmVhbVJlc3BvbnNlKAEwARI8CgVEcmFpbhIYLnRsc2dhdGUudjEuRHJhaW5SZXF1ZXN0GhkudGxzZ2F0ZS52MS5EcmFpblJlc3BvbnNlEksKCkRpc2Nvbm5lY3QSHS50bHNnYXRlLnYxLkRpc2Nvbm5lY3RSZXF1ZXN0Gh4udGxzZ2F0ZS52MS5EaXNjb25uZWN0UmVzcG9uc2USSwoKR2V0U2Vzc2lvbhIdLnRsc2dhdGUudjEuR2V0U2Vzc2lvblJlcXVlc3QaHi50bHNnYXRlLnYxLkdldFNlc3Npb25SZXNwb25zZRJRCgxMaXN0U2Vzc2lvbnMSHy50bHNnYXRlLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaIC50bHNnYXRlLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlElYKDVdhdGNoU2Vzc2lvbnMSIC50bHNnYXRlLnYxLldhdGNoU2Vzc2lvbnNSZXF1ZXN0GiEudGxzZ2F0ZS52MS5XYXRjaFNlc3Npb25zUmVzcG9uc2UwARJECgdSZWNlaXZlEhoudGxzZ2F0ZS52MS5SZWNlaXZlUmVxdWVzdBobLnRsc2dhdGUudjEuUmVjZWl2ZVJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_tlsgate_v1_packet, file_tlsgate_v1_session]);
 
 /**
  * Describes the message tlsgate.v1.SendAsyncRequest.
@@ -28,116 +28,179 @@ export const SendAsyncResponseSchema = /*@__PURE__*/
   messageDesc(file_tlsgate_v1_control_service, 1);
 
 /**
+ * Describes the message tlsgate.v1.SendItem.
+ * Use `create(SendItemSchema)` to create a new message.
+ */
+export const SendItemSchema = /*@__PURE__*/
+  messageDesc(file_tlsgate_v1_control_service, 2);
+
+/**
+ * Describes the message tlsgate.v1.SendBatchRequest.
+ * Use `create(SendBatchRequestSchema)` to create a new message.
+ */
+export const SendBatchRequestSchema = /*@__PURE__*/
+  messageDesc(file_tlsgate_v1_control_service, 3);
+
+/**
+ * Describes the message tlsgate.v1.ItemError.
+ * Use `create(ItemErrorSchema)` to create a new message.
+ */
+export const ItemErrorSchema = /*@__PURE__*/
+  messageDesc(file_tlsgate_v1_control_service, 4);
+
+/**
+ * Describes the message tlsgate.v1.SendResult.
+ * Use `create(SendResultSchema)` to create a new message.
+ */
+export const SendResultSchema = /*@__PURE__*/
+  messageDesc(file_tlsgate_v1_control_service, 5);
+
+/**
+ * Describes the message tlsgate.v1.SendBatchResponse.
+ * Use `create(SendBatchResponseSchema)` to create a new message.
+ */
+export const SendBatchResponseSchema = /*@__PURE__*/
+  messageDesc(file_tlsgate_v1_control_service, 6);
+
+/**
+ * Describes the message tlsgate.v1.SendStreamRequest.
+ * Use `create(SendStreamRequestSchema)` to create a new message.
+ */
+export const SendStreamRequestSchema = /*@__PURE__*/
+  messageDesc(file_tlsgate_v1_control_service, 7);
+
+/**
+ * Describes the message tlsgate.v1.SendStreamResponse.
+ * Use `create(SendStreamResponseSchema)` to create a new message.
+ */
+export const SendStreamResponseSchema = /*@__PURE__*/
+  messageDesc(file_tlsgate_v1_control_service, 8);
+
+/**
  * Describes the message tlsgate.v1.DrainRequest.
  * Use `create(DrainRequestSchema)` to create a new message.
  */
 export const DrainRequestSchema = /*@__PURE__*/
-  messageDesc(file_tlsgate_v1_control_service, 2);
+  messageDesc(file_tlsgate_v1_control_service, 9);
 
 /**
  * Describes the message tlsgate.v1.SessionDrain.
  * Use `create(SessionDrainSchema)` to create a new message.
  */
 export const SessionDrainSchema = /*@__PURE__*/
-  messageDesc(file_tlsgate_v1_control_service, 3);
+  messageDesc(file_tlsgate_v1_control_service, 10);
 
 /**
  * Describes the message tlsgate.v1.DrainResponse.
  * Use `create(DrainResponseSchema)` to create a new message.
  */
 export const DrainResponseSchema = /*@__PURE__*/
-  messageDesc(file_tlsgate_v1_control_service, 4);
+  messageDesc(file_tlsgate_v1_control_service, 11);
 
 /**
  * Describes the message tlsgate.v1.DisconnectRequest.
  * Use `create(DisconnectRequestSchema)` to create a new message.
  */
 export const DisconnectRequestSchema = /*@__PURE__*/
-  messageDesc(file_tlsgate_v1_control_service, 5);
+  messageDesc(file_tlsgate_v1_control_service, 12);
 
 /**
  * Describes the message tlsgate.v1.DisconnectResponse.
  * Use `create(DisconnectResponseSchema)` to create a new message.
  */
 export const DisconnectResponseSchema = /*@__PURE__*/
-  messageDesc(file_tlsgate_v1_control_service, 6);
+  messageDesc(file_tlsgate_v1_control_service, 13);
 
 /**
  * Describes the message tlsgate.v1.GetSessionRequest.
  * Use `create(GetSessionRequestSchema)` to create a new message.
  */
 export const GetSessionRequestSchema = /*@__PURE__*/
-  messageDesc(file_tlsgate_v1_control_service, 7);
+  messageDesc(file_tlsgate_v1_control_service, 14);
 
 /**
  * Describes the message tlsgate.v1.GetSessionResponse.
  * Use `create(GetSessionResponseSchema)` to create a new message.
  */
 export const GetSessionResponseSchema = /*@__PURE__*/
-  messageDesc(file_tlsgate_v1_control_service, 8);
+  messageDesc(file_tlsgate_v1_control_service, 15);
 
 /**
  * Describes the message tlsgate.v1.ListSessionsRequest.
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema = /*@__PURE__*/
-  messageDesc(file_tlsgate_v1_control_service, 9);
+  messageDesc(file_tlsgate_v1_control_service, 16);
 
 /**
  * Describes the message tlsgate.v1.ListSessionsResponse.
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema = /*@__PURE__*/
-  messageDesc(file_tlsgate_v1_control_service, 10);
+  messageDesc(file_tlsgate_v1_control_service, 17);
 
 /**
  * Describes the message tlsgate.v1.WatchSessionsRequest.
  * Use `create(WatchSessionsRequestSchema)` to create a new message.
  */
 export const WatchSessionsRequestSchema = /*@__PURE__*/
-  messageDesc(file_tlsgate_v1_control_service, 11);
+  messageDesc(file_tlsgate_v1_control_service, 18);
 
 /**
  * Describes the message tlsgate.v1.SessionConnected.
  * Use `create(SessionConnectedSchema)` to create a new message.
  */
 export const SessionConnectedSchema = /*@__PURE__*/
-  messageDesc(file_tlsgate_v1_control_service, 12);
+  messageDesc(file_tlsgate_v1_control_service, 19);
 
 /**
  * Describes the message tlsgate.v1.SessionTakenOver.
  * Use `create(SessionTakenOverSchema)` to create a new message.
  */
 export const SessionTakenOverSchema = /*@__PURE__*/
-  messageDesc(file_tlsgate_v1_control_service, 13);
+  messageDesc(file_tlsgate_v1_control_service, 20);
 
 /**
  * Describes the message tlsgate.v1.SnapshotComplete.
  * Use `create(SnapshotCompleteSchema)` to create a new message.
  */
 export const SnapshotCompleteSchema = /*@__PURE__*/
-  messageDesc(file_tlsgate_v1_control_service, 14);
+  messageDesc(file_tlsgate_v1_control_service, 21);
 
 /**
  * Describes the message tlsgate.v1.WatchSessionsResponse.
  * Use `create(WatchSessionsResponseSchema)` to create a new message.
  */
 export const WatchSessionsResponseSchema = /*@__PURE__*/
-  messageDesc(file_tlsgate_v1_control_service, 15);
+  messageDesc(file_tlsgate_v1_control_service, 22);
 
 /**
  * Describes the message tlsgate.v1.ReceiveRequest.
  * Use `create(ReceiveRequestSchema)` to create a new message.
  */
 export const ReceiveRequestSchema = /*@__PURE__*/
-  messageDesc(file_tlsgate_v1_control_service, 16);
+  messageDesc(file_tlsgate_v1_control_service, 23);
 
 /**
  * Describes the message tlsgate.v1.ReceiveResponse.
  * Use `create(ReceiveResponseSchema)` to create a new message.
  */
 export const ReceiveResponseSchema = /*@__PURE__*/
-  messageDesc(file_tlsgate_v1_control_service, 17);
+  messageDesc(file_tlsgate_v1_control_service, 24);
+
+/**
+ * Describes the enum tlsgate.v1.FullQueuePolicy.
+ */
+export const FullQueuePolicySchema = /*@__PURE__*/
+  enumDesc(file_tlsgate_v1_control_service, 0);
+
+/**
+ * FullQueuePolicy says what a send does when the session's queue is full.
+ *
+ * @generated from enum tlsgate.v1.FullQueuePolicy
+ */
+export const FullQueuePolicy = /*@__PURE__*/
+  tsEnum(FullQueuePolicySchema);
 
 /**
  * ControlService is tlsgate's control plane: other services push data to
