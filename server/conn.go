@@ -40,6 +40,7 @@ type conn struct {
 
 	wake       chan struct{} // writer wake-up, capacity 1
 	gotGoodbye chan struct{} // closed when the peer's Goodbye arrives
+	closing    chan struct{} // closed when a close starts (state leaves active)
 	readerDone chan struct{} // closed when the reader has stopped reading
 	writerDone chan struct{}
 	done       chan struct{} // closed once the connection has fully ended
@@ -105,6 +106,15 @@ func (c *conn) wakeWriter() {
 	}
 }
 
+// leaveActive moves the connection to s, a closing state, and tells the
+// handler (Packet.Closing) if it was active. Call with c.mu held.
+func (c *conn) leaveActive(s State) {
+	if c.state == StateActive {
+		close(c.closing)
+	}
+	c.state = s
+}
+
 func (c *conn) setState(s State) {
 	c.mu.Lock()
 	c.state = s
@@ -159,7 +169,7 @@ func (c *conn) startCloseIn(gb wire.GoodbyePayload, enc wire.Encoding, drain tim
 		c.mu.Unlock()
 		return
 	}
-	c.state = StateDraining
+	c.leaveActive(StateDraining)
 	c.code, c.reason = gb.Code, gb.Reason
 	c.mu.Unlock()
 	payload, _ := wire.Marshal(enc, gb)

@@ -26,6 +26,11 @@ type Packet struct {
 	// itself. This is what makes the inbound path allocation-free.
 	Payload    []byte
 	ReceivedAt time.Time
+	// Closing is closed when a close of the connection the packet arrived
+	// on starts. A Handler that holds the reader back on purpose (waiting
+	// for room downstream, say) stops waiting then, so that the close can
+	// read the rest of what the client sent, and its Goodbye.
+	Closing <-chan struct{}
 }
 
 // Handler processes inbound Data and Error packets. Calls for one session
@@ -35,8 +40,21 @@ type Packet struct {
 //
 // Replies queued with Session.Reply during Handle are written ahead of the
 // FlushAck that answers any later Flush.
+//
+// A Handler must not call Session.Close on its own session (the connection
+// cannot end while its handler runs); it calls Session.StartClose.
 type Handler interface {
 	Handle(ctx context.Context, s *Session, p Packet)
+}
+
+// A FlushWaiter is a Handler whose packets are processed after Handle
+// returns, by another process, say. Before the server answers a client's
+// Flush, it calls WaitProcessed with the seq of the last packet before the
+// Flush, and answers once it returns: the FlushAck then means that every
+// packet before it was processed there. ctx ends when the connection
+// starts to close.
+type FlushWaiter interface {
+	WaitProcessed(ctx context.Context, s *Session, seq uint64)
 }
 
 // HandlerFunc adapts a function to Handler.

@@ -87,6 +87,7 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 		state:       StateActive,
 		wake:        make(chan struct{}, 1),
 		gotGoodbye:  make(chan struct{}),
+		closing:     make(chan struct{}),
 		readerDone:  make(chan struct{}),
 		writerDone:  make(chan struct{}),
 		done:        make(chan struct{}),

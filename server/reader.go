@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -81,7 +82,7 @@ func (c *conn) process(f wire.Frame, receivedAt time.Time) {
 		s := c.sess
 		s.inSeq++
 		s.srv.cfg.Handler.Handle(c.ctx, s, Packet{
-			Seq: s.inSeq, ConnID: c.id, Type: f.Type, Encoding: f.Encoding, Payload: f.Payload, ReceivedAt: receivedAt,
+			Seq: s.inSeq, ConnID: c.id, Type: f.Type, Encoding: f.Encoding, Payload: f.Payload, ReceivedAt: receivedAt, Closing: c.closing,
 		})
 	case wire.TypeFlush:
 		p, err := wire.DecodeFlush(f.Encoding, f.Payload)
@@ -91,6 +92,9 @@ func (c *conn) process(f wire.Frame, receivedAt time.Time) {
 		}
 		// Everything before the Flush is processed, and its replies are
 		// queued: the FlushAck goes behind them.
+		if fw, ok := c.srv.cfg.Handler.(FlushWaiter); ok {
+			c.waitProcessed(fw)
+		}
 		c.replyControl(wire.TypeFlushAck, f.Encoding, wire.FlushPayload{Seq: p.Seq})
 	case wire.TypePing:
 		p, err := wire.DecodePing(f.Encoding, f.Payload)
@@ -115,6 +119,22 @@ func (c *conn) process(f wire.Frame, receivedAt time.Time) {
 	default:
 		c.replyError(wire.CodeUnknownType, "unknown packet type "+f.Type.String(), f.Type, f.Encoding)
 	}
+}
+
+// waitProcessed waits until fw has processed everything before a Flush,
+// or the connection starts to close: then the FlushAck would come after
+// this side's Goodbye (and be dropped), and the close must read on.
+func (c *conn) waitProcessed(fw FlushWaiter) {
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	fw.WaitProcessed(ctx, c.sess, c.sess.inSeq)
 }
 
 // badControl records an undecodable FlushAck or Pong. These are never

@@ -43,6 +43,10 @@ type Session struct {
 // ID returns the session ID derived from the public key.
 func (s *Session) ID() uint64 { return s.id }
 
+// Connected reports whether the session still has a connection. A session
+// ends with its last connection; a takeover moves it to the next one.
+func (s *Session) Connected() bool { return s.cur.Load() != nil }
+
 // PublicKey returns the client's Ed25519 public key.
 func (s *Session) PublicKey() ed25519.PublicKey { return s.pub }
 

@@ -124,7 +124,7 @@ func (c *conn) writeFailed(err error) {
 func (c *conn) writeTakeover() bool {
 	c.mu.Lock()
 	c.code, c.reason = wire.GoodbyeSessionTakenOver, wire.TakeoverMessage
-	c.state = StateClosing
+	c.leaveActive(StateClosing)
 	c.mu.Unlock()
 	c.failFlushes(ErrClosed)
 	enc := c.encoding()

@@ -183,7 +183,7 @@ func TestControlPlaneGrpcurl(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("grpcurl describe: exit %d\n%s", r.code, r.stderr)
 	}
-	for _, rpc := range []string{"SendAsync", "SendBatch", "SendStream", "Drain", "Disconnect", "GetSession", "ListSessions", "WatchSessions", "Receive"} {
+	for _, rpc := range []string{"SendAsync", "SendBatch", "SendStream", "Consume", "Drain", "Disconnect", "GetSession", "ListSessions", "WatchSessions", "Receive"} {
 		if !strings.Contains(r.stdout, "rpc "+rpc+" (") {
 			t.Errorf("grpcurl describe %s lacks rpc %s:\n%s", service, rpc, r.stdout)
 		}

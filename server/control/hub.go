@@ -29,10 +29,16 @@ type Hub struct {
 	receiving atomic.Int32 // len(receivers), read without the lock
 	delivered atomic.Uint64
 	cutOff    atomic.Uint64
-	mu        sync.RWMutex
-	receivers map[*stream[*tlsgatev1.ReceiveResponse]]struct{}
-	watchers  map[*stream[*tlsgatev1.WatchSessionsResponse]]struct{}
-	closed    bool
+	// groupList is the consumer groups, copied on write under mu: Handle
+	// reads it without a lock.
+	groupList  atomic.Pointer[[]*group]
+	nextMember atomic.Uint64
+	mu         sync.RWMutex
+	receivers  map[*stream[*tlsgatev1.ReceiveResponse]]struct{}
+	watchers   map[*stream[*tlsgatev1.WatchSessionsResponse]]struct{}
+	groups     map[string]*group
+	members    map[*member]struct{}
+	closed     bool
 }
 
 // NewHub returns a Hub delivering to fallback when no stream selects a
@@ -46,6 +52,8 @@ func NewHub(fallback server.Handler, buffer int) *Hub {
 		buffer:    buffer,
 		receivers: make(map[*stream[*tlsgatev1.ReceiveResponse]]struct{}),
 		watchers:  make(map[*stream[*tlsgatev1.WatchSessionsResponse]]struct{}),
+		groups:    make(map[string]*group),
+		members:   make(map[*member]struct{}),
 	}
 }
 
@@ -57,13 +65,30 @@ type HubStats struct {
 	Delivered uint64
 	// CutOff counts streams ended because they fell behind.
 	CutOff uint64
+	// Groups and Members are the consumer groups and their Consume streams.
+	Groups, Members int
+	// UnackedPackets and UnackedBytes (payload) are what the groups hold
+	// for their members: delivered or waiting to be, and not yet acked.
+	UnackedPackets, UnackedBytes int
 }
 
 // Stats returns the hub's counters.
 func (h *Hub) Stats() HubStats {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	return HubStats{Receivers: len(h.receivers), Watchers: len(h.watchers), Delivered: h.delivered.Load(), CutOff: h.cutOff.Load()}
+	st := HubStats{
+		Receivers: len(h.receivers), Watchers: len(h.watchers), Delivered: h.delivered.Load(), CutOff: h.cutOff.Load(),
+		Groups: len(h.groups), Members: len(h.members),
+	}
+	for _, g := range h.groups {
+		g.mu.Lock()
+		for _, gs := range g.sessions {
+			st.UnackedPackets += gs.packets
+			st.UnackedBytes += gs.bytes
+		}
+		g.mu.Unlock()
+	}
+	return st
 }
 
 // stream is one subscriber: a bounded buffer and a cut-off signal.
@@ -91,16 +116,56 @@ func (s *stream[T]) offer(item T) {
 	}
 }
 
-// Handle delivers one inbound packet: to every Receive stream that selects
-// its session, or to the fallback handler if none does.
+// Handle delivers one inbound packet: to every consumer group that holds
+// or takes its session (waiting, on the connection's reader, while the
+// session's unacked packets in a group are at its limit), and to every
+// Receive stream that selects the session; to the fallback handler if
+// none of them takes it.
 func (h *Hub) Handle(ctx context.Context, s *server.Session, p server.Packet) {
-	if h.receiving.Load() > 0 && h.deliver(s, p) {
-		return
+	var pkt *tlsgatev1.InboundPacket // built once, shared: never modified
+	consumed := false
+	if groups := h.groupList.Load(); groups != nil && len(*groups) > 0 {
+		pkt = inboundPacket(s, p)
+		for _, g := range *groups {
+			if g.offer(ctx, s, pkt, p.Closing) {
+				consumed = true
+			}
+		}
 	}
-	h.fallback.Handle(ctx, s, p)
+	tapped := h.receiving.Load() > 0 && h.deliver(s, p, pkt)
+	if !consumed && !tapped {
+		h.fallback.Handle(ctx, s, p)
+	}
 }
 
-func (h *Hub) deliver(s *server.Session, p server.Packet) bool {
+// WaitProcessed returns once every consumer group holding s has acked its
+// packets through seq, or ctx ends: the server answers the client's Flush
+// after it (server.FlushWaiter).
+func (h *Hub) WaitProcessed(ctx context.Context, s *server.Session, seq uint64) {
+	groups := h.groupList.Load()
+	if groups == nil {
+		return
+	}
+	for _, g := range *groups {
+		g.mu.Lock()
+		for {
+			done, changed := g.ackedThrough(s, seq)
+			if done {
+				break
+			}
+			g.mu.Unlock()
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				return
+			}
+			g.mu.Lock()
+		}
+		g.mu.Unlock()
+	}
+}
+
+func (h *Hub) deliver(s *server.Session, p server.Packet, pkt *tlsgatev1.InboundPacket) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	var item *tlsgatev1.ReceiveResponse
@@ -109,7 +174,10 @@ func (h *Hub) deliver(s *server.Session, p server.Packet) bool {
 			continue
 		}
 		if item == nil {
-			item = &tlsgatev1.ReceiveResponse{Item: &tlsgatev1.ReceiveResponse_Packet{Packet: inboundPacket(s, p)}}
+			if pkt == nil {
+				pkt = inboundPacket(s, p)
+			}
+			item = &tlsgatev1.ReceiveResponse{Item: &tlsgatev1.ReceiveResponse_Packet{Packet: pkt}}
 		}
 		r.offer(item)
 		h.delivered.Add(1)
@@ -129,7 +197,11 @@ func (h *Hub) Publish(e server.Event) {
 	if e.Kind != server.EventClosed {
 		return
 	}
-	closed := &tlsgatev1.ReceiveResponse{Item: &tlsgatev1.ReceiveResponse_Closed{Closed: closedConnection(e.Close)}}
+	cc := closedConnection(e.Close)
+	for _, g := range h.groups {
+		g.closed(e.SessionID, cc)
+	}
+	closed := &tlsgatev1.ReceiveResponse{Item: &tlsgatev1.ReceiveResponse_Closed{Closed: cc}}
 	for r := range h.receivers {
 		if r.selects(e.SessionID) {
 			r.offer(closed)
@@ -207,7 +279,61 @@ func (h *Hub) Close() {
 	for w := range h.watchers {
 		close(w.ended)
 	}
+	for m := range h.members {
+		close(m.ended)
+	}
 	clear(h.receivers)
 	clear(h.watchers)
+	clear(h.members)
 	h.receiving.Store(0)
+}
+
+// join adds a Consume stream to its group, creating the group if needed;
+// remove it with the returned func. It fails once the hub is closed.
+func (h *Hub) join(name string, ids []uint64, l limits) (*member, func(), bool) {
+	m := &member{id: h.nextMember.Add(1), limits: l, wake: make(chan struct{}, 1), ended: make(chan struct{})}
+	if len(ids) > 0 {
+		m.sessions = make(map[uint64]bool, len(ids))
+		for _, id := range ids {
+			m.sessions[id] = true
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, nil, false
+	}
+	g := h.groups[name]
+	if g == nil {
+		g = &group{name: name, members: make(map[*member]struct{}), sessions: make(map[uint64]*groupSession)}
+		h.groups[name] = g
+		h.publishGroups()
+	}
+	m.group = g
+	g.mu.Lock()
+	g.join(m)
+	g.mu.Unlock()
+	h.members[m] = struct{}{}
+	return m, func() {
+		g.leave(m)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		delete(h.members, m)
+		g.mu.Lock()
+		empty := len(g.members) == 0 && len(g.sessions) == 0
+		g.mu.Unlock()
+		if empty && h.groups[name] == g {
+			delete(h.groups, name)
+			h.publishGroups()
+		}
+	}, true
+}
+
+// publishGroups stores a copy of the groups for Handle. Call with mu held.
+func (h *Hub) publishGroups() {
+	list := make([]*group, 0, len(h.groups))
+	for _, g := range h.groups {
+		list = append(list, g)
+	}
+	h.groupList.Store(&list)
 }

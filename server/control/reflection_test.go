@@ -57,7 +57,7 @@ func TestReflection(t *testing.T) {
 		}
 	}
 	slices.Sort(methods)
-	if want := []string{"Disconnect", "Drain", "GetSession", "ListSessions", "Receive", "SendAsync", "SendBatch", "SendStream", "WatchSessions"}; !slices.Equal(methods, want) {
+	if want := []string{"Consume", "Disconnect", "Drain", "GetSession", "ListSessions", "Receive", "SendAsync", "SendBatch", "SendStream", "WatchSessions"}; !slices.Equal(methods, want) {
 		t.Fatalf("described methods %v, want %v", methods, want)
 	}
 }

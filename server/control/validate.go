@@ -76,6 +76,8 @@ func (s *Service) validate(req any) error {
 				return fmt.Errorf("states[%d]: %d is not a session state", i, st)
 			}
 		}
+	case *tlsgatev1.ConsumeRequest:
+		return checkConsume(r)
 	case *tlsgatev1.ReceiveRequest:
 		if n := len(r.GetSessionIds()); n > maxSessionIDs {
 			return fmt.Errorf("session_ids: %d IDs is over the maximum of %d", n, maxSessionIDs)
@@ -115,6 +117,45 @@ func checkBatch(items int, fq tlsgatev1.FullQueuePolicy) error {
 	}
 	if _, ok := tlsgatev1.FullQueuePolicy_name[int32(fq)]; !ok {
 		return fmt.Errorf("full_queue: %d is not a known policy (use FULL_QUEUE_POLICY_REJECT or FULL_QUEUE_POLICY_WAIT)", fq)
+	}
+	return nil
+}
+
+var groupName = regexp.MustCompile(`^[a-z0-9_.-]{1,64}$`)
+
+// checkConsume checks a Consume request, open or acks.
+func checkConsume(r *tlsgatev1.ConsumeRequest) error {
+	switch q := r.GetRequest().(type) {
+	case nil:
+		return fmt.Errorf("request: set open or acks")
+	case *tlsgatev1.ConsumeRequest_Open:
+		o := q.Open
+		if g := o.GetGroup(); g != "" && !groupName.MatchString(g) {
+			return fmt.Errorf("open.group: %q must be 1 to 64 lower-case letters, digits, '_', '-' or '.'", g)
+		}
+		if n := len(o.GetSessionIds()); n > maxSessionIDs {
+			return fmt.Errorf("open.session_ids: %d IDs is over the maximum of %d", n, maxSessionIDs)
+		}
+		for i, id := range o.GetSessionIds() {
+			if id == 0 {
+				return fmt.Errorf("open.session_ids[%d]: must not be 0", i)
+			}
+		}
+		if n := o.GetMaxUnackedPackets(); n > maxUnackedPacketsLimit {
+			return fmt.Errorf("open.max_unacked_packets: %d is over the maximum of %d", n, maxUnackedPacketsLimit)
+		}
+		if n := o.GetMaxUnackedBytes(); n != 0 && (n < minUnackedBytesLimit || n > maxUnackedBytesLimit) {
+			return fmt.Errorf("open.max_unacked_bytes: %d is not between %d and %d", n, minUnackedBytesLimit, maxUnackedBytesLimit)
+		}
+	case *tlsgatev1.ConsumeRequest_Acks:
+		if n := len(q.Acks.GetAcks()); n > maxSessionIDs {
+			return fmt.Errorf("acks.acks: %d acks is over the maximum of %d", n, maxSessionIDs)
+		}
+		for i, a := range q.Acks.GetAcks() {
+			if err := requireSession(a.GetSessionId()); err != nil {
+				return fmt.Errorf("acks.acks[%d].%w", i, err)
+			}
+		}
 	}
 	return nil
 }

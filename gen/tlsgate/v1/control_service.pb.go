@@ -1685,6 +1685,420 @@ func (*ReceiveResponse_Packet) isReceiveResponse_Item() {}
 
 func (*ReceiveResponse_Closed) isReceiveResponse_Item() {}
 
+// ConsumeOpen opens a Consume stream: the first request, and only there.
+type ConsumeOpen struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The consumer group: 1 to 64 lower-case letters, digits, '_', '-' or
+	// '.'. Default "default".
+	Group string `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// Only these sessions. Default (empty): every session. Members of one
+	// group should select the same sessions: a session is assigned only to
+	// members that select it.
+	SessionIds []uint64 `protobuf:"varint,2,rep,packed,name=session_ids,json=sessionIds,proto3" json:"session_ids,omitempty"`
+	// The most packets of one session delivered to this member and not yet
+	// acked; at the limit, the gateway stops reading that session's
+	// connection. 1 to 65,536; default 1,024.
+	MaxUnackedPackets uint32 `protobuf:"varint,3,opt,name=max_unacked_packets,json=maxUnackedPackets,proto3" json:"max_unacked_packets,omitempty"`
+	// The same in payload bytes: 65,536 to 64 MiB; default 1 MiB. A
+	// packet that arrives below the limit is delivered even if it crosses
+	// it.
+	MaxUnackedBytes uint64 `protobuf:"varint,4,opt,name=max_unacked_bytes,json=maxUnackedBytes,proto3" json:"max_unacked_bytes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ConsumeOpen) Reset() {
+	*x = ConsumeOpen{}
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeOpen) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeOpen) ProtoMessage() {}
+
+func (x *ConsumeOpen) ProtoReflect() protoreflect.Message {
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeOpen.ProtoReflect.Descriptor instead.
+func (*ConsumeOpen) Descriptor() ([]byte, []int) {
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ConsumeOpen) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ConsumeOpen) GetSessionIds() []uint64 {
+	if x != nil {
+		return x.SessionIds
+	}
+	return nil
+}
+
+func (x *ConsumeOpen) GetMaxUnackedPackets() uint32 {
+	if x != nil {
+		return x.MaxUnackedPackets
+	}
+	return 0
+}
+
+func (x *ConsumeOpen) GetMaxUnackedBytes() uint64 {
+	if x != nil {
+		return x.MaxUnackedBytes
+	}
+	return 0
+}
+
+// Ack acknowledges a session's packets: every packet of the session with
+// seq up to and including through_seq (cumulative).
+type Ack struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session. Required.
+	SessionId uint64 `protobuf:"varint,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// The last acknowledged seq.
+	ThroughSeq    uint64 `protobuf:"varint,2,opt,name=through_seq,json=throughSeq,proto3" json:"through_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ack) Reset() {
+	*x = Ack{}
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ack) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ack) ProtoMessage() {}
+
+func (x *Ack) ProtoReflect() protoreflect.Message {
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ack.ProtoReflect.Descriptor instead.
+func (*Ack) Descriptor() ([]byte, []int) {
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *Ack) GetSessionId() uint64 {
+	if x != nil {
+		return x.SessionId
+	}
+	return 0
+}
+
+func (x *Ack) GetThroughSeq() uint64 {
+	if x != nil {
+		return x.ThroughSeq
+	}
+	return 0
+}
+
+// ConsumeAcks is a batch of acks.
+type ConsumeAcks struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The acks, at most 10,000.
+	Acks          []*Ack `protobuf:"bytes,1,rep,name=acks,proto3" json:"acks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeAcks) Reset() {
+	*x = ConsumeAcks{}
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeAcks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeAcks) ProtoMessage() {}
+
+func (x *ConsumeAcks) ProtoReflect() protoreflect.Message {
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeAcks.ProtoReflect.Descriptor instead.
+func (*ConsumeAcks) Descriptor() ([]byte, []int) {
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ConsumeAcks) GetAcks() []*Ack {
+	if x != nil {
+		return x.Acks
+	}
+	return nil
+}
+
+// ConsumeRequest is a Consume stream's open (first) or acks (later).
+type ConsumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request.
+	//
+	// Types that are valid to be assigned to Request:
+	//
+	//	*ConsumeRequest_Open
+	//	*ConsumeRequest_Acks
+	Request       isConsumeRequest_Request `protobuf_oneof:"request"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeRequest) Reset() {
+	*x = ConsumeRequest{}
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeRequest) ProtoMessage() {}
+
+func (x *ConsumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeRequest.ProtoReflect.Descriptor instead.
+func (*ConsumeRequest) Descriptor() ([]byte, []int) {
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ConsumeRequest) GetRequest() isConsumeRequest_Request {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *ConsumeRequest) GetOpen() *ConsumeOpen {
+	if x != nil {
+		if x, ok := x.Request.(*ConsumeRequest_Open); ok {
+			return x.Open
+		}
+	}
+	return nil
+}
+
+func (x *ConsumeRequest) GetAcks() *ConsumeAcks {
+	if x != nil {
+		if x, ok := x.Request.(*ConsumeRequest_Acks); ok {
+			return x.Acks
+		}
+	}
+	return nil
+}
+
+type isConsumeRequest_Request interface {
+	isConsumeRequest_Request()
+}
+
+type ConsumeRequest_Open struct {
+	// The first request.
+	Open *ConsumeOpen `protobuf:"bytes,1,opt,name=open,proto3,oneof"`
+}
+
+type ConsumeRequest_Acks struct {
+	// Every later request.
+	Acks *ConsumeAcks `protobuf:"bytes,2,opt,name=acks,proto3,oneof"`
+}
+
+func (*ConsumeRequest_Open) isConsumeRequest_Request() {}
+
+func (*ConsumeRequest_Acks) isConsumeRequest_Request() {}
+
+// Delivery is one packet a client sent, or the end of one of its
+// connections.
+type Delivery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The item.
+	//
+	// Types that are valid to be assigned to Item:
+	//
+	//	*Delivery_Packet
+	//	*Delivery_Closed
+	Item isDelivery_Item `protobuf_oneof:"item"`
+	// True when the item may have been delivered before, to a member that
+	// ended without acking it.
+	Redelivered   bool `protobuf:"varint,3,opt,name=redelivered,proto3" json:"redelivered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Delivery) Reset() {
+	*x = Delivery{}
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delivery) ProtoMessage() {}
+
+func (x *Delivery) ProtoReflect() protoreflect.Message {
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
+func (*Delivery) Descriptor() ([]byte, []int) {
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *Delivery) GetItem() isDelivery_Item {
+	if x != nil {
+		return x.Item
+	}
+	return nil
+}
+
+func (x *Delivery) GetPacket() *InboundPacket {
+	if x != nil {
+		if x, ok := x.Item.(*Delivery_Packet); ok {
+			return x.Packet
+		}
+	}
+	return nil
+}
+
+func (x *Delivery) GetClosed() *ClosedConnection {
+	if x != nil {
+		if x, ok := x.Item.(*Delivery_Closed); ok {
+			return x.Closed
+		}
+	}
+	return nil
+}
+
+func (x *Delivery) GetRedelivered() bool {
+	if x != nil {
+		return x.Redelivered
+	}
+	return false
+}
+
+type isDelivery_Item interface {
+	isDelivery_Item()
+}
+
+type Delivery_Packet struct {
+	// A packet; ack it by its session_id and seq.
+	Packet *InboundPacket `protobuf:"bytes,1,opt,name=packet,proto3,oneof"`
+}
+
+type Delivery_Closed struct {
+	// A connection of the session ended; it follows the connection's last
+	// packet. It needs no ack.
+	Closed *ClosedConnection `protobuf:"bytes,2,opt,name=closed,proto3,oneof"`
+}
+
+func (*Delivery_Packet) isDelivery_Item() {}
+
+func (*Delivery_Closed) isDelivery_Item() {}
+
+// ConsumeResponse is a batch of deliveries, in order per session.
+type ConsumeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The deliveries.
+	Deliveries    []*Delivery `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeResponse) Reset() {
+	*x = ConsumeResponse{}
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeResponse) ProtoMessage() {}
+
+func (x *ConsumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeResponse.ProtoReflect.Descriptor instead.
+func (*ConsumeResponse) Descriptor() ([]byte, []int) {
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ConsumeResponse) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
 var File_tlsgate_v1_control_service_proto protoreflect.FileDescriptor
 
 const file_tlsgate_v1_control_service_proto_rawDesc = "" +
@@ -1797,11 +2211,37 @@ const file_tlsgate_v1_control_service_proto_rawDesc = "" +
 	"\x0fReceiveResponse\x123\n" +
 	"\x06packet\x18\x01 \x01(\v2\x19.tlsgate.v1.InboundPacketH\x00R\x06packet\x126\n" +
 	"\x06closed\x18\x02 \x01(\v2\x1c.tlsgate.v1.ClosedConnectionH\x00R\x06closedB\x06\n" +
-	"\x04item*n\n" +
+	"\x04item\"\xa0\x01\n" +
+	"\vConsumeOpen\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x1f\n" +
+	"\vsession_ids\x18\x02 \x03(\x04R\n" +
+	"sessionIds\x12.\n" +
+	"\x13max_unacked_packets\x18\x03 \x01(\rR\x11maxUnackedPackets\x12*\n" +
+	"\x11max_unacked_bytes\x18\x04 \x01(\x04R\x0fmaxUnackedBytes\"E\n" +
+	"\x03Ack\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\x04R\tsessionId\x12\x1f\n" +
+	"\vthrough_seq\x18\x02 \x01(\x04R\n" +
+	"throughSeq\"2\n" +
+	"\vConsumeAcks\x12#\n" +
+	"\x04acks\x18\x01 \x03(\v2\x0f.tlsgate.v1.AckR\x04acks\"y\n" +
+	"\x0eConsumeRequest\x12-\n" +
+	"\x04open\x18\x01 \x01(\v2\x17.tlsgate.v1.ConsumeOpenH\x00R\x04open\x12-\n" +
+	"\x04acks\x18\x02 \x01(\v2\x17.tlsgate.v1.ConsumeAcksH\x00R\x04acksB\t\n" +
+	"\arequest\"\xa1\x01\n" +
+	"\bDelivery\x123\n" +
+	"\x06packet\x18\x01 \x01(\v2\x19.tlsgate.v1.InboundPacketH\x00R\x06packet\x126\n" +
+	"\x06closed\x18\x02 \x01(\v2\x1c.tlsgate.v1.ClosedConnectionH\x00R\x06closed\x12 \n" +
+	"\vredelivered\x18\x03 \x01(\bR\vredeliveredB\x06\n" +
+	"\x04item\"G\n" +
+	"\x0fConsumeResponse\x124\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x14.tlsgate.v1.DeliveryR\n" +
+	"deliveries*n\n" +
 	"\x0fFullQueuePolicy\x12!\n" +
 	"\x1dFULL_QUEUE_POLICY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18FULL_QUEUE_POLICY_REJECT\x10\x01\x12\x1a\n" +
-	"\x16FULL_QUEUE_POLICY_WAIT\x10\x022\xbe\x05\n" +
+	"\x16FULL_QUEUE_POLICY_WAIT\x10\x022\x86\x06\n" +
 	"\x0eControlService\x12H\n" +
 	"\tSendAsync\x12\x1c.tlsgate.v1.SendAsyncRequest\x1a\x1d.tlsgate.v1.SendAsyncResponse\x12H\n" +
 	"\tSendBatch\x12\x1c.tlsgate.v1.SendBatchRequest\x1a\x1d.tlsgate.v1.SendBatchResponse\x12O\n" +
@@ -1814,7 +2254,8 @@ const file_tlsgate_v1_control_service_proto_rawDesc = "" +
 	"GetSession\x12\x1d.tlsgate.v1.GetSessionRequest\x1a\x1e.tlsgate.v1.GetSessionResponse\x12Q\n" +
 	"\fListSessions\x12\x1f.tlsgate.v1.ListSessionsRequest\x1a .tlsgate.v1.ListSessionsResponse\x12V\n" +
 	"\rWatchSessions\x12 .tlsgate.v1.WatchSessionsRequest\x1a!.tlsgate.v1.WatchSessionsResponse0\x01\x12D\n" +
-	"\aReceive\x12\x1a.tlsgate.v1.ReceiveRequest\x1a\x1b.tlsgate.v1.ReceiveResponse0\x01B\xa3\x01\n" +
+	"\aReceive\x12\x1a.tlsgate.v1.ReceiveRequest\x1a\x1b.tlsgate.v1.ReceiveResponse0\x01\x12F\n" +
+	"\aConsume\x12\x1a.tlsgate.v1.ConsumeRequest\x1a\x1b.tlsgate.v1.ConsumeResponse(\x010\x01B\xa3\x01\n" +
 	"\x0ecom.tlsgate.v1B\x13ControlServiceProtoP\x01Z3github.com/tlsgate/tlsgate/gen/tlsgate/v1;tlsgatev1\xa2\x02\x03TXX\xaa\x02\n" +
 	"Tlsgate.V1\xca\x02\n" +
 	"Tlsgate\\V1\xe2\x02\x16Tlsgate\\V1\\GPBMetadata\xea\x02\vTlsgate::V1b\x06proto3"
@@ -1832,7 +2273,7 @@ func file_tlsgate_v1_control_service_proto_rawDescGZIP() []byte {
 }
 
 var file_tlsgate_v1_control_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tlsgate_v1_control_service_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_tlsgate_v1_control_service_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_tlsgate_v1_control_service_proto_goTypes = []any{
 	(FullQueuePolicy)(0),          // 0: tlsgate.v1.FullQueuePolicy
 	(*SendAsyncRequest)(nil),      // 1: tlsgate.v1.SendAsyncRequest
@@ -1860,17 +2301,23 @@ var file_tlsgate_v1_control_service_proto_goTypes = []any{
 	(*WatchSessionsResponse)(nil), // 23: tlsgate.v1.WatchSessionsResponse
 	(*ReceiveRequest)(nil),        // 24: tlsgate.v1.ReceiveRequest
 	(*ReceiveResponse)(nil),       // 25: tlsgate.v1.ReceiveResponse
-	(Encoding)(0),                 // 26: tlsgate.v1.Encoding
-	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
-	(*ClosedConnection)(nil),      // 28: tlsgate.v1.ClosedConnection
-	(*Session)(nil),               // 29: tlsgate.v1.Session
-	(SessionState)(0),             // 30: tlsgate.v1.SessionState
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
-	(*InboundPacket)(nil),         // 32: tlsgate.v1.InboundPacket
+	(*ConsumeOpen)(nil),           // 26: tlsgate.v1.ConsumeOpen
+	(*Ack)(nil),                   // 27: tlsgate.v1.Ack
+	(*ConsumeAcks)(nil),           // 28: tlsgate.v1.ConsumeAcks
+	(*ConsumeRequest)(nil),        // 29: tlsgate.v1.ConsumeRequest
+	(*Delivery)(nil),              // 30: tlsgate.v1.Delivery
+	(*ConsumeResponse)(nil),       // 31: tlsgate.v1.ConsumeResponse
+	(Encoding)(0),                 // 32: tlsgate.v1.Encoding
+	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
+	(*ClosedConnection)(nil),      // 34: tlsgate.v1.ClosedConnection
+	(*Session)(nil),               // 35: tlsgate.v1.Session
+	(SessionState)(0),             // 36: tlsgate.v1.SessionState
+	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
+	(*InboundPacket)(nil),         // 38: tlsgate.v1.InboundPacket
 }
 var file_tlsgate_v1_control_service_proto_depIdxs = []int32{
-	26, // 0: tlsgate.v1.SendAsyncRequest.encoding:type_name -> tlsgate.v1.Encoding
-	26, // 1: tlsgate.v1.SendItem.encoding:type_name -> tlsgate.v1.Encoding
+	32, // 0: tlsgate.v1.SendAsyncRequest.encoding:type_name -> tlsgate.v1.Encoding
+	32, // 1: tlsgate.v1.SendItem.encoding:type_name -> tlsgate.v1.Encoding
 	3,  // 2: tlsgate.v1.SendBatchRequest.items:type_name -> tlsgate.v1.SendItem
 	0,  // 3: tlsgate.v1.SendBatchRequest.full_queue:type_name -> tlsgate.v1.FullQueuePolicy
 	5,  // 4: tlsgate.v1.SendResult.error:type_name -> tlsgate.v1.ItemError
@@ -1879,46 +2326,54 @@ var file_tlsgate_v1_control_service_proto_depIdxs = []int32{
 	0,  // 7: tlsgate.v1.SendStreamRequest.full_queue:type_name -> tlsgate.v1.FullQueuePolicy
 	6,  // 8: tlsgate.v1.SendStreamResponse.results:type_name -> tlsgate.v1.SendResult
 	11, // 9: tlsgate.v1.DrainResponse.sessions:type_name -> tlsgate.v1.SessionDrain
-	27, // 10: tlsgate.v1.DrainResponse.elapsed:type_name -> google.protobuf.Duration
-	27, // 11: tlsgate.v1.DisconnectRequest.drain_timeout:type_name -> google.protobuf.Duration
-	28, // 12: tlsgate.v1.DisconnectResponse.connection:type_name -> tlsgate.v1.ClosedConnection
-	27, // 13: tlsgate.v1.DisconnectResponse.elapsed:type_name -> google.protobuf.Duration
-	29, // 14: tlsgate.v1.GetSessionResponse.session:type_name -> tlsgate.v1.Session
-	30, // 15: tlsgate.v1.ListSessionsRequest.states:type_name -> tlsgate.v1.SessionState
-	29, // 16: tlsgate.v1.ListSessionsResponse.sessions:type_name -> tlsgate.v1.Session
-	29, // 17: tlsgate.v1.SessionConnected.session:type_name -> tlsgate.v1.Session
-	29, // 18: tlsgate.v1.SessionTakenOver.session:type_name -> tlsgate.v1.Session
-	31, // 19: tlsgate.v1.WatchSessionsResponse.time:type_name -> google.protobuf.Timestamp
-	29, // 20: tlsgate.v1.WatchSessionsResponse.snapshot:type_name -> tlsgate.v1.Session
+	33, // 10: tlsgate.v1.DrainResponse.elapsed:type_name -> google.protobuf.Duration
+	33, // 11: tlsgate.v1.DisconnectRequest.drain_timeout:type_name -> google.protobuf.Duration
+	34, // 12: tlsgate.v1.DisconnectResponse.connection:type_name -> tlsgate.v1.ClosedConnection
+	33, // 13: tlsgate.v1.DisconnectResponse.elapsed:type_name -> google.protobuf.Duration
+	35, // 14: tlsgate.v1.GetSessionResponse.session:type_name -> tlsgate.v1.Session
+	36, // 15: tlsgate.v1.ListSessionsRequest.states:type_name -> tlsgate.v1.SessionState
+	35, // 16: tlsgate.v1.ListSessionsResponse.sessions:type_name -> tlsgate.v1.Session
+	35, // 17: tlsgate.v1.SessionConnected.session:type_name -> tlsgate.v1.Session
+	35, // 18: tlsgate.v1.SessionTakenOver.session:type_name -> tlsgate.v1.Session
+	37, // 19: tlsgate.v1.WatchSessionsResponse.time:type_name -> google.protobuf.Timestamp
+	35, // 20: tlsgate.v1.WatchSessionsResponse.snapshot:type_name -> tlsgate.v1.Session
 	22, // 21: tlsgate.v1.WatchSessionsResponse.snapshot_complete:type_name -> tlsgate.v1.SnapshotComplete
 	20, // 22: tlsgate.v1.WatchSessionsResponse.connected:type_name -> tlsgate.v1.SessionConnected
 	21, // 23: tlsgate.v1.WatchSessionsResponse.taken_over:type_name -> tlsgate.v1.SessionTakenOver
-	28, // 24: tlsgate.v1.WatchSessionsResponse.closed:type_name -> tlsgate.v1.ClosedConnection
-	32, // 25: tlsgate.v1.ReceiveResponse.packet:type_name -> tlsgate.v1.InboundPacket
-	28, // 26: tlsgate.v1.ReceiveResponse.closed:type_name -> tlsgate.v1.ClosedConnection
-	1,  // 27: tlsgate.v1.ControlService.SendAsync:input_type -> tlsgate.v1.SendAsyncRequest
-	4,  // 28: tlsgate.v1.ControlService.SendBatch:input_type -> tlsgate.v1.SendBatchRequest
-	8,  // 29: tlsgate.v1.ControlService.SendStream:input_type -> tlsgate.v1.SendStreamRequest
-	10, // 30: tlsgate.v1.ControlService.Drain:input_type -> tlsgate.v1.DrainRequest
-	13, // 31: tlsgate.v1.ControlService.Disconnect:input_type -> tlsgate.v1.DisconnectRequest
-	15, // 32: tlsgate.v1.ControlService.GetSession:input_type -> tlsgate.v1.GetSessionRequest
-	17, // 33: tlsgate.v1.ControlService.ListSessions:input_type -> tlsgate.v1.ListSessionsRequest
-	19, // 34: tlsgate.v1.ControlService.WatchSessions:input_type -> tlsgate.v1.WatchSessionsRequest
-	24, // 35: tlsgate.v1.ControlService.Receive:input_type -> tlsgate.v1.ReceiveRequest
-	2,  // 36: tlsgate.v1.ControlService.SendAsync:output_type -> tlsgate.v1.SendAsyncResponse
-	7,  // 37: tlsgate.v1.ControlService.SendBatch:output_type -> tlsgate.v1.SendBatchResponse
-	9,  // 38: tlsgate.v1.ControlService.SendStream:output_type -> tlsgate.v1.SendStreamResponse
-	12, // 39: tlsgate.v1.ControlService.Drain:output_type -> tlsgate.v1.DrainResponse
-	14, // 40: tlsgate.v1.ControlService.Disconnect:output_type -> tlsgate.v1.DisconnectResponse
-	16, // 41: tlsgate.v1.ControlService.GetSession:output_type -> tlsgate.v1.GetSessionResponse
-	18, // 42: tlsgate.v1.ControlService.ListSessions:output_type -> tlsgate.v1.ListSessionsResponse
-	23, // 43: tlsgate.v1.ControlService.WatchSessions:output_type -> tlsgate.v1.WatchSessionsResponse
-	25, // 44: tlsgate.v1.ControlService.Receive:output_type -> tlsgate.v1.ReceiveResponse
-	36, // [36:45] is the sub-list for method output_type
-	27, // [27:36] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	34, // 24: tlsgate.v1.WatchSessionsResponse.closed:type_name -> tlsgate.v1.ClosedConnection
+	38, // 25: tlsgate.v1.ReceiveResponse.packet:type_name -> tlsgate.v1.InboundPacket
+	34, // 26: tlsgate.v1.ReceiveResponse.closed:type_name -> tlsgate.v1.ClosedConnection
+	27, // 27: tlsgate.v1.ConsumeAcks.acks:type_name -> tlsgate.v1.Ack
+	26, // 28: tlsgate.v1.ConsumeRequest.open:type_name -> tlsgate.v1.ConsumeOpen
+	28, // 29: tlsgate.v1.ConsumeRequest.acks:type_name -> tlsgate.v1.ConsumeAcks
+	38, // 30: tlsgate.v1.Delivery.packet:type_name -> tlsgate.v1.InboundPacket
+	34, // 31: tlsgate.v1.Delivery.closed:type_name -> tlsgate.v1.ClosedConnection
+	30, // 32: tlsgate.v1.ConsumeResponse.deliveries:type_name -> tlsgate.v1.Delivery
+	1,  // 33: tlsgate.v1.ControlService.SendAsync:input_type -> tlsgate.v1.SendAsyncRequest
+	4,  // 34: tlsgate.v1.ControlService.SendBatch:input_type -> tlsgate.v1.SendBatchRequest
+	8,  // 35: tlsgate.v1.ControlService.SendStream:input_type -> tlsgate.v1.SendStreamRequest
+	10, // 36: tlsgate.v1.ControlService.Drain:input_type -> tlsgate.v1.DrainRequest
+	13, // 37: tlsgate.v1.ControlService.Disconnect:input_type -> tlsgate.v1.DisconnectRequest
+	15, // 38: tlsgate.v1.ControlService.GetSession:input_type -> tlsgate.v1.GetSessionRequest
+	17, // 39: tlsgate.v1.ControlService.ListSessions:input_type -> tlsgate.v1.ListSessionsRequest
+	19, // 40: tlsgate.v1.ControlService.WatchSessions:input_type -> tlsgate.v1.WatchSessionsRequest
+	24, // 41: tlsgate.v1.ControlService.Receive:input_type -> tlsgate.v1.ReceiveRequest
+	29, // 42: tlsgate.v1.ControlService.Consume:input_type -> tlsgate.v1.ConsumeRequest
+	2,  // 43: tlsgate.v1.ControlService.SendAsync:output_type -> tlsgate.v1.SendAsyncResponse
+	7,  // 44: tlsgate.v1.ControlService.SendBatch:output_type -> tlsgate.v1.SendBatchResponse
+	9,  // 45: tlsgate.v1.ControlService.SendStream:output_type -> tlsgate.v1.SendStreamResponse
+	12, // 46: tlsgate.v1.ControlService.Drain:output_type -> tlsgate.v1.DrainResponse
+	14, // 47: tlsgate.v1.ControlService.Disconnect:output_type -> tlsgate.v1.DisconnectResponse
+	16, // 48: tlsgate.v1.ControlService.GetSession:output_type -> tlsgate.v1.GetSessionResponse
+	18, // 49: tlsgate.v1.ControlService.ListSessions:output_type -> tlsgate.v1.ListSessionsResponse
+	23, // 50: tlsgate.v1.ControlService.WatchSessions:output_type -> tlsgate.v1.WatchSessionsResponse
+	25, // 51: tlsgate.v1.ControlService.Receive:output_type -> tlsgate.v1.ReceiveResponse
+	31, // 52: tlsgate.v1.ControlService.Consume:output_type -> tlsgate.v1.ConsumeResponse
+	43, // [43:53] is the sub-list for method output_type
+	33, // [33:43] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_tlsgate_v1_control_service_proto_init() }
@@ -1944,13 +2399,21 @@ func file_tlsgate_v1_control_service_proto_init() {
 		(*ReceiveResponse_Packet)(nil),
 		(*ReceiveResponse_Closed)(nil),
 	}
+	file_tlsgate_v1_control_service_proto_msgTypes[28].OneofWrappers = []any{
+		(*ConsumeRequest_Open)(nil),
+		(*ConsumeRequest_Acks)(nil),
+	}
+	file_tlsgate_v1_control_service_proto_msgTypes[29].OneofWrappers = []any{
+		(*Delivery_Packet)(nil),
+		(*Delivery_Closed)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tlsgate_v1_control_service_proto_rawDesc), len(file_tlsgate_v1_control_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

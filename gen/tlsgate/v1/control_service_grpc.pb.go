@@ -28,6 +28,7 @@ const (
 	ControlService_ListSessions_FullMethodName  = "/tlsgate.v1.ControlService/ListSessions"
 	ControlService_WatchSessions_FullMethodName = "/tlsgate.v1.ControlService/WatchSessions"
 	ControlService_Receive_FullMethodName       = "/tlsgate.v1.ControlService/Receive"
+	ControlService_Consume_FullMethodName       = "/tlsgate.v1.ControlService/Consume"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -113,6 +114,24 @@ type ControlServiceClient interface {
 	// ended at once with RESOURCE_EXHAUSTED, and what was buffered for it is
 	// lost to it; it never stalls sessions or other streams.
 	Receive(ctx context.Context, in *ReceiveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReceiveResponse], error)
+	// Consume is the acknowledged way to consume what clients send. The
+	// first request opens the stream as a member of a consumer group; later
+	// requests carry acks. Every group receives every packet of the sessions
+	// its members select, once; within a group each session is assigned to
+	// one member at a time (sticky), so per-session order holds and work
+	// spreads across members. A member that ends leaves its unacked
+	// deliveries, in order and flagged redelivered, to the member that takes
+	// its sessions over; a group left with no member keeps them until one
+	// joins. When a session's unacked packets in a group reach the member's
+	// limits, the gateway stops reading that client's connection (TCP pushes
+	// back on the client) until acks arrive. While a group holds a session,
+	// the client's Flush is answered only after the group acked every packet
+	// sent before it.
+	//
+	// Errors: INVALID_ARGUMENT (the first request is not open, a later one
+	// is, or a field is out of range), UNAVAILABLE (the server is shutting
+	// down).
+	Consume(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsumeRequest, ConsumeResponse], error)
 }
 
 type controlServiceClient struct {
@@ -234,6 +253,19 @@ func (c *controlServiceClient) Receive(ctx context.Context, in *ReceiveRequest, 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ControlService_ReceiveClient = grpc.ServerStreamingClient[ReceiveResponse]
 
+func (c *controlServiceClient) Consume(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsumeRequest, ConsumeResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ControlService_ServiceDesc.Streams[3], ControlService_Consume_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ConsumeRequest, ConsumeResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ControlService_ConsumeClient = grpc.BidiStreamingClient[ConsumeRequest, ConsumeResponse]
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -317,6 +349,24 @@ type ControlServiceServer interface {
 	// ended at once with RESOURCE_EXHAUSTED, and what was buffered for it is
 	// lost to it; it never stalls sessions or other streams.
 	Receive(*ReceiveRequest, grpc.ServerStreamingServer[ReceiveResponse]) error
+	// Consume is the acknowledged way to consume what clients send. The
+	// first request opens the stream as a member of a consumer group; later
+	// requests carry acks. Every group receives every packet of the sessions
+	// its members select, once; within a group each session is assigned to
+	// one member at a time (sticky), so per-session order holds and work
+	// spreads across members. A member that ends leaves its unacked
+	// deliveries, in order and flagged redelivered, to the member that takes
+	// its sessions over; a group left with no member keeps them until one
+	// joins. When a session's unacked packets in a group reach the member's
+	// limits, the gateway stops reading that client's connection (TCP pushes
+	// back on the client) until acks arrive. While a group holds a session,
+	// the client's Flush is answered only after the group acked every packet
+	// sent before it.
+	//
+	// Errors: INVALID_ARGUMENT (the first request is not open, a later one
+	// is, or a field is out of range), UNAVAILABLE (the server is shutting
+	// down).
+	Consume(grpc.BidiStreamingServer[ConsumeRequest, ConsumeResponse]) error
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -353,6 +403,9 @@ func (UnimplementedControlServiceServer) WatchSessions(*WatchSessionsRequest, gr
 }
 func (UnimplementedControlServiceServer) Receive(*ReceiveRequest, grpc.ServerStreamingServer[ReceiveResponse]) error {
 	return status.Error(codes.Unimplemented, "method Receive not implemented")
+}
+func (UnimplementedControlServiceServer) Consume(grpc.BidiStreamingServer[ConsumeRequest, ConsumeResponse]) error {
+	return status.Error(codes.Unimplemented, "method Consume not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -512,6 +565,13 @@ func _ControlService_Receive_Handler(srv interface{}, stream grpc.ServerStream) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ControlService_ReceiveServer = grpc.ServerStreamingServer[ReceiveResponse]
 
+func _ControlService_Consume_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ControlServiceServer).Consume(&grpc.GenericServerStream[ConsumeRequest, ConsumeResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ControlService_ConsumeServer = grpc.BidiStreamingServer[ConsumeRequest, ConsumeResponse]
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -560,6 +620,12 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Receive",
 			Handler:       _ControlService_Receive_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Consume",
+			Handler:       _ControlService_Consume_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "tlsgate/v1/control_service.proto",

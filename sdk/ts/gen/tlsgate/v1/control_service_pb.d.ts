@@ -812,6 +812,204 @@ export declare type ReceiveResponse = Message<"tlsgate.v1.ReceiveResponse"> & {
 export declare const ReceiveResponseSchema: GenMessage<ReceiveResponse>;
 
 /**
+ * ConsumeOpen opens a Consume stream: the first request, and only there.
+ *
+ * @generated from message tlsgate.v1.ConsumeOpen
+ */
+export declare type ConsumeOpen = Message<"tlsgate.v1.ConsumeOpen"> & {
+  /**
+   * The consumer group: 1 to 64 lower-case letters, digits, '_', '-' or
+   * '.'. Default "default".
+   *
+   * @generated from field: string group = 1;
+   */
+  group: string;
+
+  /**
+   * Only these sessions. Default (empty): every session. Members of one
+   * group should select the same sessions: a session is assigned only to
+   * members that select it.
+   *
+   * @generated from field: repeated uint64 session_ids = 2;
+   */
+  sessionIds: bigint[];
+
+  /**
+   * The most packets of one session delivered to this member and not yet
+   * acked; at the limit, the gateway stops reading that session's
+   * connection. 1 to 65,536; default 1,024.
+   *
+   * @generated from field: uint32 max_unacked_packets = 3;
+   */
+  maxUnackedPackets: number;
+
+  /**
+   * The same in payload bytes: 65,536 to 64 MiB; default 1 MiB. A
+   * packet that arrives below the limit is delivered even if it crosses
+   * it.
+   *
+   * @generated from field: uint64 max_unacked_bytes = 4;
+   */
+  maxUnackedBytes: bigint;
+};
+
+/**
+ * Describes the message tlsgate.v1.ConsumeOpen.
+ * Use `create(ConsumeOpenSchema)` to create a new message.
+ */
+export declare const ConsumeOpenSchema: GenMessage<ConsumeOpen>;
+
+/**
+ * Ack acknowledges a session's packets: every packet of the session with
+ * seq up to and including through_seq (cumulative).
+ *
+ * @generated from message tlsgate.v1.Ack
+ */
+export declare type Ack = Message<"tlsgate.v1.Ack"> & {
+  /**
+   * The session. Required.
+   *
+   * @generated from field: uint64 session_id = 1;
+   */
+  sessionId: bigint;
+
+  /**
+   * The last acknowledged seq.
+   *
+   * @generated from field: uint64 through_seq = 2;
+   */
+  throughSeq: bigint;
+};
+
+/**
+ * Describes the message tlsgate.v1.Ack.
+ * Use `create(AckSchema)` to create a new message.
+ */
+export declare const AckSchema: GenMessage<Ack>;
+
+/**
+ * ConsumeAcks is a batch of acks.
+ *
+ * @generated from message tlsgate.v1.ConsumeAcks
+ */
+export declare type ConsumeAcks = Message<"tlsgate.v1.ConsumeAcks"> & {
+  /**
+   * The acks, at most 10,000.
+   *
+   * @generated from field: repeated tlsgate.v1.Ack acks = 1;
+   */
+  acks: Ack[];
+};
+
+/**
+ * Describes the message tlsgate.v1.ConsumeAcks.
+ * Use `create(ConsumeAcksSchema)` to create a new message.
+ */
+export declare const ConsumeAcksSchema: GenMessage<ConsumeAcks>;
+
+/**
+ * ConsumeRequest is a Consume stream's open (first) or acks (later).
+ *
+ * @generated from message tlsgate.v1.ConsumeRequest
+ */
+export declare type ConsumeRequest = Message<"tlsgate.v1.ConsumeRequest"> & {
+  /**
+   * The request.
+   *
+   * @generated from oneof tlsgate.v1.ConsumeRequest.request
+   */
+  request: {
+    /**
+     * The first request.
+     *
+     * @generated from field: tlsgate.v1.ConsumeOpen open = 1;
+     */
+    value: ConsumeOpen;
+    case: "open";
+  } | {
+    /**
+     * Every later request.
+     *
+     * @generated from field: tlsgate.v1.ConsumeAcks acks = 2;
+     */
+    value: ConsumeAcks;
+    case: "acks";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tlsgate.v1.ConsumeRequest.
+ * Use `create(ConsumeRequestSchema)` to create a new message.
+ */
+export declare const ConsumeRequestSchema: GenMessage<ConsumeRequest>;
+
+/**
+ * Delivery is one packet a client sent, or the end of one of its
+ * connections.
+ *
+ * @generated from message tlsgate.v1.Delivery
+ */
+export declare type Delivery = Message<"tlsgate.v1.Delivery"> & {
+  /**
+   * The item.
+   *
+   * @generated from oneof tlsgate.v1.Delivery.item
+   */
+  item: {
+    /**
+     * A packet; ack it by its session_id and seq.
+     *
+     * @generated from field: tlsgate.v1.InboundPacket packet = 1;
+     */
+    value: InboundPacket;
+    case: "packet";
+  } | {
+    /**
+     * A connection of the session ended; it follows the connection's last
+     * packet. It needs no ack.
+     *
+     * @generated from field: tlsgate.v1.ClosedConnection closed = 2;
+     */
+    value: ClosedConnection;
+    case: "closed";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * True when the item may have been delivered before, to a member that
+   * ended without acking it.
+   *
+   * @generated from field: bool redelivered = 3;
+   */
+  redelivered: boolean;
+};
+
+/**
+ * Describes the message tlsgate.v1.Delivery.
+ * Use `create(DeliverySchema)` to create a new message.
+ */
+export declare const DeliverySchema: GenMessage<Delivery>;
+
+/**
+ * ConsumeResponse is a batch of deliveries, in order per session.
+ *
+ * @generated from message tlsgate.v1.ConsumeResponse
+ */
+export declare type ConsumeResponse = Message<"tlsgate.v1.ConsumeResponse"> & {
+  /**
+   * The deliveries.
+   *
+   * @generated from field: repeated tlsgate.v1.Delivery deliveries = 1;
+   */
+  deliveries: Delivery[];
+};
+
+/**
+ * Describes the message tlsgate.v1.ConsumeResponse.
+ * Use `create(ConsumeResponseSchema)` to create a new message.
+ */
+export declare const ConsumeResponseSchema: GenMessage<ConsumeResponse>;
+
+/**
  * FullQueuePolicy says what a send does when the session's queue is full.
  *
  * @generated from enum tlsgate.v1.FullQueuePolicy
@@ -1000,6 +1198,32 @@ export declare const ControlService: GenService<{
     methodKind: "server_streaming";
     input: typeof ReceiveRequestSchema;
     output: typeof ReceiveResponseSchema;
+  },
+  /**
+   * Consume is the acknowledged way to consume what clients send. The
+   * first request opens the stream as a member of a consumer group; later
+   * requests carry acks. Every group receives every packet of the sessions
+   * its members select, once; within a group each session is assigned to
+   * one member at a time (sticky), so per-session order holds and work
+   * spreads across members. A member that ends leaves its unacked
+   * deliveries, in order and flagged redelivered, to the member that takes
+   * its sessions over; a group left with no member keeps them until one
+   * joins. When a session's unacked packets in a group reach the member's
+   * limits, the gateway stops reading that client's connection (TCP pushes
+   * back on the client) until acks arrive. While a group holds a session,
+   * the client's Flush is answered only after the group acked every packet
+   * sent before it.
+   *
+   * Errors: INVALID_ARGUMENT (the first request is not open, a later one
+   * is, or a field is out of range), UNAVAILABLE (the server is shutting
+   * down).
+   *
+   * @generated from rpc tlsgate.v1.ControlService.Consume
+   */
+  consume: {
+    methodKind: "bidi_streaming";
+    input: typeof ConsumeRequestSchema;
+    output: typeof ConsumeResponseSchema;
   },
 }>;
 
