@@ -17,6 +17,8 @@ import (
 	"github.com/tlsgate/tlsgate/internal/gatewaytest"
 	"github.com/tlsgate/tlsgate/internal/wiretest"
 	"github.com/tlsgate/tlsgate/server"
+	"github.com/tlsgate/tlsgate/server/control"
+	"github.com/tlsgate/tlsgate/server/gateway"
 )
 
 func timeout(t *testing.T) context.Context {
@@ -222,11 +224,15 @@ func TestConsumeAcksAfterTheHandler(t *testing.T) {
 
 // TestConsumeReopensAfterACut: when the network cuts the consumer's
 // stream while its handler holds a packet, Consume reopens it through the
-// same address and gets what was not acked again, flagged redelivered,
-// then the rest: no packet is missing and none comes out of order.
+// same address and, with --no-consumer hold, gets what was not acked
+// again, flagged redelivered, then the rest: no packet is missing and
+// none comes out of order.
 func TestConsumeReopensAfterACut(t *testing.T) {
 	const n = 10
-	g := gatewaytest.Start(t, server.Config{})
+	// hold: while the stream is down the group has no member, and keeps
+	// what it held for the reopened one (with handler, the in-process
+	// handler would take it).
+	g := gatewaytest.Start(t, server.Config{}, func(c *gateway.Config) { c.NoConsumer = control.NoConsumerHold })
 	proxy := gatewaytest.NewProxy(t, g.ControlAddr().String())
 	seen := &consumed{more: make(chan struct{}, 1)}
 	holding, release := make(chan struct{}), make(chan struct{})

@@ -45,6 +45,7 @@ func defaultVars(devDir string) kong.Vars {
 		"slowconsumertimeout": s.SlowConsumerTimeout.String(),
 		"maxconns":            strconv.Itoa(s.MaxConns),
 		"maxconnsperip":       strconv.Itoa(s.MaxConnsPerIP),
+		"noconsumer":          string(d.NoConsumer),
 		"scenarios":           strings.Join(loadgen.Scenarios, ","),
 	}
 }

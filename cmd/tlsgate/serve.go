@@ -14,6 +14,7 @@ import (
 	"github.com/tlsgate/tlsgate/client"
 	"github.com/tlsgate/tlsgate/internal/devcert"
 	"github.com/tlsgate/tlsgate/server"
+	"github.com/tlsgate/tlsgate/server/control"
 	"github.com/tlsgate/tlsgate/server/gateway"
 )
 
@@ -45,6 +46,7 @@ type serveCmd struct {
 	ControlKey           string `env:"TLSGATE_CONTROL_KEY" type:"path" placeholder:"FILE" help:"Private key of --control-cert (PEM)."`
 	ControlClientCA      string `name:"control-client-ca" env:"TLSGATE_CONTROL_CLIENT_CA" type:"path" placeholder:"FILE" help:"Require control-plane clients to present a certificate signed by this CA (mTLS; needs --control-cert)."`
 	InsecureControlPlane bool   `env:"TLSGATE_INSECURE_CONTROL_PLANE" help:"Allow the control plane on a non-loopback address without --control-token or --control-client-ca."`
+	NoConsumer           string `env:"TLSGATE_NO_CONSUMER" enum:"handler,hold" default:"${noconsumer}" help:"Packets no Consume group takes: handler (--handler takes them) or hold (the default group keeps them, pausing the client at its limits, until a consumer joins) (default: ${default})."`
 
 	AdminAddr string     `env:"TLSGATE_ADMIN_ADDR" default:"${adminaddr}" placeholder:"HOST:PORT" help:"Admin HTTP listener: /metrics, /healthz, /readyz, and /debug/pprof/ with --pprof; empty turns it off (default: ${default})."`
 	Pprof     bool       `name:"pprof" env:"TLSGATE_PPROF" help:"Serve /debug/pprof/ on --admin-addr (default: off)."`
@@ -122,6 +124,7 @@ func (c *serveCmd) gatewayConfig(rt *runtime, log *slog.Logger) (gateway.Config,
 	}
 	cfg.Addr, cfg.ControlAddr, cfg.AdminAddr = c.Addr, c.ControlAddr, c.AdminAddr
 	cfg.ControlToken, cfg.ControlTLS, cfg.InsecureControlPlane = c.ControlToken, controlTLS, c.InsecureControlPlane
+	cfg.NoConsumer = control.NoConsumer(c.NoConsumer)
 	cfg.Pprof, cfg.Version, cfg.Logger = c.Pprof, versionString(), log
 	return cfg, nil
 }

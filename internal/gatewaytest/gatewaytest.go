@@ -31,8 +31,9 @@ type Gateway struct {
 
 // Start runs a gateway with the data-plane settings of cfg (its TLS
 // certificate is a new self-signed one), the control plane on loopback
-// without auth, and no admin endpoint. It is shut down at the test's end.
-func Start(t testing.TB, cfg server.Config) *Gateway {
+// without auth, and no admin endpoint; each of configure may change the
+// rest of its configuration. It is shut down at the test's end.
+func Start(t testing.TB, cfg server.Config, configure ...func(*gateway.Config)) *Gateway {
 	t.Helper()
 	cert, _, _, err := devcert.Generate()
 	if err != nil {
@@ -45,6 +46,9 @@ func Start(t testing.TB, cfg server.Config) *Gateway {
 		gc.Server.Logger = slog.New(slog.DiscardHandler)
 	}
 	gc.Addr, gc.ControlAddr, gc.AdminAddr = "127.0.0.1:0", "127.0.0.1:0", ""
+	for _, f := range configure {
+		f(&gc)
+	}
 	g, err := gateway.New(gc)
 	if err != nil {
 		t.Fatal(err)

@@ -25,7 +25,7 @@ func newMetrics(t *testing.T) *Metrics {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Attach(srv, control.NewHub(server.Discard{}, 0))
+	m.Attach(srv, control.NewHub(control.HubConfig{Fallback: server.Discard{}}))
 	return m
 }
 

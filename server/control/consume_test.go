@@ -12,6 +12,7 @@ import (
 	"github.com/tlsgate/tlsgate/client"
 	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
 	"github.com/tlsgate/tlsgate/server"
+	"github.com/tlsgate/tlsgate/server/control"
 	"github.com/tlsgate/tlsgate/wire"
 )
 
@@ -127,24 +128,18 @@ func TestConsumeDeliversInOrderAndFlushWaitsForTheAck(t *testing.T) {
 	if err := a.Flush(timeout(t, wait)); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case p := <-recvChan(t, a):
-		t.Fatalf("the client received %v: the echo handler ran", p)
-	default:
-	}
+	wantNoPacket(t, a)
 }
 
-// recvChan receives one packet of c in the background.
-func recvChan(t *testing.T, c *client.Conn) <-chan client.Packet {
-	ch := make(chan client.Packet, 1)
+// wantNoPacket fails if c has a packet waiting. Call it after a Flush:
+// anything the gateway sent before the FlushAck is waiting by then.
+func wantNoPacket(t *testing.T, c *client.Conn) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	t.Cleanup(cancel)
-	go func() {
-		if p, err := c.Recv(ctx); err == nil {
-			ch <- p
-		}
-	}()
-	return ch
+	cancel()
+	if p, err := c.Recv(ctx); err == nil {
+		t.Fatalf("the client received %q: the echo handler took a consumed packet", p.Payload)
+	}
 }
 
 // TestConsumeRedeliversWhatWasNotAcked: a member that ends after acking
@@ -309,4 +304,48 @@ func TestConsumePausedConnectionClosesClean(t *testing.T) {
 			rest = append(rest, d)
 		}
 	}
+}
+
+// TestConsumeLeftoversGoToTheHandler: with --no-consumer handler (the
+// default), what a group held when its last member left goes to the
+// in-process handler, in order, before the session's later packets: the
+// echo handler echoes them all, in order.
+func TestConsumeLeftoversGoToTheHandler(t *testing.T) {
+	e := start(t, setup{})
+	st := e.consume(timeout(t, streamLife), t, &tlsgatev1.ConsumeOpen{})
+	c := e.dialGo(t, nil)
+	sendNumbered(t, c, 1, 5)
+	wantPackets(t, nextPackets(t, st, 5), c.ID(), 1, false)
+	ack(t, st, c.ID(), 2)
+	if err := st.CloseSend(); err != nil { // the member leaves after its ack
+		t.Fatal(err)
+	}
+	sendNumbered(t, c, 6, 7)
+	// The Flush waits for the group, whose leftovers go to the handler.
+	if err := c.Flush(timeout(t, wait)); err != nil {
+		t.Fatal(err)
+	}
+	// 3 to 5 were held; 6 and 7 came after, to the group or the handler.
+	for want := 3; want <= 7; want++ {
+		p, err := c.Recv(timeout(t, wait))
+		if err != nil || string(p.Payload) != fmt.Sprint(want) {
+			t.Fatalf("echo %d: %q, %v", want, p.Payload, err)
+		}
+	}
+}
+
+// TestConsumeHoldKeepsPacketsForAConsumer: with --no-consumer hold, the
+// packets sent while no consumer is attached wait in the default group
+// (the echo handler gets none) and go to the first consumer that joins.
+func TestConsumeHoldKeepsPacketsForAConsumer(t *testing.T) {
+	e := start(t, setup{noConsumer: control.NoConsumerHold})
+	c := e.dialGo(t, nil)
+	sendNumbered(t, c, 1, 3)
+	st := e.consume(timeout(t, streamLife), t, &tlsgatev1.ConsumeOpen{})
+	wantPackets(t, nextPackets(t, st, 3), c.ID(), 1, false)
+	ack(t, st, c.ID(), 3)
+	if err := c.Flush(timeout(t, wait)); err != nil { // answered once acked
+		t.Fatal(err)
+	}
+	wantNoPacket(t, c)
 }

@@ -125,3 +125,15 @@ func watchEvent(e server.Event) *tlsgatev1.WatchSessionsResponse {
 	}
 	return r
 }
+
+// packetOf is the data plane's Packet of an inbound packet.
+func packetOf(p *tlsgatev1.InboundPacket) server.Packet {
+	typ := wire.TypeData
+	if p.GetType() == tlsgatev1.PacketType_PACKET_TYPE_ERROR {
+		typ = wire.TypeError
+	}
+	return server.Packet{
+		Seq: p.GetSeq(), ConnID: p.GetConnectionId(), Type: typ, Encoding: encodingFromProto(p.GetEncoding()),
+		Payload: p.GetPayload(), ReceivedAt: p.GetReceivedTime().AsTime(),
+	}
+}

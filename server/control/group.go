@@ -24,11 +24,20 @@ type limits struct {
 	bytes   int
 }
 
+// defaultLimits apply to what a group holds for no member.
+var defaultLimits = limits{packets: DefaultMaxUnackedPackets, bytes: DefaultMaxUnackedBytes}
+
 // A group is a consumer group: its members are open Consume streams; each
 // session it holds is assigned to one member at a time. Every field below
 // mu is guarded by it.
 type group struct {
 	name string
+	// holdAll (NoConsumerHold's default group): hold the packets of
+	// sessions no member selects, until one joins.
+	holdAll bool
+	// handOff (NoConsumerHandler): where the packets held for a session
+	// no member owns go, in order, on the session's reader.
+	handOff server.Handler
 
 	mu       sync.Mutex
 	members  map[*member]struct{}
@@ -131,9 +140,7 @@ func mix64(x uint64) uint64 {
 // was received, it is not dropped, and the close must read on.
 func (g *group) offer(ctx context.Context, sess *server.Session, pkt *tlsgatev1.InboundPacket, closing <-chan struct{}) bool {
 	id := sess.ID()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	wait := func() bool { // false once the reader must not be held back
+	hold := func() bool { // false once the reader must not be held back
 		select {
 		case <-ctx.Done():
 			return false
@@ -143,26 +150,98 @@ func (g *group) offer(ctx context.Context, sess *server.Session, pkt *tlsgatev1.
 			return true
 		}
 	}
-	gs := g.sessions[id]
-	for gs != nil && gs.sess != sess && gs.packets > 0 && wait() {
-		// The held packets are an earlier incarnation's, whose seqs the
-		// new one restarts: its packets wait until those are acked.
-		g.waitForRoom(ctx, gs, closing)
-		gs = g.sessions[id]
-	}
-	if gs == nil || gs.sess != sess {
-		m := g.assign(id)
-		if m == nil {
-			return false
+	// Each pass looks at the session afresh: waiting releases the lock,
+	// and the owner, the limits or the group's members may change.
+	for {
+		g.handOffOrphans(ctx, sess)
+		g.mu.Lock()
+		gs := g.sessions[id]
+		switch {
+		case gs != nil && gs.owner == nil && g.handOff != nil:
+			// Its last member left while this waited: hand off first.
+			g.mu.Unlock()
+			continue
+		case gs != nil && gs.sess != sess && gs.packets > 0 && hold():
+			// The held packets are an earlier incarnation's, whose seqs
+			// the new one restarts: its packets wait until those are acked.
+			g.waitForRoom(ctx, gs, closing)
+			g.mu.Unlock()
+			continue
+		case gs == nil || gs.sess != sess:
+			m := g.assign(id)
+			if m == nil && !g.holdAll {
+				g.mu.Unlock()
+				return false
+			}
+			gs = &groupSession{sess: sess, owner: m, limits: defaultLimits}
+			if m != nil {
+				gs.limits = m.limits
+			}
+			g.sessions[id] = gs
+		case gs.full() && hold():
+			g.waitForRoom(ctx, gs, closing)
+			g.mu.Unlock()
+			continue
 		}
-		gs = &groupSession{sess: sess, owner: m, limits: m.limits}
-		g.sessions[id] = gs
+		g.hold(gs, &delivery{seq: pkt.GetSeq(), packet: pkt})
+		g.mu.Unlock()
+		return true
 	}
-	for gs.full() && wait() {
-		g.waitForRoom(ctx, gs, closing) // gs holds packets: it stays in g.sessions
+}
+
+// handOffOrphans hands what the group holds of sess, when no member owns
+// it, to the fallback handler, in order (NoConsumerHandler). It runs on
+// the session's reader, which is what keeps the order with the packets
+// that follow.
+func (g *group) handOffOrphans(ctx context.Context, sess *server.Session) {
+	if g.handOff == nil {
+		return
 	}
-	g.hold(gs, &delivery{seq: pkt.GetSeq(), packet: pkt})
-	return true
+	g.mu.Lock()
+	held := g.takeOrphans(sess.ID(), true)
+	g.mu.Unlock()
+	for _, d := range held {
+		g.handOff.Handle(ctx, d.sess, packetOf(d.pkt))
+	}
+}
+
+// handOffEndedSession is handOffOrphans for a session that has ended: no
+// reader will come, and none competes.
+func (g *group) handOffEndedSession(id uint64) {
+	if g.handOff == nil {
+		return
+	}
+	g.mu.Lock()
+	held := g.takeOrphans(id, false)
+	g.mu.Unlock()
+	for _, d := range held {
+		g.handOff.Handle(context.Background(), d.sess, packetOf(d.pkt))
+	}
+}
+
+// orphan is a held packet on its way to the fallback handler.
+type orphan struct {
+	sess *server.Session
+	pkt  *tlsgatev1.InboundPacket
+}
+
+// takeOrphans removes and returns the packets held for session id when
+// no member owns it; with live, also when the session is connected. Call
+// with g.mu held.
+func (g *group) takeOrphans(id uint64, live bool) []orphan {
+	gs := g.sessions[id]
+	if gs == nil || gs.owner != nil || (!live && gs.sess.Connected()) {
+		return nil
+	}
+	var held []orphan
+	for _, d := range gs.unacked {
+		if d.packet != nil {
+			held = append(held, orphan{gs.sess, d.packet})
+		}
+	}
+	delete(g.sessions, id)
+	gs.wakeWaiters()
+	return held
 }
 
 // waitForRoom releases g.mu until gs's room changes or ctx ends. Call with
@@ -278,6 +357,8 @@ func (g *group) leave(m *member) {
 			gs.owner = nil
 			if next := g.assign(id); next != nil {
 				g.reassign(gs, next)
+			} else {
+				gs.wakeWaiters() // a waiting reader hands off (NoConsumerHandler) or holds on
 			}
 		}
 	}
@@ -326,16 +407,20 @@ func (g *group) take(m *member, maxItems, maxBytes int) *tlsgatev1.ConsumeRespon
 	return resp
 }
 
-// acked reports whether every packet of sess through seq is acked, or,
-// when not, a channel closed when that may have changed. Call with g.mu
+// ackedThrough reports whether every packet of sess through seq is acked;
+// when not, whether what is held is to be handed off (no member owns it),
+// or else a channel closed when that may have changed. Call with g.mu
 // held.
-func (g *group) ackedThrough(sess *server.Session, seq uint64) (bool, <-chan struct{}) {
+func (g *group) ackedThrough(sess *server.Session, seq uint64) (done, handOff bool, changed <-chan struct{}) {
 	gs := g.sessions[sess.ID()]
 	if gs == nil || gs.sess != sess || gs.acked >= seq || gs.packets == 0 {
-		return true, nil
+		return true, false, nil
+	}
+	if gs.owner == nil && g.handOff != nil {
+		return false, true, nil
 	}
 	if gs.space == nil {
 		gs.space = make(chan struct{})
 	}
-	return false, gs.space
+	return false, false, gs.space
 }

@@ -44,6 +44,8 @@ type setup struct {
 	fallback server.Handler
 	// buffer is the hub's per-stream buffer (0: the default).
 	buffer int
+	// noConsumer is the hub's policy (empty: the default, handler).
+	noConsumer control.NoConsumer
 	// token is the control plane's bearer token.
 	token string
 	// logger is the control plane's logger.
@@ -89,6 +91,7 @@ func start(t *testing.T, s setup) *env {
 	if s.buffer > 0 {
 		cfg.StreamBuffer = s.buffer
 	}
+	cfg.NoConsumer = cmp.Or(s.noConsumer, cfg.NoConsumer)
 	cfg.Logger = cmp.Or(s.logger, verbose)
 	g, err := gateway.New(cfg)
 	if err != nil {

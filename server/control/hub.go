@@ -1,6 +1,7 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,7 @@ const DefaultStreamBuffer = 16384
 type Hub struct {
 	fallback server.Handler
 	buffer   int
+	hold     bool // NoConsumerHold
 
 	receiving atomic.Int32 // len(receivers), read without the lock
 	delivered atomic.Uint64
@@ -41,20 +43,64 @@ type Hub struct {
 	closed     bool
 }
 
-// NewHub returns a Hub delivering to fallback when no stream selects a
-// session. buffer is the per-stream buffer (DefaultStreamBuffer if 0).
-func NewHub(fallback server.Handler, buffer int) *Hub {
-	if buffer <= 0 {
-		buffer = DefaultStreamBuffer
-	}
-	return &Hub{
-		fallback:  fallback,
-		buffer:    buffer,
+// NoConsumer says what happens to a session's packets that no consumer
+// group takes.
+type NoConsumer string
+
+const (
+	// NoConsumerHandler: the fallback handler takes them (the default).
+	// So do the packets a group still held when its last member left, on
+	// the session's next packet, Flush or end.
+	NoConsumerHandler NoConsumer = "handler"
+	// NoConsumerHold: the default group keeps them, within the default
+	// limits per session (then the client's reads pause), until a member
+	// joins it; a group whose last member left keeps what it held.
+	NoConsumerHold NoConsumer = "hold"
+)
+
+// HubConfig configures a Hub.
+type HubConfig struct {
+	// Fallback takes the packets no consumer group and no Receive stream
+	// takes. Required.
+	Fallback server.Handler
+	// StreamBuffer is the per-stream buffer of Receive and WatchSessions
+	// (DefaultStreamBuffer if 0).
+	StreamBuffer int
+	// NoConsumer is the policy for packets no group takes (default
+	// NoConsumerHandler).
+	NoConsumer NoConsumer
+}
+
+// NewHub returns a Hub.
+func NewHub(c HubConfig) *Hub {
+	h := &Hub{
+		fallback:  c.Fallback,
+		buffer:    cmp.Or(c.StreamBuffer, DefaultStreamBuffer),
+		hold:      c.NoConsumer == NoConsumerHold,
 		receivers: make(map[*stream[*tlsgatev1.ReceiveResponse]]struct{}),
 		watchers:  make(map[*stream[*tlsgatev1.WatchSessionsResponse]]struct{}),
 		groups:    make(map[string]*group),
 		members:   make(map[*member]struct{}),
 	}
+	if h.hold {
+		// The default group is there from the start, and holds what no
+		// member takes.
+		h.groups[DefaultGroup] = h.newGroup(DefaultGroup)
+		h.publishGroups()
+	}
+	return h
+}
+
+// newGroup returns an empty group with the hub's policy.
+func (h *Hub) newGroup(name string) *group {
+	g := &group{name: name, members: make(map[*member]struct{}), sessions: make(map[uint64]*groupSession)}
+	switch {
+	case h.hold && name == DefaultGroup:
+		g.holdAll = true
+	case !h.hold:
+		g.handOff = h.fallback
+	}
+	return g
 }
 
 // HubStats are the hub's counters, for metrics.
@@ -147,21 +193,23 @@ func (h *Hub) WaitProcessed(ctx context.Context, s *server.Session, seq uint64) 
 		return
 	}
 	for _, g := range *groups {
-		g.mu.Lock()
 		for {
-			done, changed := g.ackedThrough(s, seq)
+			g.mu.Lock()
+			done, handOff, changed := g.ackedThrough(s, seq)
+			g.mu.Unlock()
 			if done {
 				break
 			}
-			g.mu.Unlock()
+			if handOff {
+				g.handOffOrphans(ctx, s) // on the reader: in order
+				continue
+			}
 			select {
 			case <-changed:
 			case <-ctx.Done():
 				return
 			}
-			g.mu.Lock()
 		}
-		g.mu.Unlock()
 	}
 }
 
@@ -189,6 +237,9 @@ func (h *Hub) deliver(s *server.Session, p server.Packet, pkt *tlsgatev1.Inbound
 // end to the Receive streams that select its session.
 func (h *Hub) Publish(e server.Event) {
 	ev := watchEvent(e)
+	if e.Kind == server.EventClosed {
+		defer h.handOffEnded(e.SessionID)
+	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for w := range h.watchers {
@@ -305,7 +356,7 @@ func (h *Hub) join(name string, ids []uint64, l limits) (*member, func(), bool) 
 	}
 	g := h.groups[name]
 	if g == nil {
-		g = &group{name: name, members: make(map[*member]struct{}), sessions: make(map[uint64]*groupSession)}
+		g = h.newGroup(name)
 		h.groups[name] = g
 		h.publishGroups()
 	}
@@ -320,7 +371,7 @@ func (h *Hub) join(name string, ids []uint64, l limits) (*member, func(), bool) 
 		defer h.mu.Unlock()
 		delete(h.members, m)
 		g.mu.Lock()
-		empty := len(g.members) == 0 && len(g.sessions) == 0
+		empty := len(g.members) == 0 && len(g.sessions) == 0 && !g.holdAll
 		g.mu.Unlock()
 		if empty && h.groups[name] == g {
 			delete(h.groups, name)
@@ -336,4 +387,16 @@ func (h *Hub) publishGroups() {
 		list = append(list, g)
 	}
 	h.groupList.Store(&list)
+}
+
+// handOffEnded hands the packets that groups without members still hold
+// for an ended session to the fallback handler (NoConsumerHandler).
+func (h *Hub) handOffEnded(id uint64) {
+	groups := h.groupList.Load()
+	if groups == nil {
+		return
+	}
+	for _, g := range *groups {
+		g.handOffEndedSession(id)
+	}
 }

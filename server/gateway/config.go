@@ -3,6 +3,7 @@ package gateway
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 
@@ -50,6 +51,11 @@ type Config struct {
 	// have waiting before it is cut off. DefaultConfig has
 	// control.DefaultStreamBuffer.
 	StreamBuffer int
+	// NoConsumer says what becomes of the packets that no consumer group
+	// takes: control.NoConsumerHandler (Server.Handler takes them) or
+	// control.NoConsumerHold (the default group keeps them until a
+	// consumer joins). DefaultConfig has control.NoConsumerHandler.
+	NoConsumer control.NoConsumer
 	// AdminAddr is the admin HTTP listen address (/metrics, /healthz,
 	// /readyz); empty turns it, and the metrics, off. DefaultConfig has
 	// DefaultAdminAddr.
@@ -70,6 +76,7 @@ func DefaultConfig() Config {
 		Addr:         DefaultAddr,
 		ControlAddr:  DefaultControlAddr,
 		StreamBuffer: control.DefaultStreamBuffer,
+		NoConsumer:   control.NoConsumerHandler,
 		AdminAddr:    DefaultAdminAddr,
 	}
 }
@@ -89,6 +96,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StreamBuffer < 1 {
 		return &server.ConfigError{Field: "StreamBuffer", Problem: "must be positive"}
+	}
+	if c.NoConsumer != control.NoConsumerHandler && c.NoConsumer != control.NoConsumerHold {
+		return &server.ConfigError{Field: "NoConsumer", Problem: fmt.Sprintf("must be %q or %q, got %q", control.NoConsumerHandler, control.NoConsumerHold, c.NoConsumer)}
 	}
 	mtls := c.ControlTLS != nil && c.ControlTLS.ClientAuth == tls.RequireAndVerifyClientCert
 	if c.ControlAddr != "" && c.ControlToken == "" && !mtls && !c.InsecureControlPlane && !isLoopback(c.ControlAddr) {
