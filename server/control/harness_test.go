@@ -44,6 +44,8 @@ type setup struct {
 	fallback server.Handler
 	// buffer is the hub's per-stream buffer (0: the default).
 	buffer int
+	// bufferBytes bounds the same buffer in bytes (0: the default).
+	bufferBytes int
 	// noConsumer is the hub's policy (empty: the default, handler).
 	noConsumer control.NoConsumer
 	// token is the control plane's bearer token.
@@ -91,6 +93,7 @@ func start(t *testing.T, s setup) *env {
 	if s.buffer > 0 {
 		cfg.StreamBuffer = s.buffer
 	}
+	cfg.StreamBufferBytes = cmp.Or(s.bufferBytes, cfg.StreamBufferBytes)
 	cfg.NoConsumer = cmp.Or(s.noConsumer, cfg.NoConsumer)
 	cfg.Logger = cmp.Or(s.logger, verbose)
 	g, err := gateway.New(cfg)

@@ -14,6 +14,10 @@ import (
 // may have waiting before it is cut off with RESOURCE_EXHAUSTED.
 const DefaultStreamBuffer = 16384
 
+// DefaultStreamBufferBytes bounds the same buffer in bytes: a stream of
+// 64 KiB packets is cut off at 256 of them, not 16,384 (1 GiB).
+const DefaultStreamBufferBytes = 16 << 20
+
 // Hub connects the data plane to the control plane's streams. It is the
 // gateway's Handler: while at least one Receive stream selects a session,
 // that session's packets go to the streams; otherwise to the fallback
@@ -24,9 +28,10 @@ const DefaultStreamBuffer = 16384
 // A connection's closed event is published after every packet it delivered,
 // so each stream sees them in that order.
 type Hub struct {
-	fallback server.Handler
-	buffer   int
-	hold     bool // NoConsumerHold
+	fallback    server.Handler
+	buffer      int
+	bufferBytes int
+	hold        bool // NoConsumerHold
 
 	receiving atomic.Int32 // len(receivers), read without the lock
 	delivered atomic.Uint64
@@ -63,9 +68,12 @@ type HubConfig struct {
 	// Fallback takes the packets no consumer group and no Receive stream
 	// takes. Required.
 	Fallback server.Handler
-	// StreamBuffer is the per-stream buffer of Receive and WatchSessions
-	// (DefaultStreamBuffer if 0).
+	// StreamBuffer is the per-stream buffer of Receive and WatchSessions,
+	// in items (DefaultStreamBuffer if 0).
 	StreamBuffer int
+	// StreamBufferBytes bounds the same buffers in bytes, payloads and
+	// per-item overhead (DefaultStreamBufferBytes if 0).
+	StreamBufferBytes int
 	// NoConsumer is the policy for packets no group takes (default
 	// NoConsumerHandler).
 	NoConsumer NoConsumer
@@ -74,13 +82,14 @@ type HubConfig struct {
 // NewHub returns a Hub.
 func NewHub(c HubConfig) *Hub {
 	h := &Hub{
-		fallback:  c.Fallback,
-		buffer:    cmp.Or(c.StreamBuffer, DefaultStreamBuffer),
-		hold:      c.NoConsumer == NoConsumerHold,
-		receivers: make(map[*stream[*tlsgatev1.ReceiveResponse]]struct{}),
-		watchers:  make(map[*stream[*tlsgatev1.WatchSessionsResponse]]struct{}),
-		groups:    make(map[string]*group),
-		members:   make(map[*member]struct{}),
+		fallback:    c.Fallback,
+		buffer:      cmp.Or(c.StreamBuffer, DefaultStreamBuffer),
+		bufferBytes: cmp.Or(c.StreamBufferBytes, DefaultStreamBufferBytes),
+		hold:        c.NoConsumer == NoConsumerHold,
+		receivers:   make(map[*stream[*tlsgatev1.ReceiveResponse]]struct{}),
+		watchers:    make(map[*stream[*tlsgatev1.WatchSessionsResponse]]struct{}),
+		groups:      make(map[string]*group),
+		members:     make(map[*member]struct{}),
 	}
 	if h.hold {
 		// The default group is there from the start, and holds what no
@@ -142,24 +151,48 @@ type stream[T any] struct {
 	sessions map[uint64]bool // nil: every session
 	cutOff   *atomic.Uint64  // the hub's count of streams cut off
 	items    chan T
+	// size is what an item costs the buffer; bytes is what the items
+	// waiting cost, bounded by maxBytes.
+	size     func(T) int
+	bytes    atomic.Int64
+	maxBytes int64
 	cut      chan struct{} // closed when the subscriber fell behind
 	ended    chan struct{} // closed when the hub shuts down
 	once     sync.Once
 }
+
+// itemOverhead is what a buffered item costs beyond its payload: the
+// response and packet messages, the pointer in the channel (an estimate,
+// on the high side).
+const itemOverhead = 256
+
+func receiveItemSize(r *tlsgatev1.ReceiveResponse) int {
+	return itemOverhead + len(r.GetPacket().GetPayload())
+}
+
+func watchItemSize(*tlsgatev1.WatchSessionsResponse) int { return 2 * itemOverhead }
+
+// took accounts for an item the sender took from the buffer.
+func (s *stream[T]) took(item T) { s.bytes.Add(-int64(s.size(item))) }
 
 func (s *stream[T]) selects(id uint64) bool { return s.sessions == nil || s.sessions[id] }
 
 // offer hands over an item without blocking; a full buffer cuts the
 // subscriber off. Call with the hub's lock held (read or write).
 func (s *stream[T]) offer(item T) {
-	select {
-	case s.items <- item:
-	default:
-		s.once.Do(func() {
-			close(s.cut)
-			s.cutOff.Add(1)
-		})
+	n := int64(s.size(item))
+	if s.bytes.Add(n) <= s.maxBytes {
+		select {
+		case s.items <- item:
+			return
+		default:
+		}
 	}
+	s.bytes.Add(-n)
+	s.once.Do(func() {
+		close(s.cut)
+		s.cutOff.Add(1)
+	})
 }
 
 // Handle delivers one inbound packet: to every consumer group that holds
@@ -260,8 +293,11 @@ func (h *Hub) Publish(e server.Event) {
 	}
 }
 
-func newStream[T any](buffer int, ids []uint64, cutOff *atomic.Uint64) *stream[T] {
-	s := &stream[T]{items: make(chan T, buffer), cut: make(chan struct{}), ended: make(chan struct{}), cutOff: cutOff}
+func newStream[T any](buffer int, maxBytes int, size func(T) int, ids []uint64, cutOff *atomic.Uint64) *stream[T] {
+	s := &stream[T]{
+		items: make(chan T, buffer), size: size, maxBytes: int64(maxBytes),
+		cut: make(chan struct{}), ended: make(chan struct{}), cutOff: cutOff,
+	}
 	if len(ids) > 0 {
 		s.sessions = make(map[uint64]bool, len(ids))
 		for _, id := range ids {
@@ -273,7 +309,7 @@ func newStream[T any](buffer int, ids []uint64, cutOff *atomic.Uint64) *stream[T
 
 // subscribeReceiver adds a Receive stream; remove it with the returned func.
 func (h *Hub) subscribeReceiver(ids []uint64) (*stream[*tlsgatev1.ReceiveResponse], func()) {
-	r := newStream[*tlsgatev1.ReceiveResponse](h.buffer, ids, &h.cutOff)
+	r := newStream(h.buffer, h.bufferBytes, receiveItemSize, ids, &h.cutOff)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -296,7 +332,7 @@ func (h *Hub) subscribeReceiver(ids []uint64) (*stream[*tlsgatev1.ReceiveRespons
 // runs under the hub's lock, so no event is published between the
 // snapshot and the live events.
 func (h *Hub) subscribeWatcher(snapshot func(*stream[*tlsgatev1.WatchSessionsResponse])) (*stream[*tlsgatev1.WatchSessionsResponse], func()) {
-	w := newStream[*tlsgatev1.WatchSessionsResponse](h.buffer, nil, &h.cutOff)
+	w := newStream(h.buffer, h.bufferBytes, watchItemSize, nil, &h.cutOff)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {

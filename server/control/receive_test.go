@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
+	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/internal/wiretest"
 	"github.com/tlsgate/tlsgate/wire"
 )
@@ -258,5 +259,36 @@ func TestReceiveErrors(t *testing.T) {
 			}
 			wantCode(t, err, codes.InvalidArgument, tc.msg)
 		})
+	}
+}
+
+// TestReceiveCutsOffByBytes: a stream that does not read is cut off when
+// what waits for it reaches its byte bound, long before its item bound:
+// a slow tap of large packets holds megabytes, not gigabytes.
+func TestReceiveCutsOffByBytes(t *testing.T) {
+	const n, size, maxBytes = 400, 60000, 1 << 20 // 24 MB: past the transport's windows and the bound
+	e := start(t, setup{buffer: 1 << 20, bufferBytes: maxBytes, fallback: server.Discard{}})
+	a := e.dialRaw(t, nil)
+	stalled := e.receive(t, nil, a.ID())
+	payload := bytes.Repeat([]byte("x"), size)
+	for i := range n {
+		copy(payload, fmt.Sprintf("%06d", i))
+		a.WriteFrame(t, wire.TypeData, wire.JSON, payload)
+	}
+	flushRaw(t, a, 1) // every packet went past the hub
+	var read int
+	for {
+		item, err := stalled.Recv()
+		if err != nil {
+			wantCode(t, err, codes.ResourceExhausted, "fell behind", fmt.Sprint(maxBytes), "bytes")
+			break
+		}
+		if p := item.GetPacket(); p.GetSeq() != uint64(read+1) {
+			t.Fatalf("stalled stream item %d: %v", read, item)
+		}
+		read++
+	}
+	if read >= n {
+		t.Fatalf("the stalled stream got all %d packets before it was cut off", read)
 	}
 }

@@ -274,7 +274,7 @@ func pump[T any](ctx context.Context, st *stream[T], first []T, send func(T) err
 		return err
 	case <-st.cut:
 		close(quit)
-		return status.Errorf(codes.ResourceExhausted, "stream fell behind: its buffer of %d items was full", cap(st.items))
+		return status.Errorf(codes.ResourceExhausted, "stream fell behind: its buffer (%d items or %d bytes) was full", cap(st.items), st.maxBytes)
 	case <-ctx.Done():
 		close(quit)
 		return status.FromContextError(ctx.Err()).Err()
@@ -290,6 +290,7 @@ func sendLoop[T any](st *stream[T], first []T, send func(T) error, quit <-chan s
 	for {
 		select {
 		case item := <-st.items:
+			st.took(item)
 			if err := send(item); err != nil {
 				return err
 			}
@@ -297,6 +298,7 @@ func sendLoop[T any](st *stream[T], first []T, send func(T) error, quit <-chan s
 			for {
 				select {
 				case item := <-st.items:
+					st.took(item)
 					if err := send(item); err != nil {
 						return err
 					}

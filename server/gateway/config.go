@@ -51,6 +51,9 @@ type Config struct {
 	// have waiting before it is cut off. DefaultConfig has
 	// control.DefaultStreamBuffer.
 	StreamBuffer int
+	// StreamBufferBytes bounds the same buffers in bytes (payloads and a
+	// per-item overhead). DefaultConfig has control.DefaultStreamBufferBytes.
+	StreamBufferBytes int
 	// NoConsumer says what becomes of the packets that no consumer group
 	// takes: control.NoConsumerHandler (Server.Handler takes them) or
 	// control.NoConsumerHold (the default group keeps them until a
@@ -72,12 +75,13 @@ type Config struct {
 // plane included. The CLI's flag defaults come from here.
 func DefaultConfig() Config {
 	return Config{
-		Server:       server.DefaultConfig(),
-		Addr:         DefaultAddr,
-		ControlAddr:  DefaultControlAddr,
-		StreamBuffer: control.DefaultStreamBuffer,
-		NoConsumer:   control.NoConsumerHandler,
-		AdminAddr:    DefaultAdminAddr,
+		Server:            server.DefaultConfig(),
+		Addr:              DefaultAddr,
+		ControlAddr:       DefaultControlAddr,
+		StreamBuffer:      control.DefaultStreamBuffer,
+		StreamBufferBytes: control.DefaultStreamBufferBytes,
+		NoConsumer:        control.NoConsumerHandler,
+		AdminAddr:         DefaultAdminAddr,
 	}
 }
 
@@ -96,6 +100,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StreamBuffer < 1 {
 		return &server.ConfigError{Field: "StreamBuffer", Problem: "must be positive"}
+	}
+	if c.StreamBufferBytes < 1 {
+		return &server.ConfigError{Field: "StreamBufferBytes", Problem: "must be positive"}
 	}
 	if c.NoConsumer != control.NoConsumerHandler && c.NoConsumer != control.NoConsumerHold {
 		return &server.ConfigError{Field: "NoConsumer", Problem: fmt.Sprintf("must be %q or %q, got %q", control.NoConsumerHandler, control.NoConsumerHold, c.NoConsumer)}

@@ -75,7 +75,9 @@ func New(cfg Config) (_ *Gateway, err error) {
 	// The hub routes inbound packets to the control plane's Receive
 	// streams (or the fallback when none selects the session) and
 	// lifecycle events to its watchers.
-	g.hub = control.NewHub(control.HubConfig{Fallback: fallback, StreamBuffer: cfg.StreamBuffer, NoConsumer: cfg.NoConsumer})
+	g.hub = control.NewHub(control.HubConfig{
+		Fallback: fallback, StreamBuffer: cfg.StreamBuffer, StreamBufferBytes: cfg.StreamBufferBytes, NoConsumer: cfg.NoConsumer,
+	})
 	sc.Handler = g.hub
 	if sc.Logger == nil {
 		sc.Logger = g.log

@@ -99,7 +99,7 @@ type ControlServiceClient interface {
 	// WatchSessions streams session lifecycle events as they happen,
 	// optionally after a snapshot of the current sessions. The server sends
 	// the response headers once the stream is subscribed: every event after
-	// that reaches it. A watcher that cannot keep up (16,384 events waiting)
+	// that reaches it. A watcher that cannot keep up (16,384 events or 16 MiB waiting)
 	// is ended with RESOURCE_EXHAUSTED.
 	WatchSessions(ctx context.Context, in *WatchSessionsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchSessionsResponse], error)
 	// Receive streams the Data and Error packets clients send, in order per
@@ -110,9 +110,10 @@ type ControlServiceClient interface {
 	// response headers once the stream is subscribed: wait for them to know
 	// that every packet read from then on reaches the stream.
 	//
-	// A stream that cannot keep up (its buffer of 16,384 items is full) is
-	// ended at once with RESOURCE_EXHAUSTED, and what was buffered for it is
-	// lost to it; it never stalls sessions or other streams.
+	// A stream that cannot keep up (its buffer of 16,384 items or 16 MiB is
+	// full) is ended at once with RESOURCE_EXHAUSTED, and what was buffered
+	// for it is lost to it; it never stalls sessions or other streams. For
+	// what must not be lost, use Consume.
 	Receive(ctx context.Context, in *ReceiveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReceiveResponse], error)
 	// Consume is the acknowledged way to consume what clients send. The
 	// first request opens the stream as a member of a consumer group; later
@@ -334,7 +335,7 @@ type ControlServiceServer interface {
 	// WatchSessions streams session lifecycle events as they happen,
 	// optionally after a snapshot of the current sessions. The server sends
 	// the response headers once the stream is subscribed: every event after
-	// that reaches it. A watcher that cannot keep up (16,384 events waiting)
+	// that reaches it. A watcher that cannot keep up (16,384 events or 16 MiB waiting)
 	// is ended with RESOURCE_EXHAUSTED.
 	WatchSessions(*WatchSessionsRequest, grpc.ServerStreamingServer[WatchSessionsResponse]) error
 	// Receive streams the Data and Error packets clients send, in order per
@@ -345,9 +346,10 @@ type ControlServiceServer interface {
 	// response headers once the stream is subscribed: wait for them to know
 	// that every packet read from then on reaches the stream.
 	//
-	// A stream that cannot keep up (its buffer of 16,384 items is full) is
-	// ended at once with RESOURCE_EXHAUSTED, and what was buffered for it is
-	// lost to it; it never stalls sessions or other streams.
+	// A stream that cannot keep up (its buffer of 16,384 items or 16 MiB is
+	// full) is ended at once with RESOURCE_EXHAUSTED, and what was buffered
+	// for it is lost to it; it never stalls sessions or other streams. For
+	// what must not be lost, use Consume.
 	Receive(*ReceiveRequest, grpc.ServerStreamingServer[ReceiveResponse]) error
 	// Consume is the acknowledged way to consume what clients send. The
 	// first request opens the stream as a member of a consumer group; later

@@ -1169,7 +1169,7 @@ export declare const ControlService: GenService<{
    * WatchSessions streams session lifecycle events as they happen,
    * optionally after a snapshot of the current sessions. The server sends
    * the response headers once the stream is subscribed: every event after
-   * that reaches it. A watcher that cannot keep up (16,384 events waiting)
+   * that reaches it. A watcher that cannot keep up (16,384 events or 16 MiB waiting)
    * is ended with RESOURCE_EXHAUSTED.
    *
    * @generated from rpc tlsgate.v1.ControlService.WatchSessions
@@ -1188,9 +1188,10 @@ export declare const ControlService: GenService<{
    * response headers once the stream is subscribed: wait for them to know
    * that every packet read from then on reaches the stream.
    *
-   * A stream that cannot keep up (its buffer of 16,384 items is full) is
-   * ended at once with RESOURCE_EXHAUSTED, and what was buffered for it is
-   * lost to it; it never stalls sessions or other streams.
+   * A stream that cannot keep up (its buffer of 16,384 items or 16 MiB is
+   * full) is ended at once with RESOURCE_EXHAUSTED, and what was buffered
+   * for it is lost to it; it never stalls sessions or other streams. For
+   * what must not be lost, use Consume.
    *
    * @generated from rpc tlsgate.v1.ControlService.Receive
    */
