@@ -12,8 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 
 	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
-	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/internal/wiretest"
+	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/wire"
 )
 
