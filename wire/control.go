@@ -30,13 +30,16 @@ const (
 	GoodbyeProtocolError    = "protocol_error"
 	GoodbyeIdleTimeout      = "idle_timeout"
 	GoodbyeAdmin            = "admin"
+	// GoodbyeBackendStalled: the backend consuming the session did not
+	// ack for the server's pause timeout while the session was paused.
+	GoodbyeBackendStalled = "backend_stalled"
 )
 
 // GoodbyeReconnect is the default reconnect advice for each known Goodbye code.
 // An unknown code advises against reconnecting.
 func GoodbyeReconnect(code string) bool {
 	switch code {
-	case GoodbyeServerShutdown, GoodbyeSlowConsumer, GoodbyeIdleTimeout:
+	case GoodbyeServerShutdown, GoodbyeSlowConsumer, GoodbyeIdleTimeout, GoodbyeBackendStalled:
 		return true
 	default:
 		return false

@@ -46,6 +46,7 @@ func defaultVars(devDir string) kong.Vars {
 		"maxconns":            strconv.Itoa(s.MaxConns),
 		"maxconnsperip":       strconv.Itoa(s.MaxConnsPerIP),
 		"noconsumer":          string(d.NoConsumer),
+		"consumepausetimeout": d.ConsumePauseTimeout.String(),
 		"scenarios":           strings.Join(loadgen.Scenarios, ","),
 	}
 }

@@ -40,13 +40,14 @@ type serveCmd struct {
 	MaxConnsPerIP       int           `name:"max-conns-per-ip" env:"TLSGATE_MAX_CONNS_PER_IP" default:"${maxconnsperip}" help:"Most open connections from one IP address; 0 for no limit (default: ${default})."`
 	AllowList           string        `env:"TLSGATE_ALLOW_LIST" type:"path" placeholder:"FILE" help:"Only admit the client public keys listed in FILE (hex or base64, one per line, # comments). Default: any key."`
 
-	ControlAddr          string `env:"TLSGATE_CONTROL_ADDR" default:"${controladdr}" placeholder:"HOST:PORT" help:"gRPC control plane address; empty turns the control plane off (default: ${default})."`
-	ControlToken         string `env:"TLSGATE_CONTROL_TOKEN" placeholder:"TOKEN" help:"Bearer token every control-plane RPC must carry (the health service stays open). Prefer the env var: flags show in ps."`
-	ControlCert          string `env:"TLSGATE_CONTROL_CERT" type:"path" placeholder:"FILE" help:"Serve the control plane over TLS with this certificate chain (PEM). Default: plaintext."`
-	ControlKey           string `env:"TLSGATE_CONTROL_KEY" type:"path" placeholder:"FILE" help:"Private key of --control-cert (PEM)."`
-	ControlClientCA      string `name:"control-client-ca" env:"TLSGATE_CONTROL_CLIENT_CA" type:"path" placeholder:"FILE" help:"Require control-plane clients to present a certificate signed by this CA (mTLS; needs --control-cert)."`
-	InsecureControlPlane bool   `env:"TLSGATE_INSECURE_CONTROL_PLANE" help:"Allow the control plane on a non-loopback address without --control-token or --control-client-ca."`
-	NoConsumer           string `env:"TLSGATE_NO_CONSUMER" enum:"handler,hold" default:"${noconsumer}" help:"Packets no Consume group takes: handler (--handler takes them) or hold (the default group keeps them, pausing the client at its limits, until a consumer joins) (default: ${default})."`
+	ControlAddr          string        `env:"TLSGATE_CONTROL_ADDR" default:"${controladdr}" placeholder:"HOST:PORT" help:"gRPC control plane address; empty turns the control plane off (default: ${default})."`
+	ControlToken         string        `env:"TLSGATE_CONTROL_TOKEN" placeholder:"TOKEN" help:"Bearer token every control-plane RPC must carry (the health service stays open). Prefer the env var: flags show in ps."`
+	ControlCert          string        `env:"TLSGATE_CONTROL_CERT" type:"path" placeholder:"FILE" help:"Serve the control plane over TLS with this certificate chain (PEM). Default: plaintext."`
+	ControlKey           string        `env:"TLSGATE_CONTROL_KEY" type:"path" placeholder:"FILE" help:"Private key of --control-cert (PEM)."`
+	ControlClientCA      string        `name:"control-client-ca" env:"TLSGATE_CONTROL_CLIENT_CA" type:"path" placeholder:"FILE" help:"Require control-plane clients to present a certificate signed by this CA (mTLS; needs --control-cert)."`
+	InsecureControlPlane bool          `env:"TLSGATE_INSECURE_CONTROL_PLANE" help:"Allow the control plane on a non-loopback address without --control-token or --control-client-ca."`
+	NoConsumer           string        `env:"TLSGATE_NO_CONSUMER" enum:"handler,hold" default:"${noconsumer}" help:"Packets no Consume group takes: handler (--handler takes them) or hold (the default group keeps them, pausing the client at its limits, until a consumer joins) (default: ${default})."`
+	ConsumePauseTimeout  time.Duration `env:"TLSGATE_CONSUME_PAUSE_TIMEOUT" default:"${consumepausetimeout}" help:"Close with Goodbye backend_stalled a session a Consume group has paused this long; 0 never does (default: ${default})."`
 
 	AdminAddr string     `env:"TLSGATE_ADMIN_ADDR" default:"${adminaddr}" placeholder:"HOST:PORT" help:"Admin HTTP listener: /metrics, /healthz, /readyz, and /debug/pprof/ with --pprof; empty turns it off (default: ${default})."`
 	Pprof     bool       `name:"pprof" env:"TLSGATE_PPROF" help:"Serve /debug/pprof/ on --admin-addr (default: off)."`
@@ -124,7 +125,7 @@ func (c *serveCmd) gatewayConfig(rt *runtime, log *slog.Logger) (gateway.Config,
 	}
 	cfg.Addr, cfg.ControlAddr, cfg.AdminAddr = c.Addr, c.ControlAddr, c.AdminAddr
 	cfg.ControlToken, cfg.ControlTLS, cfg.InsecureControlPlane = c.ControlToken, controlTLS, c.InsecureControlPlane
-	cfg.NoConsumer = control.NoConsumer(c.NoConsumer)
+	cfg.NoConsumer, cfg.ConsumePauseTimeout = control.NoConsumer(c.NoConsumer), c.ConsumePauseTimeout
 	cfg.Pprof, cfg.Version, cfg.Logger = c.Pprof, versionString(), log
 	return cfg, nil
 }

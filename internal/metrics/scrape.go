@@ -33,6 +33,12 @@ var (
 	descWatchers     = desc("watch_streams_active", "Open control-plane WatchSessions streams.")
 	descDelivered    = desc("receive_delivered_packets_total", "Inbound packets handed to Receive streams (once per stream).")
 	descCutOff       = desc("control_streams_cut_off_total", "Receive and WatchSessions streams ended with RESOURCE_EXHAUSTED because they fell behind.")
+	descGroups       = desc("consume_groups", "Consumer groups (of Consume streams), with or without members.")
+	descMembers      = desc("consume_members", "Open Consume streams.")
+	descUnacked      = desc("consume_unacked_packets", "Packets the consumer groups hold, delivered or not, and not yet acked.")
+	descUnackedBytes = desc("consume_unacked_bytes", "Payload bytes of the packets the consumer groups hold unacked.")
+	descPaused       = desc("consume_paused_sessions", "Connections whose reads a consumer group holds back now: the session's unacked packets are at the member's limits, or its Flush waits for acks.")
+	descStalled      = desc("consume_stalled_disconnects_total", "Sessions closed with Goodbye backend_stalled: paused for --consume-pause-timeout.")
 )
 
 // handshakeFailureList is the values of the handshake failure reason label,
@@ -74,6 +80,9 @@ func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
 		ch <- descWatchers
 		ch <- descDelivered
 		ch <- descCutOff
+		for _, d := range []*prometheus.Desc{descGroups, descMembers, descUnacked, descUnackedBytes, descPaused, descStalled} {
+			ch <- d
+		}
 	}
 }
 
@@ -120,5 +129,11 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 		gauge(descWatchers, float64(hs.Watchers))
 		counter(descDelivered, hs.Delivered)
 		counter(descCutOff, hs.CutOff)
+		gauge(descGroups, float64(hs.Groups))
+		gauge(descMembers, float64(hs.Members))
+		gauge(descUnacked, float64(hs.UnackedPackets))
+		gauge(descUnackedBytes, float64(hs.UnackedBytes))
+		gauge(descPaused, float64(hs.Paused))
+		counter(descStalled, hs.Stalled)
 	}
 }

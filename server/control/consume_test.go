@@ -2,6 +2,7 @@ package control_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -348,4 +349,45 @@ func TestConsumeHoldKeepsPacketsForAConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantNoPacket(t, c)
+}
+
+// TestConsumePauseTimeoutClosesTheSession: with a pause timeout, a session
+// paused that long by a consumer that acks nothing is closed with Goodbye
+// backend_stalled, advising a reconnect; the close reads on, so every
+// packet the client sent still reaches the group, then the end marker.
+func TestConsumePauseTimeoutClosesTheSession(t *testing.T) {
+	const limit, n = 4, 10
+	e := start(t, setup{pauseTimeout: 100 * time.Millisecond})
+	st := e.consume(timeout(t, streamLife), t, &tlsgatev1.ConsumeOpen{MaxUnackedPackets: limit})
+	c := e.dialGo(t, nil)
+	for i := 1; i <= n; i++ {
+		c.SendAsync(client.Data(fmt.Append(nil, i)))
+	}
+	var packets []*tlsgatev1.Delivery
+	var end *tlsgatev1.ClosedConnection
+	for end == nil {
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatalf("Consume Recv after %d packets: %v", len(packets), err)
+		}
+		for _, d := range resp.GetDeliveries() {
+			if cc := d.GetClosed(); cc != nil {
+				end = cc
+			} else {
+				packets = append(packets, d)
+			}
+		}
+	}
+	wantPackets(t, packets, c.ID(), 1, false)
+	if len(packets) != n || end.GetGoodbyeCode() != wire.GoodbyeBackendStalled {
+		t.Fatalf("%d packets, then the end with Goodbye %q; want %d, then %q", len(packets), end.GetGoodbyeCode(), n, wire.GoodbyeBackendStalled)
+	}
+	<-c.Done()
+	var ce *client.CloseError
+	if !errors.As(c.Err(), &ce) || ce.Code != wire.GoodbyeBackendStalled || !ce.Reconnect {
+		t.Fatalf("the client's close: %v, want Goodbye backend_stalled advising a reconnect", c.Err())
+	}
+	if st := e.hub.Stats(); st.Stalled != 1 {
+		t.Fatalf("hub: %d stalled sessions, want 1", st.Stalled)
+	}
 }

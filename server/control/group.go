@@ -2,10 +2,14 @@ package control
 
 import (
 	"context"
+	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
 	"github.com/tlsgate/tlsgate/server"
+	"github.com/tlsgate/tlsgate/wire"
 )
 
 // Defaults and bounds of a Consume member's limits (ConsumeOpen).
@@ -17,6 +21,14 @@ const (
 	minUnackedBytesLimit     = 1 << 16
 	maxUnackedBytesLimit     = 64 << 20
 )
+
+// pauses counts the readers held back by groups, and closes a session
+// held back longer than timeout (0: never).
+type pauses struct {
+	timeout time.Duration
+	now     atomic.Int64  // readers waiting
+	stalled atomic.Uint64 // sessions closed with Goodbye backend_stalled
+}
 
 // limits bound what one session may have unacked in a group.
 type limits struct {
@@ -31,7 +43,8 @@ var defaultLimits = limits{packets: DefaultMaxUnackedPackets, bytes: DefaultMaxU
 // session it holds is assigned to one member at a time. Every field below
 // mu is guarded by it.
 type group struct {
-	name string
+	name  string
+	pause *pauses // the hub's
 	// holdAll (NoConsumerHold's default group): hold the packets of
 	// sessions no member selects, until one joins.
 	holdAll bool
@@ -150,6 +163,15 @@ func (g *group) offer(ctx context.Context, sess *server.Session, pkt *tlsgatev1.
 			return true
 		}
 	}
+	var since time.Time // when this packet started to wait
+	wait := func(gs *groupSession) {
+		if since.IsZero() {
+			since = time.Now()
+		}
+		if g.waitForRoom(ctx, gs, closing, since) {
+			g.stalled(sess)
+		}
+	}
 	// Each pass looks at the session afresh: waiting releases the lock,
 	// and the owner, the limits or the group's members may change.
 	for {
@@ -164,7 +186,7 @@ func (g *group) offer(ctx context.Context, sess *server.Session, pkt *tlsgatev1.
 		case gs != nil && gs.sess != sess && gs.packets > 0 && hold():
 			// The held packets are an earlier incarnation's, whose seqs
 			// the new one restarts: its packets wait until those are acked.
-			g.waitForRoom(ctx, gs, closing)
+			wait(gs)
 			g.mu.Unlock()
 			continue
 		case gs == nil || gs.sess != sess:
@@ -179,7 +201,7 @@ func (g *group) offer(ctx context.Context, sess *server.Session, pkt *tlsgatev1.
 			}
 			g.sessions[id] = gs
 		case gs.full() && hold():
-			g.waitForRoom(ctx, gs, closing)
+			wait(gs)
 			g.mu.Unlock()
 			continue
 		}
@@ -244,20 +266,62 @@ func (g *group) takeOrphans(id uint64, live bool) []orphan {
 	return held
 }
 
-// waitForRoom releases g.mu until gs's room changes or ctx ends. Call with
-// g.mu held; it returns with g.mu held.
-func (g *group) waitForRoom(ctx context.Context, gs *groupSession, closing <-chan struct{}) {
+// waitForRoom releases g.mu until gs's room changes, ctx ends or the
+// connection starts to close, and counts the reader as paused meanwhile.
+// It reports whether the pause, which began at since, reached the pause
+// timeout. Call with g.mu held; it returns with g.mu held.
+func (g *group) waitForRoom(ctx context.Context, gs *groupSession, closing <-chan struct{}, since time.Time) (stalled bool) {
 	if gs.space == nil {
 		gs.space = make(chan struct{})
 	}
 	ch := gs.space
 	g.mu.Unlock()
+	stalled = !g.pause.wait(ctx, ch, closing, since) && ctx.Err() == nil && !isClosed(closing)
+	g.mu.Lock()
+	return stalled
+}
+
+// wait waits for changed, counted as a paused reader, until ctx ends,
+// closing (which may be nil) is closed, or the pause that began at since
+// reaches the timeout. It reports whether changed was closed.
+func (p *pauses) wait(ctx context.Context, changed, closing <-chan struct{}, since time.Time) bool {
+	p.now.Add(1)
+	defer p.now.Add(-1)
+	var timeout <-chan time.Time
+	if p.timeout > 0 {
+		t := time.NewTimer(time.Until(since.Add(p.timeout)))
+		defer t.Stop()
+		timeout = t.C
+	}
 	select {
-	case <-ch:
+	case <-changed:
+		return true
 	case <-ctx.Done():
 	case <-closing:
+	case <-timeout:
 	}
-	g.mu.Lock()
+	return false
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// stalled closes a session whose backend has held it back for the pause
+// timeout. Its reader then reads on: the close delivers what the client
+// sent before its Goodbye past the limits, and nothing is dropped.
+func (g *group) stalled(sess *server.Session) {
+	if err := sess.StartClose(server.CloseOptions{
+		Code:   wire.GoodbyeBackendStalled,
+		Reason: fmt.Sprintf("the backend did not consume for %s", g.pause.timeout),
+	}); err == nil {
+		g.pause.stalled.Add(1)
+	}
 }
 
 // hold appends d to gs's unacked deliveries and to its owner's outbox.

@@ -48,6 +48,8 @@ type setup struct {
 	bufferBytes int
 	// noConsumer is the hub's policy (empty: the default, handler).
 	noConsumer control.NoConsumer
+	// pauseTimeout is ConsumePauseTimeout (0: never).
+	pauseTimeout time.Duration
 	// token is the control plane's bearer token.
 	token string
 	// logger is the control plane's logger.
@@ -95,6 +97,7 @@ func start(t *testing.T, s setup) *env {
 	}
 	cfg.StreamBufferBytes = cmp.Or(s.bufferBytes, cfg.StreamBufferBytes)
 	cfg.NoConsumer = cmp.Or(s.noConsumer, cfg.NoConsumer)
+	cfg.ConsumePauseTimeout = s.pauseTimeout
 	cfg.Logger = cmp.Or(s.logger, verbose)
 	g, err := gateway.New(cfg)
 	if err != nil {

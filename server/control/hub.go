@@ -5,6 +5,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
 	"github.com/tlsgate/tlsgate/server"
@@ -32,6 +33,7 @@ type Hub struct {
 	buffer      int
 	bufferBytes int
 	hold        bool // NoConsumerHold
+	pause       pauses
 
 	receiving atomic.Int32 // len(receivers), read without the lock
 	delivered atomic.Uint64
@@ -77,6 +79,9 @@ type HubConfig struct {
 	// NoConsumer is the policy for packets no group takes (default
 	// NoConsumerHandler).
 	NoConsumer NoConsumer
+	// PauseTimeout, when positive, closes with Goodbye backend_stalled a
+	// session whose reads a consumer group has paused this long.
+	PauseTimeout time.Duration
 }
 
 // NewHub returns a Hub.
@@ -91,6 +96,7 @@ func NewHub(c HubConfig) *Hub {
 		groups:      make(map[string]*group),
 		members:     make(map[*member]struct{}),
 	}
+	h.pause.timeout = c.PauseTimeout
 	if h.hold {
 		// The default group is there from the start, and holds what no
 		// member takes.
@@ -102,7 +108,7 @@ func NewHub(c HubConfig) *Hub {
 
 // newGroup returns an empty group with the hub's policy.
 func (h *Hub) newGroup(name string) *group {
-	g := &group{name: name, members: make(map[*member]struct{}), sessions: make(map[uint64]*groupSession)}
+	g := &group{name: name, pause: &h.pause, members: make(map[*member]struct{}), sessions: make(map[uint64]*groupSession)}
 	switch {
 	case h.hold && name == DefaultGroup:
 		g.holdAll = true
@@ -125,6 +131,10 @@ type HubStats struct {
 	// UnackedPackets and UnackedBytes (payload) are what the groups hold
 	// for their members: delivered or waiting to be, and not yet acked.
 	UnackedPackets, UnackedBytes int
+	// Paused counts the readers a group holds back now (at its limits);
+	// Stalled, the sessions closed with Goodbye backend_stalled.
+	Paused  int
+	Stalled uint64
 }
 
 // Stats returns the hub's counters.
@@ -134,6 +144,7 @@ func (h *Hub) Stats() HubStats {
 	st := HubStats{
 		Receivers: len(h.receivers), Watchers: len(h.watchers), Delivered: h.delivered.Load(), CutOff: h.cutOff.Load(),
 		Groups: len(h.groups), Members: len(h.members),
+		Paused: int(h.pause.now.Load()), Stalled: h.pause.stalled.Load(),
 	}
 	for _, g := range h.groups {
 		g.mu.Lock()
@@ -225,6 +236,7 @@ func (h *Hub) WaitProcessed(ctx context.Context, s *server.Session, seq uint64) 
 	if groups == nil {
 		return
 	}
+	var since time.Time // when the Flush started to wait
 	for _, g := range *groups {
 		for {
 			g.mu.Lock()
@@ -237,9 +249,13 @@ func (h *Hub) WaitProcessed(ctx context.Context, s *server.Session, seq uint64) 
 				g.handOffOrphans(ctx, s) // on the reader: in order
 				continue
 			}
-			select {
-			case <-changed:
-			case <-ctx.Done():
+			if since.IsZero() {
+				since = time.Now()
+			}
+			if !h.pause.wait(ctx, changed, nil, since) {
+				if ctx.Err() == nil {
+					g.stalled(s) // the close ends ctx: the Flush goes unanswered
+				}
 				return
 			}
 		}

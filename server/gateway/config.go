@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/server/control"
@@ -59,6 +60,10 @@ type Config struct {
 	// control.NoConsumerHold (the default group keeps them until a
 	// consumer joins). DefaultConfig has control.NoConsumerHandler.
 	NoConsumer control.NoConsumer
+	// ConsumePauseTimeout, when positive, closes with Goodbye
+	// backend_stalled a session whose reads a consumer group has paused
+	// this long (its backend does not ack). Zero: never.
+	ConsumePauseTimeout time.Duration
 	// AdminAddr is the admin HTTP listen address (/metrics, /healthz,
 	// /readyz); empty turns it, and the metrics, off. DefaultConfig has
 	// DefaultAdminAddr.
@@ -103,6 +108,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StreamBufferBytes < 1 {
 		return &server.ConfigError{Field: "StreamBufferBytes", Problem: "must be positive"}
+	}
+	if c.ConsumePauseTimeout < 0 {
+		return &server.ConfigError{Field: "ConsumePauseTimeout", Problem: fmt.Sprintf("must not be negative, got %s", c.ConsumePauseTimeout)}
 	}
 	if c.NoConsumer != control.NoConsumerHandler && c.NoConsumer != control.NoConsumerHold {
 		return &server.ConfigError{Field: "NoConsumer", Problem: fmt.Sprintf("must be %q or %q, got %q", control.NoConsumerHandler, control.NoConsumerHold, c.NoConsumer)}

@@ -76,7 +76,8 @@ func New(cfg Config) (_ *Gateway, err error) {
 	// streams (or the fallback when none selects the session) and
 	// lifecycle events to its watchers.
 	g.hub = control.NewHub(control.HubConfig{
-		Fallback: fallback, StreamBuffer: cfg.StreamBuffer, StreamBufferBytes: cfg.StreamBufferBytes, NoConsumer: cfg.NoConsumer,
+		Fallback: fallback, StreamBuffer: cfg.StreamBuffer, StreamBufferBytes: cfg.StreamBufferBytes,
+		NoConsumer: cfg.NoConsumer, PauseTimeout: cfg.ConsumePauseTimeout,
 	})
 	sc.Handler = g.hub
 	if sc.Logger == nil {
