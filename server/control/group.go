@@ -183,12 +183,15 @@ func (g *group) offer(ctx context.Context, sess *server.Session, pkt *tlsgatev1.
 			// Its last member left while this waited: hand off first.
 			g.mu.Unlock()
 			continue
-		case gs != nil && gs.sess != sess && gs.packets > 0 && hold():
+		case gs != nil && gs.sess != sess && gs.packets > 0:
 			// The held packets are an earlier incarnation's, whose seqs
-			// the new one restarts: its packets wait until those are acked.
-			wait(gs)
-			g.mu.Unlock()
-			continue
+			// the new one restarts: its packets wait until those are
+			// acked. A closing connection's go behind them, not over them.
+			if hold() {
+				wait(gs)
+				g.mu.Unlock()
+				continue
+			}
 		case gs == nil || gs.sess != sess:
 			m := g.assign(id)
 			if m == nil && !g.holdAll {

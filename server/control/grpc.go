@@ -38,6 +38,12 @@ import (
 // only. The gateway's assembly binds it (gateway.DefaultControlAddr).
 const DefaultAddr = "127.0.0.1:7224"
 
+// MaxConcurrentStreams caps the calls one control-plane connection may
+// have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); a client
+// that wants more opens another connection. Long-lived streams (Receive,
+// WatchSessions, Consume, SendStream) count against it.
+const MaxConcurrentStreams = 1000
+
 // Config configures the control plane. New validates it and fills in the
 // defaults of zero fields.
 type Config struct {
@@ -87,6 +93,7 @@ func New(cfg Config) (*Server, error) {
 	opts := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
 	}, cfg.ServerOptions...)
 	if cfg.TLSConfig != nil {
 		tc := cfg.TLSConfig.Clone()
