@@ -43,11 +43,12 @@ type Hub struct {
 	groupList  atomic.Pointer[[]*group]
 	nextMember atomic.Uint64
 	mu         sync.RWMutex
-	receivers  map[*stream[*tlsgatev1.ReceiveResponse]]struct{}
+	receivers  map[*stream[*receiveItem]]struct{}
 	watchers   map[*stream[*tlsgatev1.WatchSessionsResponse]]struct{}
 	groups     map[string]*group
 	members    map[*member]struct{}
 	closed     bool
+	orphans    receiveOrphans
 }
 
 // NoConsumer says what happens to a session's packets that no consumer
@@ -91,7 +92,7 @@ func NewHub(c HubConfig) *Hub {
 		buffer:      cmp.Or(c.StreamBuffer, DefaultStreamBuffer),
 		bufferBytes: cmp.Or(c.StreamBufferBytes, DefaultStreamBufferBytes),
 		hold:        c.NoConsumer == NoConsumerHold,
-		receivers:   make(map[*stream[*tlsgatev1.ReceiveResponse]]struct{}),
+		receivers:   make(map[*stream[*receiveItem]]struct{}),
 		watchers:    make(map[*stream[*tlsgatev1.WatchSessionsResponse]]struct{}),
 		groups:      make(map[string]*group),
 		members:     make(map[*member]struct{}),
@@ -157,55 +158,6 @@ func (h *Hub) Stats() HubStats {
 	return st
 }
 
-// stream is one subscriber: a bounded buffer and a cut-off signal.
-type stream[T any] struct {
-	sessions map[uint64]bool // nil: every session
-	cutOff   *atomic.Uint64  // the hub's count of streams cut off
-	items    chan T
-	// size is what an item costs the buffer; bytes is what the items
-	// waiting cost, bounded by maxBytes.
-	size     func(T) int
-	bytes    atomic.Int64
-	maxBytes int64
-	cut      chan struct{} // closed when the subscriber fell behind
-	ended    chan struct{} // closed when the hub shuts down
-	once     sync.Once
-}
-
-// itemOverhead is what a buffered item costs beyond its payload: the
-// response and packet messages, the pointer in the channel (an estimate,
-// on the high side).
-const itemOverhead = 256
-
-func receiveItemSize(r *tlsgatev1.ReceiveResponse) int {
-	return itemOverhead + len(r.GetPacket().GetPayload())
-}
-
-func watchItemSize(*tlsgatev1.WatchSessionsResponse) int { return 2 * itemOverhead }
-
-// took accounts for an item the sender took from the buffer.
-func (s *stream[T]) took(item T) { s.bytes.Add(-int64(s.size(item))) }
-
-func (s *stream[T]) selects(id uint64) bool { return s.sessions == nil || s.sessions[id] }
-
-// offer hands over an item without blocking; a full buffer cuts the
-// subscriber off. Call with the hub's lock held (read or write).
-func (s *stream[T]) offer(item T) {
-	n := int64(s.size(item))
-	if s.bytes.Add(n) <= s.maxBytes {
-		select {
-		case s.items <- item:
-			return
-		default:
-		}
-	}
-	s.bytes.Add(-n)
-	s.once.Do(func() {
-		close(s.cut)
-		s.cutOff.Add(1)
-	})
-}
-
 // Handle delivers one inbound packet: to every consumer group that holds
 // or takes its session (waiting, on the connection's reader, while the
 // session's unacked packets in a group are at its limit), and to every
@@ -222,8 +174,11 @@ func (h *Hub) Handle(ctx context.Context, s *server.Session, p server.Packet) {
 			}
 		}
 	}
-	tapped := h.receiving.Load() > 0 && h.deliver(s, p, pkt)
+	tapped := h.receiving.Load() > 0 && h.deliver(s, p, pkt, consumed)
 	if !consumed && !tapped {
+		// No stream took the packet, so none that ends later holds an
+		// older one: what streams that ended left goes first.
+		h.handOffReceiveOrphans(ctx, s.ID())
 		h.fallback.Handle(ctx, s, p)
 	}
 }
@@ -232,6 +187,7 @@ func (h *Hub) Handle(ctx context.Context, s *server.Session, p server.Packet) {
 // packets through seq, or ctx ends: the server answers the client's Flush
 // after it (server.FlushWaiter).
 func (h *Hub) WaitProcessed(ctx context.Context, s *server.Session, seq uint64) {
+	h.handOffReceiveOrphans(ctx, s.ID())
 	groups := h.groupList.Load()
 	if groups == nil {
 		return
@@ -262,26 +218,6 @@ func (h *Hub) WaitProcessed(ctx context.Context, s *server.Session, seq uint64) 
 	}
 }
 
-func (h *Hub) deliver(s *server.Session, p server.Packet, pkt *tlsgatev1.InboundPacket) bool {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	var item *tlsgatev1.ReceiveResponse
-	for r := range h.receivers {
-		if !r.selects(s.ID()) {
-			continue
-		}
-		if item == nil {
-			if pkt == nil {
-				pkt = inboundPacket(s, p)
-			}
-			item = &tlsgatev1.ReceiveResponse{Item: &tlsgatev1.ReceiveResponse_Packet{Packet: pkt}}
-		}
-		r.offer(item)
-		h.delivered.Add(1)
-	}
-	return item != nil
-}
-
 // Publish delivers a lifecycle event to the watchers, and a connection's
 // end to the Receive streams that select its session.
 func (h *Hub) Publish(e server.Event) {
@@ -301,45 +237,10 @@ func (h *Hub) Publish(e server.Event) {
 	for _, g := range h.groups {
 		g.closed(e.SessionID, cc)
 	}
-	closed := &tlsgatev1.ReceiveResponse{Item: &tlsgatev1.ReceiveResponse_Closed{Closed: cc}}
+	closed := &receiveItem{resp: &tlsgatev1.ReceiveResponse{Item: &tlsgatev1.ReceiveResponse_Closed{Closed: cc}}}
 	for r := range h.receivers {
 		if r.selects(e.SessionID) {
 			r.offer(closed)
-		}
-	}
-}
-
-func newStream[T any](buffer int, maxBytes int, size func(T) int, ids []uint64, cutOff *atomic.Uint64) *stream[T] {
-	s := &stream[T]{
-		items: make(chan T, buffer), size: size, maxBytes: int64(maxBytes),
-		cut: make(chan struct{}), ended: make(chan struct{}), cutOff: cutOff,
-	}
-	if len(ids) > 0 {
-		s.sessions = make(map[uint64]bool, len(ids))
-		for _, id := range ids {
-			s.sessions[id] = true
-		}
-	}
-	return s
-}
-
-// subscribeReceiver adds a Receive stream; remove it with the returned func.
-func (h *Hub) subscribeReceiver(ids []uint64) (*stream[*tlsgatev1.ReceiveResponse], func()) {
-	r := newStream(h.buffer, h.bufferBytes, receiveItemSize, ids, &h.cutOff)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		close(r.ended)
-		return r, func() {}
-	}
-	h.receivers[r] = struct{}{}
-	h.receiving.Add(1)
-	return r, func() {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		if _, ok := h.receivers[r]; ok {
-			delete(h.receivers, r)
-			h.receiving.Add(-1)
 		}
 	}
 }
@@ -444,6 +345,7 @@ func (h *Hub) publishGroups() {
 // handOffEnded hands the packets that groups without members still hold
 // for an ended session to the fallback handler (NoConsumerHandler).
 func (h *Hub) handOffEnded(id uint64) {
+	h.handOffEndedReceiveOrphans(id)
 	groups := h.groupList.Load()
 	if groups == nil {
 		return

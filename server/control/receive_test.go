@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -157,18 +158,32 @@ func TestReceiveReplacesFallback(t *testing.T) {
 	}
 
 	// The stream ends; the server unsubscribes it as soon as it notices,
-	// after which every packet is echoed again. A packet in between goes
-	// to the ended stream.
+	// after which every packet is echoed again. What the stream took in
+	// between and did not send goes to the handler, ahead of the later
+	// packets: the echoes come in order, with no gap, up to the last.
+	// (What the stream sent before the server noticed is the tap's: the
+	// first few may not be echoed.)
 	cancel()
+	var echoes []string
 	for i := 0; ; i++ {
 		if i == 1000 {
 			t.Fatal("no echo in 1,000 round trips after the stream ended")
 		}
 		p := fmt.Sprintf("four-%d", i)
-		if got := roundTrip(p); echoed(got, p) {
+		for _, f := range roundTrip(p) {
+			echoes = append(echoes, string(f.Payload))
+		}
+		if len(echoes) > 0 && echoes[len(echoes)-1] == p {
 			break
-		} else if len(got) != 0 {
-			t.Fatalf("after the stream: %d frames", len(got))
+		}
+	}
+	var first int
+	if _, err := fmt.Sscanf(echoes[0], "four-%d", &first); err != nil {
+		t.Fatalf("echo %q", echoes[0])
+	}
+	for k, got := range echoes {
+		if want := fmt.Sprintf("four-%d", first+k); got != want {
+			t.Fatalf("echoes after the stream: %q; want four-%d onwards, in order, with no gap", echoes, first)
 		}
 	}
 	if got := roundTrip("five"); !echoed(got, "five") {
@@ -290,5 +305,118 @@ func TestReceiveCutsOffByBytes(t *testing.T) {
 	}
 	if read >= n {
 		t.Fatalf("the stalled stream got all %d packets before it was cut off", read)
+	}
+}
+
+// TestReceiveEndedStreamHandsBackWhatItHeld: packets a Receive stream took
+// in place of the handler and never sent (its client stopped reading,
+// then went away) are not lost: the handler gets them, in order, ahead of
+// the session's next packet.
+func TestReceiveEndedStreamHandsBackWhatItHeld(t *testing.T) {
+	// 48 MB: more than the transport's flow-control windows (16 MiB at
+	// most) and the stream's own buffer hold, so some stay unsent.
+	const n, size = 3000, 16000
+	var mu sync.Mutex
+	var handled []uint64
+	record := server.HandlerFunc(func(_ context.Context, _ *server.Session, p server.Packet) {
+		mu.Lock()
+		handled = append(handled, p.Seq)
+		mu.Unlock()
+	})
+	e := start(t, setup{fallback: record})
+	a := e.dialRaw(t, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	rs, err := e.api.Receive(ctx, &tlsgatev1.ReceiveRequest{SessionIds: []uint64{a.ID()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs.Header(); err != nil {
+		t.Fatal(err)
+	}
+	payload := bytes.Repeat([]byte("x"), size)
+	for range n {
+		a.WriteFrame(t, wire.TypeData, wire.JSON, payload)
+	}
+	flushRaw(t, a, 1) // every packet is with the stream (or was cut off with it)
+	cancel()
+	// Once the server has noticed, the next packet goes to the handler,
+	// after what the stream held.
+	for i := uint64(2); ; i++ {
+		a.WriteFrame(t, wire.TypeData, wire.JSON, []byte("next"))
+		flushRaw(t, a, i)
+		mu.Lock()
+		done := len(handled) > 0
+		mu.Unlock()
+		if done {
+			break
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	first := handled[0]
+	for k, seq := range handled {
+		if seq != first+uint64(k) {
+			t.Fatalf("the handler got seqs %d.. with a gap at %d: %v", first, k, handled[max(0, k-3):min(k+3, len(handled))])
+		}
+	}
+	if first > n {
+		t.Fatalf("the handler got only the packets after the stream (from %d): the stream's unsent ones were lost", first)
+	}
+}
+
+// TestReceiveStreamEndingAfterItsSessionHandsBackWhatItHeld: when the
+// session ended first, no reader comes for the stream's unsent packets;
+// the stream's end hands them to the handler itself.
+func TestReceiveStreamEndingAfterItsSessionHandsBackWhatItHeld(t *testing.T) {
+	const n, size = 3000, 16000 // 48 MB: within the stream's 64 MiB buffer
+	last := make(chan struct{})
+	var mu sync.Mutex
+	var handled []uint64
+	record := server.HandlerFunc(func(_ context.Context, _ *server.Session, p server.Packet) {
+		mu.Lock()
+		defer mu.Unlock()
+		handled = append(handled, p.Seq)
+		if p.Seq == n {
+			close(last)
+		}
+	})
+	e := start(t, setup{fallback: record, bufferBytes: 64 << 20})
+	ws, _ := e.watch(t)
+	a := e.dialRaw(t, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	rs, err := e.api.Receive(ctx, &tlsgatev1.ReceiveRequest{SessionIds: []uint64{a.ID()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs.Header(); err != nil {
+		t.Fatal(err)
+	}
+	payload := bytes.Repeat([]byte("x"), size)
+	for range n {
+		a.WriteFrame(t, wire.TypeData, wire.JSON, payload)
+	}
+	flushRaw(t, a, 1)
+	if err := a.TLS().Close(); err != nil {
+		t.Fatal(err)
+	}
+	closedEvent(t, ws, a.ID()) // the session has ended
+	cancel()
+	select {
+	case <-last:
+	case <-timeout(t, wait).Done():
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("the handler never got packet %d; it got %d packets", n, len(handled))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	first := handled[0]
+	for k, seq := range handled {
+		if seq != first+uint64(k) {
+			t.Fatalf("the handler got seqs %d.. with a gap at %d", first, k)
+		}
+	}
+	if first == 1 {
+		t.Fatalf("the handler got every packet: none reached the stream")
 	}
 }

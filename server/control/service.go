@@ -250,7 +250,13 @@ func (s *Service) Receive(req *tlsgatev1.ReceiveRequest, ss tlsgatev1.ControlSer
 	if err := ss.SendHeader(nil); err != nil {
 		return err
 	}
-	return pump(ss.Context(), r, nil, ss.Send)
+	return pump(ss.Context(), r, nil, func(it *receiveItem) error {
+		if err := ss.Send(it.resp); err != nil {
+			return err
+		}
+		it.sent.Store(true)
+		return nil
+	})
 }
 
 // errHubClosed ends a stream's sender after the hub shut down.
@@ -290,16 +296,14 @@ func sendLoop[T any](st *stream[T], first []T, send func(T) error, quit <-chan s
 	for {
 		select {
 		case item := <-st.items:
-			st.took(item)
-			if err := send(item); err != nil {
+			if err := st.send(item, send); err != nil {
 				return err
 			}
 		case <-st.ended:
 			for {
 				select {
 				case item := <-st.items:
-					st.took(item)
-					if err := send(item); err != nil {
+					if err := st.send(item, send); err != nil {
 						return err
 					}
 				default:
