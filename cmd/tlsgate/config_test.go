@@ -87,6 +87,7 @@ func TestConfigFileErrors(t *testing.T) {
 		{"drain-timeout: soon\n", []string{"drain-timeout", `"soon"`}},
 		{"drain-timeout: 10\n", []string{"drain-timeout", "missing unit"}},
 		{"max-conns: many\n", []string{"max-conns", "int"}},
+		{"max-streams: lots\n", []string{"max-streams", "int"}},
 		{"allow-tls12: perhaps\n", []string{"allow-tls12", "bool"}},
 		{"max-conns:\n", []string{"max-conns: no value"}},
 		{"max-conns: [1, 2]\n", []string{"max-conns: want a single value"}},

@@ -243,6 +243,8 @@ func TestBadFlagValues(t *testing.T) {
 		{[]string{"serve", "--linger-timeout=-1s"}, "--linger-timeout must be positive"},
 		{[]string{"serve", "--drain-timeout", "soon"}, "--drain-timeout"},
 		{[]string{"serve", "--shutdown-timeout", "0"}, "--shutdown-timeout must be positive"},
+		{[]string{"serve", "--max-streams", "0"}, "--max-streams must be positive, got 0"},
+		{[]string{"serve", "--max-streams=-5"}, "--max-streams must be positive, got -5"},
 		{[]string{"serve", "--cert", "cert.pem"}, "--cert and --key must be given together"},
 		{[]string{"serve", "--log-level", "loud"}, "--log-level must be one of"},
 		{[]string{"serve", "--log-format", "xml"}, "--log-format must be one of"},

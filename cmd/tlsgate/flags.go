@@ -47,6 +47,7 @@ func defaultVars(devDir string) kong.Vars {
 		"maxconnsperip":       strconv.Itoa(s.MaxConnsPerIP),
 		"noconsumer":          string(d.NoConsumer),
 		"consumepausetimeout": d.ConsumePauseTimeout.String(),
+		"maxstreams":          strconv.Itoa(d.MaxStreams),
 		"scenarios":           strings.Join(loadgen.Scenarios, ","),
 	}
 }

@@ -48,6 +48,7 @@ type serveCmd struct {
 	InsecureControlPlane bool          `env:"TLSGATE_INSECURE_CONTROL_PLANE" help:"Allow the control plane on a non-loopback address without --control-token or --control-client-ca."`
 	NoConsumer           string        `env:"TLSGATE_NO_CONSUMER" enum:"handler,hold" default:"${noconsumer}" help:"Packets no Consume group takes: handler (--handler takes them) or hold (the default group keeps them, pausing the client at its limits, until a consumer joins) (default: ${default})."`
 	ConsumePauseTimeout  time.Duration `env:"TLSGATE_CONSUME_PAUSE_TIMEOUT" default:"${consumepausetimeout}" help:"Close with Goodbye backend_stalled a session a Consume group has paused this long; 0 never does (default: ${default})."`
+	MaxStreams           int           `env:"TLSGATE_MAX_STREAMS" default:"${maxstreams}" help:"Most control-plane streams (Receive, WatchSessions, Consume, SendStream) open at once over every connection; more are refused with RESOURCE_EXHAUSTED (default: ${default})."`
 
 	AdminAddr string     `env:"TLSGATE_ADMIN_ADDR" default:"${adminaddr}" placeholder:"HOST:PORT" help:"Admin HTTP listener: /metrics, /healthz, /readyz, and /debug/pprof/ with --pprof; empty turns it off (default: ${default})."`
 	Pprof     bool       `name:"pprof" env:"TLSGATE_PPROF" help:"Serve /debug/pprof/ on --admin-addr (default: off)."`
@@ -126,6 +127,7 @@ func (c *serveCmd) gatewayConfig(rt *runtime, log *slog.Logger) (gateway.Config,
 	cfg.Addr, cfg.ControlAddr, cfg.AdminAddr = c.Addr, c.ControlAddr, c.AdminAddr
 	cfg.ControlToken, cfg.ControlTLS, cfg.InsecureControlPlane = c.ControlToken, controlTLS, c.InsecureControlPlane
 	cfg.NoConsumer, cfg.ConsumePauseTimeout = control.NoConsumer(c.NoConsumer), c.ConsumePauseTimeout
+	cfg.MaxStreams = c.MaxStreams
 	cfg.Pprof, cfg.Version, cfg.Logger = c.Pprof, versionString(), log
 	return cfg, nil
 }

@@ -41,7 +41,8 @@ const DefaultAddr = "127.0.0.1:7224"
 // MaxConcurrentStreams caps the calls one control-plane connection may
 // have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); a client
 // that wants more opens another connection. Long-lived streams (Receive,
-// WatchSessions, Consume, SendStream) count against it.
+// WatchSessions, Consume, SendStream) count against it, and against
+// Config.MaxStreams, the cap over every connection.
 const MaxConcurrentStreams = 1000
 
 // Config configures the control plane. New validates it and fills in the
@@ -60,6 +61,15 @@ type Config struct {
 	// ClientAuth set it requires client certificates (mTLS). Default:
 	// plaintext, which is only safe on loopback.
 	TLSConfig *tls.Config
+	// MaxStreams caps the ControlService streams (Receive, WatchSessions,
+	// Consume, SendStream) open at once over every connection; a new one
+	// beyond it is refused with RESOURCE_EXHAUSTED ("too many open
+	// streams: ... the maximum (--max-streams) is N", naming serve's flag)
+	// until one ends. Unary calls, the health service's Watch and
+	// reflection are not counted. It is checked after auth: a caller
+	// without the token is refused UNAUTHENTICATED and counts for nothing.
+	// Zero: DefaultMaxStreams; negative is an error.
+	MaxStreams int
 	// Logger receives one line per RPC. Default: discard.
 	Logger *slog.Logger
 	// ServerOptions are extra grpc.ServerOptions (credentials, say).
@@ -77,6 +87,7 @@ type Server struct {
 	cfg    Config
 	grpc   *grpc.Server
 	health *health.Server
+	limit  *streamLimit
 }
 
 // New validates cfg and builds the gRPC server. Health starts NOT_SERVING;
@@ -85,11 +96,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Gateway == nil || cfg.Hub == nil {
 		return nil, errors.New("control: Config.Gateway and Config.Hub are required")
 	}
+	if cfg.MaxStreams < 0 {
+		return nil, fmt.Errorf("control: Config.MaxStreams must not be negative, got %d", cfg.MaxStreams)
+	}
+	if cfg.MaxStreams == 0 {
+		cfg.MaxStreams = DefaultMaxStreams
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	svc := NewService(cfg.Gateway, cfg.Hub)
-	unary, stream := interceptorChain(cfg, svc)
+	limit := &streamLimit{max: int64(cfg.MaxStreams)}
+	unary, stream := interceptorChain(cfg, svc, limit)
 	opts := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
@@ -102,7 +120,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
-	s := &Server{cfg: cfg, grpc: grpc.NewServer(opts...), health: health.NewServer()}
+	s := &Server{cfg: cfg, grpc: grpc.NewServer(opts...), health: health.NewServer(), limit: limit}
 	tlsgatev1.RegisterControlServiceServer(s.grpc, svc)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc) // v1 and v1alpha
@@ -113,9 +131,12 @@ func New(cfg Config) (*Server, error) {
 // interceptorChain orders the middleware: Config's own interceptors
 // (metrics) first; logging sees every call and its final code, with the
 // request's session ID when it has one; auth rejects before anything else
-// runs; validation rejects bad requests before their handler; recovery,
-// innermost, turns a handler's panic into INTERNAL.
-func interceptorChain(cfg Config, svc *Service) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+// runs; the stream limit, when limit is set, refuses a stream beyond
+// Config.MaxStreams (after auth, so that unauthenticated callers can
+// neither take a place nor learn the count); validation rejects bad
+// requests before their handler; recovery, innermost, turns a handler's
+// panic into INTERNAL.
+func interceptorChain(cfg Config, svc *Service, limit *streamLimit) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		cfg.Logger.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
@@ -140,6 +161,9 @@ func interceptorChain(cfg Config, svc *Service) ([]grpc.UnaryServerInterceptor, 
 		check := bearerAuth(cfg.Token)
 		unary = append(unary, selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(check), selector.MatchFunc(needsAuth)))
 		stream = append(stream, selector.StreamServerInterceptor(auth.StreamServerInterceptor(check), selector.MatchFunc(needsAuth)))
+	}
+	if limit != nil {
+		stream = append(stream, limit.intercept)
 	}
 	unary = append(unary, svc.unaryValidator, recovery.UnaryServerInterceptor(recoverOpts...))
 	stream = append(stream, svc.streamValidator, recovery.StreamServerInterceptor(recoverOpts...))

@@ -50,6 +50,8 @@ type setup struct {
 	noConsumer control.NoConsumer
 	// pauseTimeout is ConsumePauseTimeout (0: never).
 	pauseTimeout time.Duration
+	// maxStreams is MaxStreams, the cap on open streams (0: the default).
+	maxStreams int
 	// token is the control plane's bearer token.
 	token string
 	// logger is the control plane's logger.
@@ -98,6 +100,7 @@ func start(t *testing.T, s setup) *env {
 	cfg.StreamBufferBytes = cmp.Or(s.bufferBytes, cfg.StreamBufferBytes)
 	cfg.NoConsumer = cmp.Or(s.noConsumer, cfg.NoConsumer)
 	cfg.ConsumePauseTimeout = s.pauseTimeout
+	cfg.MaxStreams = cmp.Or(s.maxStreams, cfg.MaxStreams)
 	cfg.Logger = cmp.Or(s.logger, verbose)
 	g, err := gateway.New(cfg)
 	if err != nil {

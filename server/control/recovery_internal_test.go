@@ -90,7 +90,7 @@ func TestRecovery(t *testing.T) {
 // log, on a loopback port, and returns a client of it.
 func serveChain(t *testing.T, log *slog.Logger, impl tlsgatev1.ControlServiceServer) tlsgatev1.ControlServiceClient {
 	t.Helper()
-	unary, stream := interceptorChain(Config{Logger: log}, &Service{maxPayload: 100})
+	unary, stream := interceptorChain(Config{Logger: log}, &Service{maxPayload: 100}, nil)
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
 	tlsgatev1.RegisterControlServiceServer(srv, impl)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

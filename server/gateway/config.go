@@ -64,6 +64,12 @@ type Config struct {
 	// backend_stalled a session whose reads a consumer group has paused
 	// this long (its backend does not ack). Zero: never.
 	ConsumePauseTimeout time.Duration
+	// MaxStreams caps the control plane's streams (Receive, WatchSessions,
+	// Consume, SendStream) open at once over every connection; beyond it a
+	// new one is refused with RESOURCE_EXHAUSTED until one ends (see
+	// control.Config.MaxStreams). DefaultConfig has
+	// control.DefaultMaxStreams.
+	MaxStreams int
 	// AdminAddr is the admin HTTP listen address (/metrics, /healthz,
 	// /readyz); empty turns it, and the metrics, off. DefaultConfig has
 	// DefaultAdminAddr.
@@ -86,6 +92,7 @@ func DefaultConfig() Config {
 		StreamBuffer:      control.DefaultStreamBuffer,
 		StreamBufferBytes: control.DefaultStreamBufferBytes,
 		NoConsumer:        control.NoConsumerHandler,
+		MaxStreams:        control.DefaultMaxStreams,
 		AdminAddr:         DefaultAdminAddr,
 	}
 }
@@ -111,6 +118,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ConsumePauseTimeout < 0 {
 		return &server.ConfigError{Field: "ConsumePauseTimeout", Problem: fmt.Sprintf("must not be negative, got %s", c.ConsumePauseTimeout)}
+	}
+	if c.MaxStreams < 1 {
+		return &server.ConfigError{Field: "MaxStreams", Problem: fmt.Sprintf("must be positive, got %d", c.MaxStreams)}
 	}
 	if c.NoConsumer != control.NoConsumerHandler && c.NoConsumer != control.NoConsumerHold {
 		return &server.ConfigError{Field: "NoConsumer", Problem: fmt.Sprintf("must be %q or %q, got %q", control.NoConsumerHandler, control.NoConsumerHold, c.NoConsumer)}

@@ -136,7 +136,7 @@ func (g *Gateway) onEvent(next func(server.Event)) func(server.Event) {
 func (g *Gateway) newControl() (*control.Server, error) {
 	cc := control.Config{
 		Gateway: g.srv, Hub: g.hub, Token: g.cfg.ControlToken, TLSConfig: g.cfg.ControlTLS,
-		Logger: g.log.With("plane", "control"),
+		MaxStreams: g.cfg.MaxStreams, Logger: g.log.With("plane", "control"),
 	}
 	if g.met != nil {
 		cc.UnaryInterceptors = []grpc.UnaryServerInterceptor{g.met.GRPCUnary()}

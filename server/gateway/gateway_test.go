@@ -251,6 +251,8 @@ func TestValidate(t *testing.T) {
 		{"zero payload", func(c *gateway.Config) { c.Server.MaxPayload = 0 }, "Server.MaxPayload", "must be between 1 and"},
 		{"no addr", func(c *gateway.Config) { c.Addr = "" }, "Addr", "must be set"},
 		{"no stream buffer", func(c *gateway.Config) { c.StreamBuffer = 0 }, "StreamBuffer", "must be positive"},
+		{"no max streams", func(c *gateway.Config) { c.MaxStreams = 0 }, "MaxStreams", "must be positive, got 0"},
+		{"negative max streams", func(c *gateway.Config) { c.MaxStreams = -1 }, "MaxStreams", "must be positive, got -1"},
 		{"open control plane", func(c *gateway.Config) { c.ControlAddr = "0.0.0.0:0" }, "ControlAddr", "not a loopback address"},
 		{"pprof without admin", func(c *gateway.Config) { c.Pprof, c.AdminAddr = true, "" }, "Pprof", "needs the admin endpoint"},
 		{"zero duration", func(c *gateway.Config) { c.Server.DrainTimeout = 0 }, "Server.DrainTimeout", "must be positive"},
