@@ -71,7 +71,7 @@ func (s *Service) Consume(ss tlsgatev1.ControlService_ConsumeServer) error {
 		case <-m.ended:
 			return status.Error(codes.Unavailable, "server shutting down")
 		case <-ss.Context().Done():
-			return ss.Context().Err()
+			return status.FromContextError(ss.Context().Err()).Err()
 		}
 		if resp := m.group.take(m, consumeBatchItems, consumeBatchBytes); resp != nil {
 			if err := ss.Send(resp); err != nil {
