@@ -26,11 +26,15 @@ type benchCmd struct {
 	DialConcurrency int           `default:"64" help:"Handshakes in flight at once in connections (default: ${default})."`
 	Samples         int           `default:"200" help:"Operations timed per case in close (default: ${default})."`
 	Queued          int           `default:"1000" help:"Packets queued before the full-queue cases of close (default: ${default})."`
-	RPCConcurrency  int           `name:"rpc-concurrency" default:"16" help:"gRPC calls in flight at once in outbound (default: ${default})."`
+	RPCConcurrency  int           `name:"rpc-concurrency" default:"16" help:"gRPC calls in flight at once in outbound, and send-stream's SendAsync row (default: ${default})."`
+	SendSessions    int           `default:"100" placeholder:"N" help:"Sessions send-stream and send-batch send to (default: ${default})."`
+	SendItems       int           `placeholder:"N" help:"Items a SendStream request or SendBatch call carries, 1..10000 (default: 1024 for SendStream, as backend.Sender batches; 256 for SendBatch)."`
+	SendInFlight    int           `default:"4" placeholder:"N" help:"SendStream requests or SendBatch calls awaiting their answer at once (default: ${default})."`
+	ConsumeConns    int           `default:"8" placeholder:"N" help:"Clients sending in consume (default: ${default})."`
 	Addr            string        `placeholder:"HOST:PORT" help:"Drive a running gateway's data plane instead of starting one in-process (its handler must be echo for the echo scenario)."`
 	ControlAddr     string        `placeholder:"HOST:PORT" help:"The running gateway's control plane (plaintext gRPC), for outbound's SendAsync and close."`
 	NoProgress      bool          `help:"No progress bar (it is off anyway when stderr is not a terminal or with --json)."`
-	CPUProfile      string        `name:"cpuprofile" type:"path" placeholder:"FILE" help:"Write a CPU profile of this process (load clients, baselines, in-process gateway; not connections' client process) to FILE, for go tool pprof; samples are labelled by step."`
+	CPUProfile      string        `name:"cpuprofile" type:"path" placeholder:"FILE" help:"Write a CPU profile of this process (load clients, baselines, in-process gateway; not connections' client process) to FILE, for go tool pprof; samples are labelled by step. The backend process of send-stream, send-batch and consume writes its own to FILE.backend."`
 }
 
 // Validate checks what kong cannot.
@@ -43,7 +47,15 @@ func (c *benchCmd) Validate() error {
 	if c.Rounds < 1 {
 		return fmt.Errorf("--rounds must be positive, got %d", c.Rounds)
 	}
-	interleaved := c.Scenario == "inbound" || c.Scenario == "outbound" || c.Scenario == "all"
+	if c.SendItems < 0 || c.SendItems > 10000 {
+		return fmt.Errorf("--send-items must be 1..10000 (0: each scenario's default), got %d", c.SendItems)
+	}
+	for name, v := range map[string]int{"--send-sessions": c.SendSessions, "--send-in-flight": c.SendInFlight, "--consume-conns": c.ConsumeConns} {
+		if v < 1 {
+			return fmt.Errorf("%s must be positive, got %d", name, v)
+		}
+	}
+	interleaved := c.Scenario != "echo" && c.Scenario != "close" && c.Scenario != "connections"
 	if interleaved && c.Duration/time.Duration(c.Rounds) < 100*time.Millisecond {
 		return fmt.Errorf("--duration %s over --rounds %d leaves rounds under 100ms; lengthen --duration or lower --rounds", c.Duration, c.Rounds)
 	}
@@ -88,6 +100,11 @@ func (c *benchCmd) Run(rt *runtime) error {
 		Addr:            c.Addr,
 		ControlAddr:     c.ControlAddr,
 		ChildArgv:       []string{exe, "--log-level", rt.globals.LogLevel, "bench-client"},
+		BackendArgv:     []string{exe, "--log-level", rt.globals.LogLevel, "bench-backend"},
+		SendSessions:    c.SendSessions,
+		SendItems:       c.SendItems,
+		SendInFlight:    c.SendInFlight,
+		ConsumeConns:    c.ConsumeConns,
 		Logger:          log,
 	}
 	if c.Scenario == "all" {
@@ -97,6 +114,7 @@ func (c *benchCmd) Run(rt *runtime) error {
 		opts.Progress = f
 	}
 	if c.CPUProfile != "" {
+		opts.BackendArgv = append(opts.BackendArgv, "--cpuprofile", c.CPUProfile+".backend")
 		stop, err := startCPUProfile(c.CPUProfile)
 		if err != nil {
 			return err
@@ -144,4 +162,26 @@ func (c *benchClientCmd) Run(rt *runtime) error {
 		return err
 	}
 	return loadgen.RunChild(rt.ctx, rt.stdin, rt.stdout, log)
+}
+
+// benchBackendCmd is the backend process of `bench --scenario send-stream`,
+// send-batch and consume.
+type benchBackendCmd struct {
+	CPUProfile string `name:"cpuprofile" type:"path" placeholder:"FILE" help:"Write a CPU profile of this process to FILE."`
+}
+
+// Run serves the parent bench over stdin and stdout.
+func (c *benchBackendCmd) Run(rt *runtime) error {
+	log, err := rt.globals.logger(rt.stderr)
+	if err != nil {
+		return err
+	}
+	if c.CPUProfile != "" {
+		stop, err := startCPUProfile(c.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	return loadgen.RunBackend(rt.ctx, rt.stdin, rt.stdout, log)
 }

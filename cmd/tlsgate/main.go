@@ -34,7 +34,8 @@ type cli struct {
 	Bench   benchCmd   `cmd:"" help:"Measure the gateway against same-run baselines (docs/performance.md)."`
 	Version versionCmd `cmd:"" help:"Print the version."`
 
-	BenchClient benchClientCmd `cmd:"" name:"bench-client" hidden:"" help:"The client process of bench (internal)."`
+	BenchClient  benchClientCmd  `cmd:"" name:"bench-client" hidden:"" help:"The client process of bench (internal)."`
+	BenchBackend benchBackendCmd `cmd:"" name:"bench-backend" hidden:"" help:"The backend process of bench (internal)."`
 }
 
 // exitError ends the program with a status, its message already printed

@@ -200,13 +200,24 @@ type client struct {
 	flush chan uint64 // the server's Flush seqs (when watched)
 	done  chan struct{}
 	res   readResult // valid once done is closed
+	// lat are the latencies of stamped payloads (see stamp), at most
+	// maxSamples; valid once done is closed.
+	lat []time.Duration
 }
+
+// maxSamples bounds a client's latency samples.
+const maxSamples = 1 << 16
 
 // startClient starts p's reader. With watchFlush, the server's Flush seqs
 // are handed to c.flush.
 func startClient(p *peer, watchFlush bool) *client {
 	c := &client{peer: p, acks: make(chan uint64, 16), done: make(chan struct{})}
-	h := handlers{onData: func([]byte) { c.data.Add(1) }, acks: c.acks}
+	h := handlers{onData: func(p []byte) {
+		c.data.Add(1)
+		if lat, ok := stamped(p); ok && len(c.lat) < maxSamples {
+			c.lat = append(c.lat, lat)
+		}
+	}, acks: c.acks}
 	if watchFlush {
 		c.flush = make(chan uint64, 16)
 		h.onFlush = func(seq uint64) { c.flush <- seq }

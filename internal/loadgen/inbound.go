@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -33,7 +34,7 @@ func (e *env) inbound(ctx context.Context) error {
 		r, err := e.interleave(ctx, stepBase, stepGW,
 			func(ctx context.Context, d time.Duration) (float64, error) {
 				before := rs.count.load()
-				p, err := e.pushInbound(ctx, rs.addr(), 0, false, size, d)
+				p, err := e.pushInbound(ctx, rs.addr(), e.opts.Conns, 0, false, size, d)
 				if err != nil {
 					return 0, fmt.Errorf("raw: %w", err)
 				}
@@ -45,7 +46,7 @@ func (e *env) inbound(ctx context.Context) error {
 				if gw.inProcess() {
 					before = gw.handled.n.load()
 				}
-				p, err := e.pushInbound(ctx, gw.addr, nextRun(), true, size, d)
+				p, err := e.pushInbound(ctx, gw.addr, e.opts.Conns, nextRun(), true, size, d)
 				if err != nil {
 					return 0, fmt.Errorf("gateway: %w", err)
 				}
@@ -90,8 +91,15 @@ type pushed struct {
 	elapsed time.Duration // from the start to the last FlushAck
 }
 
-func (e *env) pushInbound(ctx context.Context, addr string, run int, gatewayPeers bool, size int, d time.Duration) (pushed, error) {
-	cs, err := e.dialClients(ctx, addr, e.opts.Conns, run, gatewayPeers, false)
+// pushInboundConns pushes from n new sessions of a gateway.
+func (e *env) pushInboundConns(ctx context.Context, addr string, n, size int, d time.Duration) (pushed, error) {
+	return e.pushInbound(ctx, addr, n, nextRun(), true, size, d)
+}
+
+// pushInbound runs one round of n connections sending Data for d, each
+// then a Flush barrier, and closes them.
+func (e *env) pushInbound(ctx context.Context, addr string, n, run int, gatewayPeers bool, size int, d time.Duration) (pushed, error) {
+	cs, err := e.dialClients(ctx, addr, n, run, gatewayPeers, false)
 	if err != nil {
 		return pushed{}, err
 	}
@@ -101,6 +109,7 @@ func (e *env) pushInbound(ctx context.Context, addr string, run int, gatewayPeer
 	for range perChunk {
 		chunk = append(chunk, frame...)
 	}
+	payloadAt := len(frame) - size // of the chunk's first frame, stamped
 	wctx, cancel := context.WithTimeout(ctx, d+time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -111,7 +120,9 @@ func (e *env) pushInbound(ctx context.Context, addr string, run int, gatewayPeer
 	var wg sync.WaitGroup
 	for i, c := range cs {
 		wg.Go(func() {
+			chunk := slices.Clone(chunk)
 			for {
+				stamp(chunk[payloadAt:]) // for the consume scenario's latency
 				c.wmu.Lock()
 				_, err := c.tc.Write(chunk) // the batched writer: one Write per 64 KiB
 				c.wmu.Unlock()

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
@@ -45,6 +46,9 @@ var scenarios = []scenario{
 	{"outbound", (*env).outbound, func(e *env) int { return 4 * e.opts.Rounds }},
 	{"echo", (*env).echo, func(*env) int { return 2 }},
 	{"close", (*env).closeScenario, func(*env) int { return 7 }},
+	{"send-stream", (*env).sendStreamScenario, func(e *env) int { return 2 * e.opts.Rounds * (len(e.opts.Payloads) + 1) }},
+	{"send-batch", (*env).sendBatchScenario, func(e *env) int { return 2 * e.opts.Rounds * len(e.opts.Payloads) }},
+	{"consume", (*env).consume, (*env).consumeSteps},
 }
 
 // Scenarios are the scenarios' names, in the order "all" runs them.
@@ -103,6 +107,20 @@ type Options struct {
 	// ChildArgv starts this program as the connections scenario's client
 	// process, which runs RunChild. Required for connections.
 	ChildArgv []string
+	// BackendArgv starts this program as the backend process of
+	// send-stream, send-batch and consume, which runs RunBackend.
+	// Required for them.
+	BackendArgv []string
+	// SendSessions is how many sessions send-stream and send-batch send
+	// to. Default 100.
+	SendSessions int
+	// SendItems is how many items a SendStream request and a SendBatch
+	// call carry. Default: 1,024 for SendStream (backend.Sender's batch),
+	// 256 for SendBatch. SendInFlight is how many await their answer at
+	// once. Default 4 (backend.Sender's).
+	SendItems, SendInFlight int
+	// ConsumeConns is how many clients send in consume. Default 8.
+	ConsumeConns int
 	// Logger receives the gateway's logs and the tool's. Default: discard.
 	Logger *slog.Logger
 	// Progress, when set, receives progress (on a terminal: a bar).
@@ -145,6 +163,10 @@ func (o *Options) setDefaults() error {
 	if o.RPCConcurrency <= 0 {
 		o.RPCConcurrency = 16
 	}
+	o.SendSessions = cmp.Or(max(o.SendSessions, 0), 100)
+	o.SendItems = max(o.SendItems, 0)
+	o.SendInFlight = cmp.Or(max(o.SendInFlight, 0), 4)
+	o.ConsumeConns = cmp.Or(max(o.ConsumeConns, 0), 8)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

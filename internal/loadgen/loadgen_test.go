@@ -14,9 +14,17 @@ import (
 	"github.com/tlsgate/tlsgate/internal/loadgen"
 )
 
-// TestMain doubles as the connections scenario's client process: the
-// parent re-executes this test binary with loadgen.ChildEnv set.
+// TestMain doubles as the connections scenario's client process and as
+// the backend process: the parent re-executes this test binary with
+// loadgen.ChildEnv or loadgen.BackendEnv set.
 func TestMain(m *testing.M) {
+	if os.Getenv(loadgen.BackendEnv) == "1" {
+		if err := loadgen.RunBackend(context.Background(), os.Stdin, os.Stdout, slog.New(slog.DiscardHandler)); err != nil {
+			_, _ = os.Stderr.WriteString(err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if os.Getenv(loadgen.ChildEnv) == "1" {
 		if err := loadgen.RunChild(context.Background(), os.Stdin, os.Stdout, slog.New(slog.DiscardHandler)); err != nil {
 			_, _ = os.Stderr.WriteString(err.Error() + "\n")
@@ -47,6 +55,10 @@ func TestScenarios(t *testing.T) {
 				QueuedPackets:   50,
 				RPCConcurrency:  2,
 				ChildArgv:       []string{os.Args[0]},
+				BackendArgv:     []string{os.Args[0]},
+				SendSessions:    4,
+				SendItems:       16,
+				ConsumeConns:    2,
 				Progress:        &progress,
 			})
 			if err != nil {

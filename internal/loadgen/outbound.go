@@ -52,7 +52,7 @@ func (e *env) outboundQueue(ctx context.Context) error {
 			return float64(got) / elapsed.Seconds(), err
 		},
 		func(ctx context.Context, d time.Duration) (float64, error) {
-			sent, got, elapsed, err := e.outboundGoAPI(ctx, gw, size, d)
+			sent, got, elapsed, err := e.outboundGoAPI(ctx, gw, e.opts.Conns, size, d)
 			gwSent, gwGot = gwSent+sent, gwGot+got
 			return float64(got) / elapsed.Seconds(), err
 		})
@@ -101,10 +101,10 @@ func (e *env) rawOutbound(ctx context.Context, size int, d time.Duration) (sent,
 }
 
 // outboundGoAPI is one round of pushing packets with Session.SendAsync for
-// d, one producer per session, waiting out a full queue with Drain; then
+// d to n new sessions, one producer per session, waiting out a full queue with Drain; then
 // Drain with ack proves the clients processed everything.
-func (e *env) outboundGoAPI(ctx context.Context, gw *target, size int, d time.Duration) (total, got uint64, elapsed time.Duration, err error) {
-	cs, err := e.dialClients(ctx, gw.addr, e.opts.Conns, nextRun(), true, false)
+func (e *env) outboundGoAPI(ctx context.Context, gw *target, n, size int, d time.Duration) (total, got uint64, elapsed time.Duration, err error) {
+	cs, err := e.dialClients(ctx, gw.addr, n, nextRun(), true, false)
 	if err != nil {
 		return 0, 0, 0, err
 	}

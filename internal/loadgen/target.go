@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -38,6 +39,8 @@ type target struct {
 	addr    string
 	ctlAddr string
 	served  chan error
+	stopped sync.Once
+	stopErr error
 }
 
 func (g *target) inProcess() bool { return g.gw != nil }
@@ -65,21 +68,24 @@ func startGateway(ctx context.Context, cert tls.Certificate, fallback server.Han
 }
 
 // stop shuts an in-process gateway down as serve does; it reports a
-// shutdown that had to force connections closed.
+// shutdown that had to force connections closed. Later calls return the
+// first one's result.
 func (g *target) stop() error {
 	if g.gw == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	err := g.gw.Shutdown(ctx)
-	if serr := <-g.served; err == nil {
-		err = serr
-	}
-	if err != nil {
-		return fmt.Errorf("gateway shutdown: %w", err)
-	}
-	return nil
+	g.stopped.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		err := g.gw.Shutdown(ctx)
+		if serr := <-g.served; err == nil {
+			err = serr
+		}
+		if err != nil {
+			g.stopErr = fmt.Errorf("gateway shutdown: %w", err)
+		}
+	})
+	return g.stopErr
 }
 
 // dialGRPC opens a plaintext gRPC client connection.
