@@ -233,30 +233,32 @@ func (s *Service) WatchSessions(req *tlsgatev1.WatchSessionsRequest, ss tlsgatev
 		}
 	}
 	w, unsubscribe := s.hub.subscribeWatcher(snapshot)
-	defer unsubscribe()
 	if err := ss.SendHeader(nil); err != nil { // subscribed: see Receive
+		unsubscribe()
 		return err
 	}
-	return pump(ss.Context(), w, first, ss.Send)
+	return pump(ss.Context(), w, first, ss.Send, unsubscribe)
 }
 
 // Receive streams inbound packets of the selected sessions.
 func (s *Service) Receive(req *tlsgatev1.ReceiveRequest, ss tlsgatev1.ControlService_ReceiveServer) error {
 	r, unsubscribe := s.hub.subscribeReceiver(req.GetSessionIds())
-	defer unsubscribe()
 	// The response headers tell the client that the stream is subscribed:
 	// every packet read from then on reaches it. Without them a client
 	// cannot know when its stream starts to take packets from the handler.
 	if err := ss.SendHeader(nil); err != nil {
+		unsubscribe()
 		return err
 	}
+	// unsubscribe runs once the sender has stopped, so that the item it
+	// was sending when the stream ended counts as unsent, not lost.
 	return pump(ss.Context(), r, nil, func(it *receiveItem) error {
 		if err := ss.Send(it.resp); err != nil {
 			return err
 		}
 		it.sent.Store(true)
 		return nil
-	})
+	}, unsubscribe)
 }
 
 // errHubClosed ends a stream's sender after the hub shut down.
@@ -268,10 +270,13 @@ var errHubClosed = errors.New("hub closed")
 // goroutine so that a client that stops reading, which blocks Send on
 // flow control, cannot keep the stream from being cut off: once the
 // handler returns, gRPC ends the stream and the blocked Send fails.
-func pump[T any](ctx context.Context, st *stream[T], first []T, send func(T) error) error {
+func pump[T any](ctx context.Context, st *stream[T], first []T, send func(T) error, unsubscribe func()) error {
 	quit := make(chan struct{})
 	sent := make(chan error, 1)
-	go func() { sent <- sendLoop(st, first, send, quit) }()
+	go func() {
+		defer unsubscribe() // once nothing more is being sent; the handler may have returned already
+		sent <- sendLoop(st, first, send, quit)
+	}()
 	select {
 	case err := <-sent:
 		if errors.Is(err, errHubClosed) {
