@@ -29,8 +29,10 @@ const BackendEnv = "TLSGATE_BENCH_BACKEND"
 // backendJob is one line the parent writes.
 type backendJob struct {
 	// Kind: "send" (send for Duration, then Drain with ack), "consume"
-	// (join a group with Members streams and consume until "stop"), or
-	// "stop" (end the consumers and report what they saw).
+	// (join a group with Members streams and consume until "stop"),
+	// "stop" (end the consumers and report what they saw), "receive"
+	// (open a Receive stream of every session) or "receive-end" (wait for
+	// the Receive stream to end, as the gateway shuts down, and report).
 	Kind        string   `json:"kind"`
 	ControlAddr string   `json:"control_addr,omitempty"`
 	Method      string   `json:"method,omitempty"` // send: "stream", "batch" or "async"
@@ -64,6 +66,9 @@ type backendReport struct {
 	P50NS       int64  `json:"p50_ns,omitempty"`
 	P99NS       int64  `json:"p99_ns,omitempty"`
 	Samples     int    `json:"samples,omitempty"`
+	// receive-end: the wall clock (Unix ns) of the last packet, and how
+	// the stream ended (in Refusal).
+	LastNS int64 `json:"last_ns,omitempty"`
 }
 
 // RunBackend is the backend process: it runs the jobs read from in and
@@ -90,6 +95,10 @@ func RunBackend(ctx context.Context, in io.Reader, out io.Writer, log *slog.Logg
 			err = b.startConsumers(ctx, job)
 		case "stop":
 			rep, err = b.stopConsumers()
+		case "receive":
+			err = b.startReceive(ctx, job)
+		case "receive-end":
+			rep, err = b.endReceive()
 		default:
 			err = fmt.Errorf("unknown job %q", job.Kind)
 		}
@@ -107,6 +116,7 @@ type backendProc struct {
 	log   *slog.Logger
 	conns map[string]*grpc.ClientConn // by address, for the send jobs
 	cons  *consumers                  // the running consume job
+	recv  *receiver                   // the running receive job
 }
 
 // conn returns the (shared) client connection to addr.
@@ -125,6 +135,9 @@ func (b *backendProc) conn(addr string) (*grpc.ClientConn, error) {
 func (b *backendProc) close() {
 	if b.cons != nil {
 		_, _ = b.stopConsumers()
+	}
+	if b.recv != nil {
+		_ = b.recv.cc.Close()
 	}
 	for _, cc := range b.conns {
 		_ = cc.Close()

@@ -2,7 +2,10 @@ package loadgen
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tlsgate/tlsgate/server"
@@ -53,6 +56,9 @@ func (e *env) consume(ctx context.Context) error {
 			}
 		}
 	}
+	if err := e.receiveRounds(ctx, base, be, stepBase, e.opts.Payloads[0]); err != nil {
+		return err
+	}
 	if err := be.stop(); err != nil {
 		return err
 	}
@@ -63,7 +69,7 @@ func (e *env) consume(ctx context.Context) error {
 }
 
 func (e *env) consumeSteps() int {
-	return 2 * e.opts.Rounds * (len(e.opts.Payloads) + 1)
+	return 2 * e.opts.Rounds * (len(e.opts.Payloads) + 2)
 }
 
 // consumeRounds measures one group size at one payload size.
@@ -120,5 +126,74 @@ func (e *env) consumeRounds(ctx context.Context, base, gw *target, be *backendCh
 	}
 	e.figure(Figure{Scenario: "consume", Name: fmt.Sprintf("%d B Consume, %s: client write → consumer p50 (%d samples)", size, who, rep.Samples), Unit: "ms", Value: ms(time.Duration(rep.P50NS))})
 	e.figure(Figure{Scenario: "consume", Name: fmt.Sprintf("%d B Consume, %s: client write → consumer p99", size, who), Unit: "ms", Value: ms(time.Duration(rep.P99NS))})
+	return nil
+}
+
+// receiveRounds measures Receive, the unacknowledged tap, for comparison:
+// in each round a new gateway (discard handler), a Receive stream of
+// every session in the backend process, clients sending as above; then
+// the gateway shuts down, which ends the stream after what it buffered.
+// The rate is what reached the stream over the time from the first write
+// to its last packet. A stream that falls behind is cut off: what it had
+// not sent goes to the handler, so that stream plus handler account for
+// every packet.
+func (e *env) receiveRounds(ctx context.Context, base *target, be *backendChild, stepBase string, size int) error {
+	n := e.opts.ConsumeConns
+	stepGW := fmt.Sprintf("consume %d B: Receive in the backend process", size)
+	var baseSent, basePre, sent, got, handled uint64
+	var p50, p99 []float64
+	ends := map[string]int{}
+	basePre = base.handled.n.load()
+	r, err := e.interleave(ctx, stepBase, stepGW,
+		func(ctx context.Context, d time.Duration) (float64, error) {
+			before := base.handled.n.load()
+			p, err := e.pushInboundConns(ctx, base.addr, n, size, d)
+			if err != nil {
+				return 0, fmt.Errorf("discard handler: %w", err)
+			}
+			baseSent += p.sent
+			return float64(base.handled.n.load()-before) / p.elapsed.Seconds(), nil
+		},
+		func(ctx context.Context, d time.Duration) (float64, error) {
+			gw, err := startGateway(ctx, e.cert, server.Discard{}, e.log)
+			if err != nil {
+				return 0, err
+			}
+			if _, err := be.run(backendJob{Kind: "receive", ControlAddr: gw.ctlAddr}); err != nil {
+				_ = gw.stop()
+				return 0, err
+			}
+			start := time.Now()
+			p, err := e.pushInboundConns(ctx, gw.addr, n, size, d)
+			serr := gw.stop()
+			rep, rerr := be.run(backendJob{Kind: "receive-end"})
+			if err = errors.Join(err, serr, rerr); err != nil {
+				return 0, fmt.Errorf("receive: %w", err)
+			}
+			sent, got, handled = sent+p.sent, got+rep.Delivered, handled+gw.handled.n.load()
+			ends[rep.Refusal]++
+			p50, p99 = append(p50, ms(time.Duration(rep.P50NS))), append(p99, ms(time.Duration(rep.P99NS)))
+			if rep.Delivered == 0 {
+				return 0, nil
+			}
+			return float64(rep.Delivered) / time.Duration(rep.LastNS-start.UnixNano()).Seconds(), nil
+		})
+	if err != nil {
+		return err
+	}
+	var how []string
+	for end, k := range ends {
+		how = append(how, fmt.Sprintf("%d× %s", k, end))
+	}
+	slices.Sort(how)
+	e.loss(Loss{Scenario: "consume", Name: fmt.Sprintf("discard handler %d B (Receive rounds)", size), Sent: baseSent, Processed: base.handled.n.load() - basePre, Detail: "counted by the handler"})
+	e.loss(Loss{Scenario: "consume", Name: fmt.Sprintf("Receive %d B", size), Sent: sent, Processed: got + handled,
+		Detail: fmt.Sprintf("%d reached the Receive stream, %d the handler; streams ended: %s", got, handled, strings.Join(how, ", "))})
+	e.figure(r.figure(Figure{
+		Scenario: "consume", Name: fmt.Sprintf("%d B Receive (unacknowledged tap), %d sessions: packets/s reaching the stream", size, n),
+		Unit: "packets/s", Baseline: "discard handler",
+	}, 1))
+	e.figure(Figure{Scenario: "consume", Name: fmt.Sprintf("%d B Receive: client write → stream p50 (median of rounds)", size), Unit: "ms", Value: median(p50)})
+	e.figure(Figure{Scenario: "consume", Name: fmt.Sprintf("%d B Receive: client write → stream p99 (median of rounds)", size), Unit: "ms", Value: median(p99)})
 	return nil
 }

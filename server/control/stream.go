@@ -68,18 +68,22 @@ func (s *stream[T]) offer(item T) bool {
 }
 
 // send sends one item taken from the buffer, noting it as the one being
-// sent meanwhile (see unsent).
+// sent meanwhile, and still after a failed send, which ends the stream
+// (see unsent).
 func (s *stream[T]) send(item T, send func(T) error) error {
 	s.took(item)
 	s.mu.Lock()
 	s.sending, s.busy = item, true
 	s.mu.Unlock()
 	err := send(item)
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
 	var zero T
 	s.sending, s.busy = zero, false
 	s.mu.Unlock()
-	return err
+	return nil
 }
 
 // unsent returns the items the stream never sent: the one being sent,
