@@ -391,3 +391,36 @@ func TestConsumePauseTimeoutClosesTheSession(t *testing.T) {
 		t.Fatalf("hub: %d stalled sessions, want 1", st.Stalled)
 	}
 }
+
+// TestConsumePauseIsNotIdleness: while a session is paused for its
+// consumer, the server reads nothing from the client, Pongs included; the
+// keepalive watchdog must not count that time against the client. With a
+// watchdog ten times quicker than the pause timeout, the session still
+// ends for the stalled backend, not as idle.
+func TestConsumePauseIsNotIdleness(t *testing.T) {
+	const limit, n = 4, 10
+	e := start(t, setup{
+		gateway:      server.Config{IdleInterval: 50 * time.Millisecond, PongTimeout: 50 * time.Millisecond},
+		pauseTimeout: time.Second,
+	})
+	st := e.consume(timeout(t, streamLife), t, &tlsgatev1.ConsumeOpen{MaxUnackedPackets: limit})
+	c := e.dialGo(t, nil)
+	for i := 1; i <= n; i++ {
+		c.SendAsync(client.Data(fmt.Append(nil, i)))
+	}
+	var end *tlsgatev1.ClosedConnection
+	for end == nil {
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatalf("Consume Recv: %v", err)
+		}
+		for _, d := range resp.GetDeliveries() {
+			if cc := d.GetClosed(); cc != nil {
+				end = cc
+			}
+		}
+	}
+	if end.GetGoodbyeCode() != wire.GoodbyeBackendStalled {
+		t.Fatalf("the paused session ended with Goodbye %q (%s), want %q", end.GetGoodbyeCode(), end.GetGoodbyeReason(), wire.GoodbyeBackendStalled)
+	}
+}
