@@ -84,10 +84,11 @@ type Config struct {
 
 // Server is the control plane's gRPC server.
 type Server struct {
-	cfg    Config
-	grpc   *grpc.Server
-	health *health.Server
-	limit  *streamLimit
+	cfg     Config
+	grpc    *grpc.Server
+	health  *health.Server
+	limit   *streamLimit
+	watches *healthWatches
 }
 
 // New validates cfg and builds the gRPC server. Health starts NOT_SERVING;
@@ -107,7 +108,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	svc := NewService(cfg.Gateway, cfg.Hub)
 	limit := &streamLimit{max: int64(cfg.MaxStreams)}
+	watches := newHealthWatches()
 	unary, stream := interceptorChain(cfg, svc, limit)
+	stream = append(stream, watches.intercept)
 	opts := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
@@ -120,7 +123,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
-	s := &Server{cfg: cfg, grpc: grpc.NewServer(opts...), health: health.NewServer(), limit: limit}
+	s := &Server{cfg: cfg, grpc: grpc.NewServer(opts...), health: health.NewServer(), limit: limit, watches: watches}
 	tlsgatev1.RegisterControlServiceServer(s.grpc, svc)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc) // v1 and v1alpha
@@ -218,11 +221,13 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // Stop ends the control plane: health goes NOT_SERVING, the hub ends the
-// open streams after what they have buffered, and the server stops
-// gracefully, or at once when ctx ends first.
+// open streams after what they have buffered, health Watch streams end
+// after their NOT_SERVING, and the server stops gracefully, or at once
+// when ctx ends first.
 func (s *Server) Stop(ctx context.Context) {
 	s.SetServing(false)
 	s.cfg.Hub.Close()
+	s.watches.stop()
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
