@@ -48,7 +48,12 @@ func defaultVars(devDir string) kong.Vars {
 		"noconsumer":          string(d.NoConsumer),
 		"consumepausetimeout": d.ConsumePauseTimeout.String(),
 		"maxstreams":          strconv.Itoa(d.MaxStreams),
-		"scenarios":           strings.Join(loadgen.Scenarios, ","),
+
+		"controlmaxheaderbytes":   strconv.Itoa(d.ControlMaxHeaderBytes),
+		"controlmaxcallsperconn":  strconv.Itoa(d.ControlMaxCallsPerConn),
+		"controlmaxconns":         strconv.Itoa(d.ControlMaxConns),
+		"controlkeepalivemintime": d.ControlKeepaliveMinTime.String(),
+		"scenarios":               strings.Join(loadgen.Scenarios, ","),
 	}
 }
 
@@ -56,7 +61,8 @@ func defaultVars(devDir string) kong.Vars {
 // named after them.
 var configFieldFlags = map[string]string{
 	"TLSConfig":  "Cert",            // --cert and --key
-	"ControlTLS": "ControlClientCA", // the only way to mTLS from the CLI
+	"ControlTLS": "ControlCert",     // with --control-key
+	"ClientCAs":  "ControlClientCA", // ControlTLS.ClientCAs: mTLS
 }
 
 // flagError rewrites a *server.ConfigError of the gateway in the terms of

@@ -411,3 +411,18 @@ func TestControlPlaneAuth(t *testing.T) {
 		}
 	})
 }
+
+// TestPlaintextTokenOffLoopbackNeedsItsFlag: with
+// --insecure-control-token, serve takes a bearer token over plaintext on a
+// non-loopback address, and says so in a warning; without it, it refuses
+// to start (TestBadFlagValues).
+func TestPlaintextTokenOffLoopbackNeedsItsFlag(t *testing.T) {
+	t.Parallel()
+	srv := startServeEnv(t, []string{"TLSGATE_CONTROL_TOKEN=0123456789abcdef-token"},
+		"--dev-dir", t.TempDir(), "--control-addr", "0.0.0.0:0", "--insecure-control-token")
+	srv.stop()
+	<-srv.stderr.eof
+	if !strings.Contains(srv.stderr.String(), "level=WARN msg=\"the control plane takes its bearer token over plaintext gRPC on a non-loopback address (--insecure-control-token)") {
+		t.Errorf("serve logged no warning about the plaintext token:\n%s", srv.stderr.String())
+	}
+}

@@ -46,9 +46,15 @@ type serveCmd struct {
 	ControlKey           string        `env:"TLSGATE_CONTROL_KEY" type:"path" placeholder:"FILE" help:"Private key of --control-cert (PEM)."`
 	ControlClientCA      string        `name:"control-client-ca" env:"TLSGATE_CONTROL_CLIENT_CA" type:"path" placeholder:"FILE" help:"Require control-plane clients to present a certificate signed by this CA (mTLS; needs --control-cert)."`
 	InsecureControlPlane bool          `env:"TLSGATE_INSECURE_CONTROL_PLANE" help:"Allow the control plane on a non-loopback address without --control-token or --control-client-ca."`
+	InsecureControlToken bool          `env:"TLSGATE_INSECURE_CONTROL_TOKEN" help:"Allow --control-token over plaintext gRPC on a non-loopback address (a trusted network, or a TLS-terminating sidecar in front); logged as a warning."`
 	NoConsumer           string        `env:"TLSGATE_NO_CONSUMER" enum:"handler,hold" default:"${noconsumer}" help:"Packets no Consume group takes: handler (--handler takes them) or hold (the default group keeps them, pausing the client at its limits, until a consumer joins) (default: ${default})."`
 	ConsumePauseTimeout  time.Duration `env:"TLSGATE_CONSUME_PAUSE_TIMEOUT" default:"${consumepausetimeout}" help:"Close with Goodbye backend_stalled a session a Consume group has paused this long; 0 never does (default: ${default})."`
 	MaxStreams           int           `env:"TLSGATE_MAX_STREAMS" default:"${maxstreams}" help:"Most control-plane streams (Receive, WatchSessions, Consume, SendStream) open at once over every connection; more are refused with RESOURCE_EXHAUSTED (default: ${default})."`
+
+	ControlMaxHeaderBytes   int           `env:"TLSGATE_CONTROL_MAX_HEADER_BYTES" default:"${controlmaxheaderbytes}" placeholder:"BYTES" help:"Largest header list (metadata) of one control-plane call; a larger one is refused before auth (default: ${default})."`
+	ControlMaxCallsPerConn  int           `env:"TLSGATE_CONTROL_MAX_CALLS_PER_CONN" default:"${controlmaxcallsperconn}" placeholder:"N" help:"Most calls one control-plane connection may have open at once (HTTP/2 concurrent streams) (default: ${default})."`
+	ControlMaxConns         int           `env:"TLSGATE_CONTROL_MAX_CONNS" default:"${controlmaxconns}" placeholder:"N" help:"Most control-plane connections served at once; more wait to be accepted (default: ${default})."`
+	ControlKeepaliveMinTime time.Duration `env:"TLSGATE_CONTROL_KEEPALIVE_MIN_TIME" default:"${controlkeepalivemintime}" help:"Shortest interval between a control-plane client's keepalive pings; a client pinging more often is sent GOAWAY (default: ${default})."`
 
 	AdminAddr string     `env:"TLSGATE_ADMIN_ADDR" default:"${adminaddr}" placeholder:"HOST:PORT" help:"Admin HTTP listener: /metrics, /healthz, /readyz, and /debug/pprof/ with --pprof; empty turns it off (default: ${default})."`
 	Pprof     bool       `name:"pprof" env:"TLSGATE_PPROF" help:"Serve /debug/pprof/ on --admin-addr (default: off)."`
@@ -125,7 +131,9 @@ func (c *serveCmd) gatewayConfig(rt *runtime, log *slog.Logger) (gateway.Config,
 		log.Info("allow list loaded", "keys", len(list), "file", c.AllowList)
 	}
 	cfg.Addr, cfg.ControlAddr, cfg.AdminAddr = c.Addr, c.ControlAddr, c.AdminAddr
-	cfg.ControlToken, cfg.ControlTLS, cfg.InsecureControlPlane = c.ControlToken, controlTLS, c.InsecureControlPlane
+	cfg.ControlToken, cfg.ControlTLS, cfg.InsecureControlPlane, cfg.InsecureControlToken = c.ControlToken, controlTLS, c.InsecureControlPlane, c.InsecureControlToken
+	cfg.ControlMaxHeaderBytes, cfg.ControlMaxCallsPerConn = c.ControlMaxHeaderBytes, c.ControlMaxCallsPerConn
+	cfg.ControlMaxConns, cfg.ControlKeepaliveMinTime = c.ControlMaxConns, c.ControlKeepaliveMinTime
 	cfg.NoConsumer, cfg.ConsumePauseTimeout = control.NoConsumer(c.NoConsumer), c.ConsumePauseTimeout
 	cfg.MaxStreams = c.MaxStreams
 	cfg.Pprof, cfg.Version, cfg.Logger = c.Pprof, versionString(), log

@@ -25,7 +25,7 @@ func bearer(ctx context.Context, token string) context.Context {
 // TestAuth: with a token set, every ControlService and reflection RPC needs
 // it; health probes do not.
 func TestAuth(t *testing.T) {
-	const token = "s3cret-token"
+	const token = "s3cret-token-0123"
 	var logs syncBuffer
 	e := start(t, setup{token: token, logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	rc := e.dialRaw(t, nil)

@@ -38,13 +38,6 @@ import (
 // only. The gateway's assembly binds it (gateway.DefaultControlAddr).
 const DefaultAddr = "127.0.0.1:7224"
 
-// MaxConcurrentStreams caps the calls one control-plane connection may
-// have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); a client
-// that wants more opens another connection. Long-lived streams (Receive,
-// WatchSessions, Consume, SendStream) count against it, and against
-// Config.MaxStreams, the cap over every connection.
-const MaxConcurrentStreams = 1000
-
 // Config configures the control plane. New validates it and fills in the
 // defaults of zero fields.
 type Config struct {
@@ -70,6 +63,22 @@ type Config struct {
 	// without the token is refused UNAUTHENTICATED and counts for nothing.
 	// Zero: DefaultMaxStreams; negative is an error.
 	MaxStreams int
+	// MaxHeaderBytes bounds one call's header list (metadata): a call
+	// beyond it is refused before any of it reaches an interceptor.
+	// Zero: DefaultMaxHeaderBytes.
+	MaxHeaderBytes int
+	// MaxCallsPerConn caps the calls one connection may have open at once;
+	// a client that wants more opens another connection. Long-lived
+	// streams count against it, and against MaxStreams, the cap over
+	// every connection. Zero: DefaultMaxCallsPerConn.
+	MaxCallsPerConn int
+	// MaxConns caps the connections served at once; more wait to be
+	// accepted until one ends. Zero: DefaultMaxConns.
+	MaxConns int
+	// KeepaliveMinTime: a client pinging more often than this is sent
+	// GOAWAY. Zero: DefaultKeepaliveMinTime. The server's own pings are
+	// KeepaliveTime and KeepaliveTimeout.
+	KeepaliveMinTime time.Duration
 	// Logger receives one line per RPC. Default: discard.
 	Logger *slog.Logger
 	// ServerOptions are extra grpc.ServerOptions (credentials, say).
@@ -97,11 +106,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Gateway == nil || cfg.Hub == nil {
 		return nil, errors.New("control: Config.Gateway and Config.Hub are required")
 	}
-	if cfg.MaxStreams < 0 {
-		return nil, fmt.Errorf("control: Config.MaxStreams must not be negative, got %d", cfg.MaxStreams)
-	}
-	if cfg.MaxStreams == 0 {
-		cfg.MaxStreams = DefaultMaxStreams
+	if err := cfg.limitDefaults(); err != nil {
+		return nil, err
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -114,8 +120,8 @@ func New(cfg Config) (*Server, error) {
 	opts := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
-		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
-	}, cfg.ServerOptions...)
+	}, cfg.transportOptions()...)
+	opts = append(opts, cfg.ServerOptions...)
 	if cfg.TLSConfig != nil {
 		tc := cfg.TLSConfig.Clone()
 		if tc.MinVersion < tls.VersionTLS12 {
@@ -213,7 +219,7 @@ func (s *Server) GetServiceInfo() map[string]grpc.ServiceInfo { return s.grpc.Ge
 // Serve serves gRPC on ln until Stop.
 func (s *Server) Serve(ln net.Listener) error {
 	s.cfg.Logger.Info("control plane listening", "addr", ln.Addr().String())
-	err := s.grpc.Serve(ln)
+	err := s.grpc.Serve(s.cfg.limitListener(ln))
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil
 	}

@@ -22,7 +22,7 @@ const DefaultMaxStreams = 10000
 var streamPrefix = "/" + tlsgatev1.ControlService_ServiceDesc.ServiceName + "/"
 
 // streamLimit caps the ControlService streams open at once across every
-// connection (MaxConcurrentStreams caps them per connection only).
+// connection (MaxCallsPerConn caps them per connection only).
 type streamLimit struct {
 	max  int64
 	open atomic.Int64

@@ -3,6 +3,7 @@ package control_test
 import (
 	"context"
 	"crypto/tls"
+	"math"
 	"strings"
 	"testing"
 
@@ -182,7 +183,7 @@ func TestMaxStreamsNotCounted(t *testing.T) {
 // TestMaxStreamsAfterAuth: auth runs first: at the cap, a caller without
 // the token is refused UNAUTHENTICATED and told nothing of the count.
 func TestMaxStreamsAfterAuth(t *testing.T) {
-	const token = "s3cret-token"
+	const token = "s3cret-token-0123"
 	e := start(t, setup{maxStreams: 1, token: token})
 	openWatch(bearer(timeout(t, streamLife), token), t, e.api)
 	for method, err := range refusedStreams(timeout(t, wait), t, e.api) {
@@ -196,8 +197,8 @@ func TestMaxStreamsAfterAuth(t *testing.T) {
 	}
 }
 
-// TestNewNegativeMaxStreams: control.New refuses a negative MaxStreams,
-// naming the field.
+// TestNewNegativeMaxStreams: control.New refuses a negative MaxStreams
+// (or another limit out of range), naming the field.
 func TestNewNegativeMaxStreams(t *testing.T) {
 	cert, _, _, err := devcert.Generate()
 	if err != nil {
@@ -208,8 +209,15 @@ func TestNewNegativeMaxStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	hub := control.NewHub(control.HubConfig{Fallback: server.Discard{}})
+	for _, c := range []control.Config{{MaxStreams: -1}, {MaxConns: -1}, {MaxHeaderBytes: math.MaxInt32 + 1}} {
+		c.Gateway, c.Hub = gw, hub
+		_, err = control.New(c)
+		if err == nil || !strings.Contains(err.Error(), "must be between 0 and 2147483647, got") {
+			t.Fatalf("New with %+v: %v, want an error naming the field and its range", c, err)
+		}
+	}
 	_, err = control.New(control.Config{Gateway: gw, Hub: hub, MaxStreams: -1})
-	if err == nil || !strings.Contains(err.Error(), "Config.MaxStreams must not be negative, got -1") {
+	if err == nil || !strings.Contains(err.Error(), "Config.MaxStreams must be between 0 and 2147483647, got -1") {
 		t.Fatalf("New with MaxStreams -1: %v, want an error naming Config.MaxStreams", err)
 	}
 	ctl, err := control.New(control.Config{Gateway: gw, Hub: hub})

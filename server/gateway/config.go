@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/tlsgate/tlsgate/server"
@@ -48,6 +49,10 @@ type Config struct {
 	// InsecureControlPlane allows a control plane on a non-loopback
 	// address without a token or client certificates.
 	InsecureControlPlane bool
+	// InsecureControlToken allows ControlToken over plaintext gRPC on a
+	// non-loopback address (a trusted network, or a TLS-terminating
+	// sidecar in front); the gateway logs a warning when it is used.
+	InsecureControlToken bool
 	// StreamBuffer is how many items a Receive or WatchSessions stream may
 	// have waiting before it is cut off. DefaultConfig has
 	// control.DefaultStreamBuffer.
@@ -70,6 +75,17 @@ type Config struct {
 	// control.Config.MaxStreams). DefaultConfig has
 	// control.DefaultMaxStreams.
 	MaxStreams int
+	// ControlMaxHeaderBytes bounds one control-plane call's header list
+	// (metadata), refused before auth beyond it; ControlMaxCallsPerConn
+	// caps the calls one connection has open at once; ControlMaxConns caps
+	// the connections served at once (more wait to be accepted);
+	// ControlKeepaliveMinTime is the shortest interval between a client's
+	// pings (GOAWAY below it). See control.Config. DefaultConfig has
+	// control's defaults.
+	ControlMaxHeaderBytes   int
+	ControlMaxCallsPerConn  int
+	ControlMaxConns         int
+	ControlKeepaliveMinTime time.Duration
 	// AdminAddr is the admin HTTP listen address (/metrics, /healthz,
 	// /readyz); empty turns it, and the metrics, off. DefaultConfig has
 	// DefaultAdminAddr.
@@ -93,7 +109,12 @@ func DefaultConfig() Config {
 		StreamBufferBytes: control.DefaultStreamBufferBytes,
 		NoConsumer:        control.NoConsumerHandler,
 		MaxStreams:        control.DefaultMaxStreams,
-		AdminAddr:         DefaultAdminAddr,
+
+		ControlMaxHeaderBytes:   control.DefaultMaxHeaderBytes,
+		ControlMaxCallsPerConn:  control.DefaultMaxCallsPerConn,
+		ControlMaxConns:         control.DefaultMaxConns,
+		ControlKeepaliveMinTime: control.DefaultKeepaliveMinTime,
+		AdminAddr:               DefaultAdminAddr,
 	}
 }
 
@@ -119,8 +140,27 @@ func (c *Config) Validate() error {
 	if c.ConsumePauseTimeout < 0 {
 		return &server.ConfigError{Field: "ConsumePauseTimeout", Problem: fmt.Sprintf("must not be negative, got %s", c.ConsumePauseTimeout)}
 	}
-	if c.MaxStreams < 1 {
-		return &server.ConfigError{Field: "MaxStreams", Problem: fmt.Sprintf("must be positive, got %d", c.MaxStreams)}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"MaxStreams", c.MaxStreams},
+		{"ControlMaxHeaderBytes", c.ControlMaxHeaderBytes},
+		{"ControlMaxCallsPerConn", c.ControlMaxCallsPerConn},
+		{"ControlMaxConns", c.ControlMaxConns},
+	} {
+		if f.v < 1 {
+			return &server.ConfigError{Field: f.name, Problem: fmt.Sprintf("must be positive, got %d", f.v)}
+		}
+	}
+	if c.ControlMaxHeaderBytes < minHeaderBytes {
+		return &server.ConfigError{Field: "ControlMaxHeaderBytes", Problem: fmt.Sprintf("must be at least %d (a call's own headers take several hundred bytes), got %d", minHeaderBytes, c.ControlMaxHeaderBytes)}
+	}
+	if c.ControlKeepaliveMinTime <= 0 {
+		return &server.ConfigError{Field: "ControlKeepaliveMinTime", Problem: fmt.Sprintf("must be positive, got %s", c.ControlKeepaliveMinTime)}
+	}
+	if err := c.checkToken(); err != nil {
+		return err
 	}
 	if c.NoConsumer != control.NoConsumerHandler && c.NoConsumer != control.NoConsumerHold {
 		return &server.ConfigError{Field: "NoConsumer", Problem: fmt.Sprintf("must be %q or %q, got %q", control.NoConsumerHandler, control.NoConsumerHold, c.NoConsumer)}
@@ -130,7 +170,14 @@ func (c *Config) Validate() error {
 		return &server.ConfigError{
 			Field:   "ControlAddr",
 			Problem: c.ControlAddr + " is not a loopback address and the control plane has no auth: anyone who can reach it could send to and disconnect every session",
-			Fix:     []string{"ControlToken", "ControlTLS", "InsecureControlPlane"},
+			Fix:     []string{"ControlToken", "ControlTLS.ClientCAs", "InsecureControlPlane"},
+		}
+	}
+	if c.plaintextToken() && !c.InsecureControlToken {
+		return &server.ConfigError{
+			Field:   "ControlAddr",
+			Problem: c.ControlAddr + " is not a loopback address and the control plane is plaintext: the bearer token would cross the network in the clear, to anyone who can read it",
+			Fix:     []string{"ControlTLS", "InsecureControlToken"},
 		}
 	}
 	if c.Pprof && c.AdminAddr == "" {
@@ -150,4 +197,33 @@ func isLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// minHeaderBytes is the least ControlMaxHeaderBytes: below it ordinary
+// calls (path, content type, user agent, a bearer token, a deadline)
+// would be refused.
+const minHeaderBytes = 1024
+
+// minTokenBytes is the shortest ControlToken accepted.
+const minTokenBytes = 16
+
+// checkToken refuses a ControlToken too short to resist guessing, or with
+// surrounding whitespace (a paste error, which no client would send).
+func (c *Config) checkToken() error {
+	t := c.ControlToken
+	switch {
+	case t == "":
+		return nil
+	case strings.TrimSpace(t) != t:
+		return &server.ConfigError{Field: "ControlToken", Problem: "must not start or end with whitespace"}
+	case len(t) < minTokenBytes:
+		return &server.ConfigError{Field: "ControlToken", Problem: fmt.Sprintf("must be at least %d bytes, got %d (generate one with: openssl rand -hex 32)", minTokenBytes, len(t))}
+	}
+	return nil
+}
+
+// plaintextToken reports whether the control plane would take its bearer
+// token in the clear over a non-loopback address.
+func (c *Config) plaintextToken() bool {
+	return c.ControlAddr != "" && c.ControlToken != "" && c.ControlTLS == nil && !isLoopback(c.ControlAddr)
 }

@@ -136,7 +136,9 @@ func (g *Gateway) onEvent(next func(server.Event)) func(server.Event) {
 func (g *Gateway) newControl() (*control.Server, error) {
 	cc := control.Config{
 		Gateway: g.srv, Hub: g.hub, Token: g.cfg.ControlToken, TLSConfig: g.cfg.ControlTLS,
-		MaxStreams: g.cfg.MaxStreams, Logger: g.log.With("plane", "control"),
+		MaxStreams: g.cfg.MaxStreams, MaxHeaderBytes: g.cfg.ControlMaxHeaderBytes, MaxCallsPerConn: g.cfg.ControlMaxCallsPerConn,
+		MaxConns: g.cfg.ControlMaxConns, KeepaliveMinTime: g.cfg.ControlKeepaliveMinTime,
+		Logger: g.log.With("plane", "control"),
 	}
 	if g.met != nil {
 		cc.UnaryInterceptors = []grpc.UnaryServerInterceptor{g.met.GRPCUnary()}
@@ -215,6 +217,9 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	if g.ctl != nil {
 		n++
 		go func() { planes <- planeError("control plane", g.ctl.Serve(g.ctlLn)) }()
+		if g.cfg.plaintextToken() {
+			g.log.Warn("the control plane takes its bearer token over plaintext gRPC on a non-loopback address (--insecure-control-token): anyone who can read the traffic can take the token", "control_addr", g.cfg.ControlAddr)
+		}
 	}
 	if g.adminLn != nil {
 		n++

@@ -255,6 +255,14 @@ func TestValidate(t *testing.T) {
 		{"negative max streams", func(c *gateway.Config) { c.MaxStreams = -1 }, "MaxStreams", "must be positive, got -1"},
 		{"open control plane", func(c *gateway.Config) { c.ControlAddr = "0.0.0.0:0" }, "ControlAddr", "not a loopback address"},
 		{"pprof without admin", func(c *gateway.Config) { c.Pprof, c.AdminAddr = true, "" }, "Pprof", "needs the admin endpoint"},
+		{"short token", func(c *gateway.Config) { c.ControlToken = "secret" }, "ControlToken", "must be at least 16 bytes, got 6"},
+		{"blank token", func(c *gateway.Config) { c.ControlToken = " " }, "ControlToken", "must not start or end with whitespace"},
+		{"padded token", func(c *gateway.Config) { c.ControlToken = "0123456789abcdef\n" }, "ControlToken", "must not start or end with whitespace"},
+		{"plaintext token off loopback", func(c *gateway.Config) { c.ControlAddr, c.ControlToken = "0.0.0.0:0", "0123456789abcdef" }, "ControlAddr", "the bearer token would cross the network in the clear"},
+		{"tiny header limit", func(c *gateway.Config) { c.ControlMaxHeaderBytes = 100 }, "ControlMaxHeaderBytes", "must be at least 1024"},
+		{"no control conns", func(c *gateway.Config) { c.ControlMaxConns = 0 }, "ControlMaxConns", "must be positive, got 0"},
+		{"no calls per conn", func(c *gateway.Config) { c.ControlMaxCallsPerConn = -1 }, "ControlMaxCallsPerConn", "must be positive, got -1"},
+		{"no keepalive min time", func(c *gateway.Config) { c.ControlKeepaliveMinTime = 0 }, "ControlKeepaliveMinTime", "must be positive"},
 		{"zero duration", func(c *gateway.Config) { c.Server.DrainTimeout = 0 }, "Server.DrainTimeout", "must be positive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -270,9 +278,11 @@ func TestValidate(t *testing.T) {
 			}
 		})
 	}
-	// Auth, or the explicit flag, allows a control plane on any address.
+	// Auth, or the explicit flag, allows a control plane on any address;
+	// a token off loopback needs TLS or its own explicit flag.
 	for _, edit := range []func(*gateway.Config){
-		func(c *gateway.Config) { c.ControlToken = "secret" },
+		func(c *gateway.Config) { c.ControlToken, c.InsecureControlToken = "0123456789abcdef", true },
+		func(c *gateway.Config) { c.ControlToken, c.ControlTLS = "0123456789abcdef", &tls.Config{} },
 		func(c *gateway.Config) { c.InsecureControlPlane = true },
 	} {
 		cfg, _ := config(t)
