@@ -16,6 +16,10 @@ import (
 
 var errShuttingDown = errors.New("server shutting down")
 
+// errIDCollision refuses a key whose session ID is that of a live session
+// of another key.
+var errIDCollision = errors.New("the session ID belongs to a live session of another key")
+
 // handshake runs the TLS handshake and the tlsgate handshake, all within
 // the handshake timeout counted from accept, then registers the session.
 // On any failure it sends nothing more, closes (close_notify when a TLS
@@ -69,7 +73,7 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 			return fail("authorize", &unauthorizedError{err})
 		}
 	}
-	id := wire.SessionID(auth.PublicKey)
+	id := s.sessionID(auth.PublicKey)
 	_ = nc.SetDeadline(time.Time{})
 
 	st := tc.ConnectionState()
@@ -95,9 +99,12 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 	c.lastActivity.Store(c.connectedAt.UnixNano())
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.log = log.With("session_id", id, "conn_id", c.id)
-	if _, ok := s.register(c, &Session{srv: s, id: id, pub: auth.PublicKey, q: queue{limit: s.cfg.QueueBytes, highWater: &s.counters.queueHighWater}}); !ok {
+	if _, err := s.register(c, &Session{srv: s, id: id, pub: auth.PublicKey, q: queue{limit: s.cfg.QueueBytes, highWater: &s.counters.queueHighWater}}); err != nil {
 		c.cancel()
-		return fail("register", errShuttingDown)
+		if errors.Is(err, errIDCollision) {
+			log.Warn("handshake refused: another key has the session ID of a live session", "session_id", id)
+		}
+		return fail("register", err)
 	}
 	// Registered first, so that a client holding its ID finds its session.
 	// The send buffer of a new connection is empty: this write cannot block.
@@ -134,6 +141,8 @@ func failureReason(err error) HandshakeFailure {
 		return HandshakeFailureShortRead
 	case errors.Is(err, errShuttingDown):
 		return HandshakeFailureShutdown
+	case errors.Is(err, errIDCollision):
+		return HandshakeFailureIDCollision
 	}
 	return HandshakeFailureIO
 }

@@ -29,8 +29,9 @@ type testServer struct {
 }
 
 // startServer runs a server on 127.0.0.1:0. cfg's TLSConfig and OnEvent are
-// filled in; the server is shut down at the test's end.
-func startServer(t testing.TB, cfg server.Config) *testServer {
+// filled in; beforeServe run on the server before it serves. It is shut
+// down at the test's end.
+func startServer(t testing.TB, cfg server.Config, beforeServe ...func(*server.Server)) *testServer {
 	t.Helper()
 	cert, _, _, err := devcert.Generate()
 	if err != nil {
@@ -45,6 +46,9 @@ func startServer(t testing.TB, cfg server.Config) *testServer {
 	ts.Server, err = server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range beforeServe {
+		f(ts.Server)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

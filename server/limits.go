@@ -74,6 +74,10 @@ const (
 	// HandshakeFailureShutdown: the server began shutting down before the
 	// session was registered.
 	HandshakeFailureShutdown HandshakeFailure = "shutdown"
+	// HandshakeFailureIDCollision: the client's key is not the key of the
+	// live session with the same session ID (the IDs of two keys
+	// collided, or someone tried); the session is left alone.
+	HandshakeFailureIDCollision HandshakeFailure = "id_collision"
 	// HandshakeFailureIO: any other error reading or writing the handshake.
 	HandshakeFailureIO HandshakeFailure = "io"
 )
@@ -82,7 +86,8 @@ const (
 // documented; the counters are indexed alike.
 var handshakeFailures = [...]HandshakeFailure{
 	HandshakeFailureTLS, HandshakeFailureVersion, HandshakeFailureSignature, HandshakeFailureShortRead,
-	HandshakeFailureTimeout, HandshakeFailureUnauthorized, HandshakeFailureShutdown, HandshakeFailureIO,
+	HandshakeFailureTimeout, HandshakeFailureUnauthorized, HandshakeFailureShutdown, HandshakeFailureIDCollision,
+	HandshakeFailureIO,
 }
 
 // HandshakeFailures returns every HandshakeFailure, in a fixed order.

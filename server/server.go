@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
 	"log/slog"
@@ -25,6 +26,9 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	certHash [sha256.Size]byte
+	// sessionID derives a key's session ID: wire.SessionID, or a
+	// colliding one in the tests (SetSessionIDFunc).
+	sessionID func(ed25519.PublicKey) uint64
 
 	ctx    context.Context // ends at a forced shutdown; handshakes watch it
 	cancel context.CancelFunc
@@ -64,6 +68,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:        cfg,
 		log:        cfg.Logger,
 		certHash:   sha256.Sum256(cfg.TLSConfig.Certificates[0].Certificate[0]),
+		sessionID:  wire.SessionID,
 		ctx:        ctx,
 		cancel:     cancel,
 		sessions:   make(map[uint64]*Session),
@@ -134,13 +139,18 @@ func (s *Server) handle(nc net.Conn) {
 }
 
 // register attaches c to its session, creating it or taking it over. This
-// is the takeover point.
-func (s *Server) register(c *conn, sess *Session) (*Session, bool) {
+// is the takeover point. A live session is taken over only by its own key:
+// another key whose ID collides with it is refused (errIDCollision).
+func (s *Server) register(c *conn, sess *Session) (*Session, error) {
 	s.mu.Lock()
 	delete(s.handshakes, c.nc) // a session now: Shutdown closes it gracefully
 	if s.shutting {
 		s.mu.Unlock()
-		return nil, false
+		return nil, errShuttingDown
+	}
+	if cur, ok := s.sessions[sess.id]; ok && !cur.pub.Equal(sess.pub) {
+		s.mu.Unlock()
+		return nil, errIDCollision
 	}
 	s.conns[c] = struct{}{}
 	if cur, ok := s.sessions[sess.id]; ok {
@@ -169,7 +179,7 @@ func (s *Server) register(c *conn, sess *Session) (*Session, bool) {
 	} else {
 		s.emit(Event{Kind: EventConnected, SessionID: sess.id, ConnID: c.id, Session: sess.Info()})
 	}
-	return sess, true
+	return sess, nil
 }
 
 // release detaches an ended connection. If it still owned its session, the
