@@ -131,6 +131,30 @@ func TestDevCertFingerprintStable(t *testing.T) {
 	}
 }
 
+// TestDevCertBrokenIsReplaced: a dev certificate that a full disk left
+// empty does not stop serve: it makes a new one and says why, and the
+// client pins the new one from the same --dev-dir.
+func TestDevCertBrokenIsReplaced(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, devcert.CertFile), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, devcert.KeyFile), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServe(t, "--dev-dir", dir)
+	where, _ := srv.stdout.find("dev mode: self-signed certificate kept in ")
+	if !strings.HasPrefix(where, dir+" (replaced a broken one: ") || !strings.Contains(where, "do not load") {
+		t.Errorf("dev mode line says %q, want the replacement and why", where)
+	}
+	r := runTlsgate(t, "hello\n", "client", "--addr", srv.addr, "--dev-dir", dir)
+	if r.code != 0 || !strings.Contains(r.stdout, "hello") {
+		t.Errorf("client against the new certificate: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	srv.stop()
+}
+
 // TestServeSIGTERM checks the shutdown: serve exits 0, and a connected
 // client gets Goodbye server_shutdown, says so and exits non-zero.
 func TestServeSIGTERM(t *testing.T) {

@@ -191,12 +191,15 @@ func (c *serveCmd) certificate(rt *runtime) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	cert, created, err := devcert.LoadOrCreate(dir)
+	cert, res, err := devcert.LoadOrCreate(dir)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("--dev-dir %s: %w", dir, err)
 	}
 	state := "loaded"
-	if created {
+	switch {
+	case res.Broken != nil:
+		state = "replaced a broken one: " + res.Broken.Error() + "; clients pinning the old fingerprint must pin the new one"
+	case res.Created:
 		state = "created"
 	}
 	_, err = fmt.Fprintf(rt.stdout, "dev mode: self-signed certificate kept in %s (%s)\ndev certificate fingerprint: %s\n",

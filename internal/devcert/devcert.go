@@ -62,31 +62,94 @@ func Generate() (cert tls.Certificate, certPEM, keyPEM []byte, err error) {
 	return cert, certPEM, keyPEM, err
 }
 
+// Result says what LoadOrCreate found in the directory.
+type Result struct {
+	// Created: there was no usable certificate, so a new one was made and
+	// saved (its fingerprint is new).
+	Created bool
+	// Broken, when set, is why the files found did not load (empty after a
+	// full disk, truncated, not PEM, a key that does not match): they were
+	// replaced.
+	Broken error
+}
+
 // LoadOrCreate loads the dev certificate from dir, creating and saving one
-// (key file mode 0600) the first time. created reports which.
-func LoadOrCreate(dir string) (cert tls.Certificate, created bool, err error) {
+// (key file mode 0600) the first time, or when the files there do not
+// load. Each file is written whole or not at all: to a temporary file,
+// synced, then renamed over the old one. An error reading the files
+// (permissions, say) is returned as is: nothing is replaced then.
+func LoadOrCreate(dir string) (tls.Certificate, Result, error) {
 	certPath, keyPath := filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile)
-	cert, err = tls.LoadX509KeyPair(certPath, keyPath)
-	if err == nil {
-		return cert, false, nil
+	certPEM, certErr := os.ReadFile(certPath)
+	keyPEM, keyErr := os.ReadFile(keyPath)
+	for _, err := range []error{certErr, keyErr} {
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return tls.Certificate{}, Result{}, fmt.Errorf("devcert: %w", err)
+		}
 	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return tls.Certificate{}, false, fmt.Errorf("devcert: loading %s: %w", certPath, err)
+	var res Result
+	switch {
+	case certErr == nil && keyErr == nil:
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err == nil {
+			return cert, Result{}, nil
+		}
+		res.Broken = fmt.Errorf("%s and %s do not load: %w", certPath, keyPath, err)
+	case certErr == nil:
+		res.Broken = fmt.Errorf("%s is missing", keyPath)
+	case keyErr == nil:
+		res.Broken = fmt.Errorf("%s is missing", certPath)
 	}
 	cert, certPEM, keyPEM, err := Generate()
 	if err != nil {
-		return tls.Certificate{}, false, err
+		return tls.Certificate{}, Result{}, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return tls.Certificate{}, false, err
+		return tls.Certificate{}, Result{}, err
 	}
-	if err := os.WriteFile(keyPath, keyPEM, 0o600); err != nil {
-		return tls.Certificate{}, false, err
+	if err := writeFile(keyPath, keyPEM, 0o600); err != nil {
+		return tls.Certificate{}, Result{}, err
 	}
-	if err := os.WriteFile(certPath, certPEM, 0o644); err != nil {
-		return tls.Certificate{}, false, err
+	if err := writeFile(certPath, certPEM, 0o644); err != nil {
+		return tls.Certificate{}, Result{}, err
 	}
-	return cert, true, nil
+	res.Created = true
+	return cert, res, nil
+}
+
+// writeFile writes data to path whole or not at all: to a temporary file
+// in the same directory, synced, renamed over path, and the directory
+// synced, so that a crash or a full disk leaves the old file or the new
+// one, never a part.
+func writeFile(path string, data []byte, perm fs.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("devcert: %w", err)
+	}
+	tmp := f.Name()
+	err = f.Chmod(perm)
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("devcert: writing %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // the rename itself, where the file system supports it
+		_ = d.Close()
+	}
+	return nil
 }
 
 // ReadCertificate returns the DER of the dev certificate kept in dir, so
@@ -100,7 +163,10 @@ func ReadCertificate(dir string) ([]byte, error) {
 	}
 	block, _ := pem.Decode(b)
 	if block == nil || block.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("devcert: %s holds no PEM certificate", certPath)
+		return nil, fmt.Errorf("devcert: %s holds no PEM certificate: start tlsgate serve in dev mode with the same --dev-dir, which replaces a broken one (the fingerprint changes)", certPath)
+	}
+	if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+		return nil, fmt.Errorf("devcert: %s does not parse (%w): start tlsgate serve in dev mode with the same --dev-dir, which replaces a broken one (the fingerprint changes)", certPath, err)
 	}
 	return block.Bytes, nil
 }
