@@ -259,7 +259,7 @@ func (c *conn) teardown() {
 	info := c.final
 	c.mu.Unlock()
 
-	c.log.Info("connection closed", "outcome", info.Outcome, "code", info.Code, "peer_code", info.PeerCode,
+	c.log.Info("connection closed", "outcome", info.Outcome, "code", info.Code, "reason", info.Reason, "goodbye_sent", info.GoodbyeSent, "peer_code", info.PeerCode,
 		"packets_in", info.PacketsIn, "packets_out", info.PacketsOut, "unwritten", info.Unwritten,
 		"truncated_frame", info.TruncatedFrame)
 	c.srv.emit(Event{Kind: EventClosed, SessionID: info.SessionID, ConnID: info.ConnID, Close: info})

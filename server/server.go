@@ -168,6 +168,10 @@ func (s *Server) register(c *conn, sess *Session) (*Session, error) {
 	}
 	s.mu.Unlock()
 	if old != nil {
+		// Decided now, whatever the old connection's writer and reader are
+		// doing: a reader that sees its peer go away before a stuck writer
+		// gets to the takeover must not record a close of its own.
+		old.takenOver()
 		// The old connection finds the queue gone and says goodbye. Its
 		// input is discarded until EOF or the linger timeout, and a writer
 		// stuck on a client that stopped reading gives up by then, handing

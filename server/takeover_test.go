@@ -169,3 +169,44 @@ func TestTakeover(t *testing.T) {
 		t.Fatalf("close: %+v %v", info, err)
 	}
 }
+
+// TestTakeoverOfAStuckConnectionIsRecordedAsSuch: the old connection of a
+// takeover whose client reads nothing (its writer is stuck on a full
+// socket) and then goes away without a Goodbye is recorded as what
+// happened: the server decided session_taken_over, and received no
+// Goodbye; not "normal, peer closed", as when the client's end came first.
+func TestTakeoverOfAStuckConnectionIsRecordedAsSuch(t *testing.T) {
+	ts := startServer(t, server.Config{Handler: server.Discard{}, QueueBytes: 64 << 20, LingerTimeout: 200 * time.Millisecond})
+	key := newKey(t)
+	old := wiretest.Connect(t, ts.addr, key)
+	ts.waitEvent(t, server.EventConnected, old.ID())
+	sess, _ := ts.Session(old.ID())
+	payload := bytes.Repeat([]byte("x"), 1000)
+	for i := range 20000 { // 20 MB, more than the socket buffers hold: the writer is stuck
+		if _, err := sess.SendAsync(wire.JSON, payload); err != nil {
+			t.Fatalf("SendAsync %d: %v", i, err)
+		}
+	}
+	nu := wiretest.Connect(t, ts.addr, key)
+	taken := ts.waitEvent(t, server.EventTakenOver, nu.ID())
+	// The old client goes away without a Goodbye (close_notify, then
+	// nothing) while its writer is still stuck.
+	if err := old.TLS().CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	var closed server.Event
+	for {
+		closed = ts.waitEvent(t, server.EventClosed, old.ID())
+		if closed.ConnID == taken.OldConnID {
+			break
+		}
+	}
+	c := closed.Close
+	if c.Code != wire.GoodbyeSessionTakenOver || c.Reason != wire.TakeoverMessage || c.PeerCode != "" {
+		t.Fatalf("the stuck connection is recorded with code %q (reason %q), peer's code %q; want %q, none received",
+			c.Code, c.Reason, c.PeerCode, wire.GoodbyeSessionTakenOver)
+	}
+	if c.Outcome == server.OutcomeClean {
+		t.Fatalf("outcome %s, want anything but clean", c.Outcome)
+	}
+}

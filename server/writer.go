@@ -119,13 +119,19 @@ func (c *conn) writeFailed(err error) {
 	c.abort(o)
 }
 
+// takenOver records that c lost its session to a takeover: its close is
+// decided, with Goodbye session_taken_over, and no other close starts.
+func (c *conn) takenOver() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.code, c.reason = wire.GoodbyeSessionTakenOver, wire.TakeoverMessage
+	c.leaveActive(StateClosing)
+}
+
 // writeTakeover sends the taken-over connection its Error and Goodbye,
 // in the encoding of the last frame it sent.
 func (c *conn) writeTakeover() bool {
-	c.mu.Lock()
-	c.code, c.reason = wire.GoodbyeSessionTakenOver, wire.TakeoverMessage
-	c.leaveActive(StateClosing)
-	c.mu.Unlock()
+	c.takenOver()
 	c.failFlushes(ErrClosed)
 	enc := c.encoding()
 	errPayload, _ := wire.Marshal(enc, wire.ErrorPayload{Error: wire.TakeoverMessage, PktType: 0, Code: wire.CodeSessionTakenOver})
