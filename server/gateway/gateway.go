@@ -221,7 +221,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		if g.cfg.Pprof && !isLoopback(g.cfg.AdminAddr) {
 			g.log.Warn("pprof is served on a non-loopback admin address: anyone who can reach it can profile the process and read its command line", "admin_addr", g.cfg.AdminAddr)
 		}
-		g.adm = startAdmin(g.adminLn, adminHandler(g.met.Handler(), &g.serving, g.cfg.Pprof), g.log.With("plane", "admin"))
+		g.adm = startAdmin(g.adminLn, adminHandler(g.met.Handler(), &g.serving, g.cfg.Pprof), defaultAdminLimits, g.log.With("plane", "admin"))
 		go func() {
 			<-g.adm.done
 			planes <- planeError("admin endpoint", g.adm.err)
