@@ -68,6 +68,9 @@ func New(cfg Config) (_ *Gateway, err error) {
 	}()
 
 	sc := cfg.Server
+	// Each connection is a file descriptor: past the limit, accept fails
+	// (EMFILE) rather than refusing cleanly at MaxConns.
+	sc.MaxConns = fitFileLimit(sc.MaxConns, g.log)
 	fallback := sc.Handler
 	if fallback == nil {
 		fallback = server.Echo{}
