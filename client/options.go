@@ -91,7 +91,6 @@ func WithHandler(h func(Packet)) Option {
 // (Flush, Goodbye) before it has received any frame; after that they use
 // the encoding of the last frame received. Replies use the encoding of the
 // packet they answer. Default JSON.
-// Default JSON.
 func WithEncoding(enc wire.Encoding) Option {
 	return func(c *config) { c.encoding = enc }
 }

@@ -157,12 +157,12 @@ func (s *Server) admit(nc net.Conn) bool {
 	case s.cfg.MaxConns > 0 && open >= s.cfg.MaxConns:
 		s.mu.Unlock() // log outside the lock every accept takes
 		s.counters.refusedTotal.Add(1)
-		s.log.Warn("connection refused: too many connections", "remote_addr", nc.RemoteAddr().String(), "open", open, "max_conns", s.cfg.MaxConns)
+		s.refusals.refused(refusedMaxConns, "connection refused: too many connections", "remote_addr", nc.RemoteAddr().String(), "open", open, "max_conns", s.cfg.MaxConns)
 		return false
 	case s.cfg.MaxConnsPerIP > 0 && fromIP >= s.cfg.MaxConnsPerIP:
 		s.mu.Unlock()
 		s.counters.refusedPerIP.Add(1)
-		s.log.Warn("connection refused: too many connections from one IP", "remote_addr", nc.RemoteAddr().String(), "open_from_ip", fromIP, "max_conns_per_ip", s.cfg.MaxConnsPerIP)
+		s.refusals.refused(refusedMaxConnsPerIP, "connection refused: too many connections from one IP", "remote_addr", nc.RemoteAddr().String(), "open_from_ip", fromIP, "max_conns_per_ip", s.cfg.MaxConnsPerIP)
 		return false
 	}
 	s.open++

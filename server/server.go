@@ -49,6 +49,8 @@ type Server struct {
 	shutdown   chan struct{} // closed when shutdown begins
 	wg         sync.WaitGroup
 
+	refusals *refusalLog // paces the log lines of refused connections
+
 	nextConnID atomic.Uint64
 	counters   counters
 	// trafficIn and trafficOut total the ended connections' traffic.
@@ -77,6 +79,7 @@ func New(cfg Config) (*Server, error) {
 		conns:      make(map[*conn]struct{}),
 		perIP:      make(map[string]int),
 		shutdown:   make(chan struct{}),
+		refusals:   newRefusalLog(cfg.Logger, RefusalLogInterval),
 	}
 	return s, nil
 }
@@ -261,6 +264,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		sessions = append(sessions, sess)
 	}
 	s.mu.Unlock()
+	s.refusals.stop() // accepting has stopped: log what is counted
 	s.log.Info("shutting down", "sessions", len(sessions))
 
 	var wg sync.WaitGroup

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -13,7 +14,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/tlsgate/tlsgate/client"
@@ -104,15 +104,19 @@ func (c *clientCmd) Run(rt *runtime) error {
 		defer close(recvDone)
 		s.receive()
 	}()
-	// The input goroutine may stay blocked reading stdin after the
-	// connection has ended; the process exits without it.
-	inputDone := make(chan error, 1)
-	go func() { inputDone <- s.pump(rt.stdin, enc) }()
+	// The line reader may stay blocked reading stdin after the connection
+	// has ended; the process exits without it. The pump, which owns every
+	// send, stops when told and counts what it had in flight first.
+	stop := make(chan struct{})
+	lines, inputErr := readLines(rt.stdin, stop)
+	pumped := make(chan error, 1)
+	go func() { pumped <- s.pump(lines, inputErr, enc, stop) }()
 
-	var inputErr error
-	interrupted := false
+	var pumpErr error
+	pumpDone, interrupted := false, false
 	select {
-	case inputErr = <-inputDone:
+	case pumpErr = <-pumped:
+		pumpDone = true
 	case <-conn.Done(): // the server ended it first, or it was lost
 	case <-rt.ctx.Done():
 		interrupted = true
@@ -121,20 +125,24 @@ func (c *clientCmd) Run(rt *runtime) error {
 	cctx, cancel := context.WithTimeout(context.Background(), c.CloseTimeout)
 	_ = conn.Close(cctx) // the outcome is read from conn.Err below
 	cancel()
+	if !pumpDone {
+		close(stop)
+		pumpErr = <-pumped
+	}
 	<-recvDone
 
 	var ce *client.CloseError
 	if !errors.As(conn.Err(), &ce) { // Done is closed, so Err is set; stay safe anyway
 		ce = &client.CloseError{Outcome: client.OutcomeLost, Cause: conn.Err()}
 	}
-	if inputErr != nil && !errors.Is(inputErr, client.ErrClosing) && !errors.Is(inputErr, client.ErrClosed) {
-		fmt.Fprintf(rt.stderr, "stopped sending: %v\n", inputErr)
+	if pumpErr != nil && !errors.Is(pumpErr, client.ErrClosing) && !errors.Is(pumpErr, client.ErrClosed) {
+		fmt.Fprintf(rt.stderr, "stopped sending: %v\n", pumpErr)
 	}
 	s.report(ce)
 	switch {
 	case interrupted:
 		return exitError(exitInterrupted)
-	case inputErr != nil || ce.Outcome != client.OutcomeClean || ce.Initiator != client.InitiatorLocal:
+	case pumpErr != nil || ce.Outcome != client.OutcomeClean || ce.Initiator != client.InitiatorLocal:
 		return exitError(1)
 	}
 	return nil
@@ -179,45 +187,79 @@ func (c *clientCmd) trust(g *globals, log *slog.Logger) ([]client.Option, error)
 type clientSession struct {
 	conn           *client.Conn
 	stdout, stderr io.Writer
-	sent           atomic.Int64 // packets written; the pump may outlive Run
-	received       int          // owned by receive until it returns
+	sent           int // packets written; owned by pump until it returns
+	received       int // owned by receive until it returns
 }
 
-// pump sends each line of in as a Data packet, keeping at most sendWindow
-// sends in flight, and returns once all are written: nil at the end of
-// input, else why it stopped.
-func (s *clientSession) pump(in io.Reader, enc wire.Encoding) error {
-	sc := newLineScanner(in, wire.MaxPayload)
+// readLines reads the lines of in on a goroutine of its own, which may
+// stay blocked reading in: it sends a copy of each on lines until stop is
+// closed, sets *err (nil at the end of input) and closes lines.
+func readLines(in io.Reader, stop <-chan struct{}) (lines <-chan []byte, err *error) {
+	ch := make(chan []byte)
+	err = new(error)
+	go func() {
+		defer close(ch)
+		sc := newLineScanner(in, wire.MaxPayload)
+		n := 0
+		for sc.Scan() {
+			n++
+			select {
+			case ch <- bytes.Clone(sc.Bytes()):
+			case <-stop:
+				return
+			}
+		}
+		if e := sc.Err(); e != nil {
+			*err = lineError(e, n+1)
+		}
+	}()
+	return ch, err
+}
+
+// pump sends each line as a Data packet, keeping at most sendWindow sends
+// in flight, and counts each in s.sent as soon as it is written, not when
+// the input next moves (a person typing, or a pipe that stays open). It
+// returns once all are written: nil at the end of input, else why it
+// stopped. When stop is closed (the connection has ended) it counts what
+// it had in flight, each of which then completes at once, and returns nil.
+func (s *clientSession) pump(lines <-chan []byte, inputErr *error, enc wire.Encoding, stop <-chan struct{}) error {
 	var inflight []<-chan error
-	wait := func() error {
-		err := <-inflight[0]
+	pop := func(err error) {
 		inflight[0] = nil
 		inflight = inflight[1:]
 		if err == nil {
-			s.sent.Add(1)
+			s.sent++
 		}
-		return err
 	}
-	line := 0
-	for sc.Scan() {
-		line++
+	for lines != nil || len(inflight) > 0 {
+		var oldest <-chan error
+		if len(inflight) > 0 {
+			oldest = inflight[0]
+		}
+		next := lines
 		if len(inflight) == sendWindow {
-			if err := wait(); err != nil {
+			next = nil
+		}
+		select {
+		case line, ok := <-next:
+			if !ok {
+				lines = nil
+				continue
+			}
+			inflight = append(inflight, s.conn.SendAsync(client.Packet{Type: wire.TypeData, Encoding: enc, Payload: line}))
+		case err := <-oldest:
+			pop(err)
+			if err != nil {
 				return err
 			}
-		}
-		// SendAsync copies the payload; the scanner may reuse its buffer.
-		inflight = append(inflight, s.conn.SendAsync(client.Packet{Type: wire.TypeData, Encoding: enc, Payload: sc.Bytes()}))
-	}
-	for len(inflight) > 0 {
-		if err := wait(); err != nil {
-			return err
+		case <-stop:
+			for len(inflight) > 0 {
+				pop(<-inflight[0])
+			}
+			return nil
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return lineError(err, line+1)
-	}
-	return nil
+	return *inputErr
 }
 
 // receive prints each received Data payload on its own line to stdout and
@@ -260,7 +302,7 @@ func (s *clientSession) report(ce *client.CloseError) {
 		code = "none"
 	}
 	line := fmt.Sprintf("closed: outcome=%s initiator=%s goodbye=%s reason=%s reconnect=%t sent=%d received=%d",
-		ce.Outcome, ce.Initiator, code, strconv.Quote(ce.Reason), ce.Reconnect, s.sent.Load(), s.received)
+		ce.Outcome, ce.Initiator, code, strconv.Quote(ce.Reason), ce.Reconnect, s.sent, s.received)
 	if ce.Cause != nil {
 		line += " cause=" + strconv.Quote(ce.Cause.Error())
 	}

@@ -100,7 +100,14 @@ func start(t *testing.T, stdin *os.File, args ...string) *proc {
 // startEnv is start with extra environment variables ("KEY=value").
 func startEnv(t *testing.T, extraEnv []string, stdin *os.File, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(binary(t), args...)
+	return startArgv(t, extraEnv, stdin, append([]string{binary(t)}, args...))
+}
+
+// startArgv is startEnv of any command line: argv[0] runs (a shell that
+// execs tlsgate, say) with the arguments after it.
+func startArgv(t *testing.T, extraEnv []string, stdin *os.File, argv []string) *proc {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(env(t), extraEnv...)
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -137,7 +144,7 @@ func startEnv(t *testing.T, extraEnv []string, stdin *os.File, args ...string) *
 		<-p.stdout.eof
 		<-p.stderr.eof
 		if t.Failed() {
-			t.Logf("tlsgate %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), p.stdout, p.stderr)
+			t.Logf("%s\nstdout:\n%s\nstderr:\n%s", strings.Join(argv, " "), p.stdout, p.stderr)
 		}
 	})
 	return p

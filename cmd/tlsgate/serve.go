@@ -36,7 +36,7 @@ type serveCmd struct {
 	IdleInterval        time.Duration `env:"TLSGATE_IDLE_INTERVAL" default:"${idleinterval}" help:"Ping a client after this long without a packet from it (default: ${default})."`
 	PongTimeout         time.Duration `env:"TLSGATE_PONG_TIMEOUT" default:"${pongtimeout}" help:"Close with Goodbye idle_timeout when a pinged client stays silent this long (default: ${default})."`
 	SlowConsumerTimeout time.Duration `env:"TLSGATE_SLOW_CONSUMER_TIMEOUT" default:"${slowconsumertimeout}" help:"Close with Goodbye slow_consumer when a client has not read for this long (default: ${default})."`
-	MaxConns            int           `env:"TLSGATE_MAX_CONNS" default:"${maxconns}" help:"Most open connections, handshakes included; more are refused at accept; -1 for no limit (default: ${default})."`
+	MaxConns            int           `env:"TLSGATE_MAX_CONNS" default:"${maxconns}" help:"Most open connections, handshakes included; more are refused at accept; -1 for no limit. Lowered at start to fit the file-descriptor limit, less a reserve (see docs/operations.md) (default: ${default})."`
 	MaxConnsPerIP       int           `name:"max-conns-per-ip" env:"TLSGATE_MAX_CONNS_PER_IP" default:"${maxconnsperip}" help:"Most open connections from one IP address; 0 for no limit (default: ${default})."`
 	AllowList           string        `env:"TLSGATE_ALLOW_LIST" type:"path" placeholder:"FILE" help:"Only admit the client public keys listed in FILE (hex or base64, one per line, # comments). Default: any key."`
 

@@ -12,6 +12,42 @@ import (
 	"time"
 )
 
+// The admin listener's bounds, fixed: it serves a few small GETs to
+// operators and scrapers, so each bound is far above what they need and
+// far below what would let a client hold a connection open or make the
+// server buffer much.
+const (
+	// AdminReadHeaderTimeout bounds the reading of a request's headers.
+	AdminReadHeaderTimeout = 5 * time.Second
+	// AdminReadTimeout bounds the reading of a whole request, body
+	// included: a client that never finishes its request is cut off.
+	AdminReadTimeout = 10 * time.Second
+	// AdminWriteTimeout bounds a response, from the end of its request's
+	// headers. pprof's profile and trace (Go 1.23 on) extend their own
+	// write deadline to this plus the ?seconds= asked for, so profiles
+	// of any length, the default 30 s included, are not cut off.
+	AdminWriteTimeout = 30 * time.Second
+	// AdminIdleTimeout closes a kept-alive connection idle this long,
+	// longer than the usual scrape intervals.
+	AdminIdleTimeout = 2 * time.Minute
+	// AdminMaxHeaderBytes bounds a request's headers, request line
+	// included; a larger one is answered 431 (net/http reads up to 4 KiB
+	// beyond it before it decides).
+	AdminMaxHeaderBytes = 16 << 10
+)
+
+// adminLimits are the http.Server bounds of the admin listener; tests
+// shorten them.
+type adminLimits struct {
+	readHeader, read, write, idle time.Duration
+	maxHeaderBytes                int
+}
+
+var defaultAdminLimits = adminLimits{
+	readHeader: AdminReadHeaderTimeout, read: AdminReadTimeout, write: AdminWriteTimeout,
+	idle: AdminIdleTimeout, maxHeaderBytes: AdminMaxHeaderBytes,
+}
+
 // admin is serve's HTTP listener for operators: /metrics, /healthz,
 // /readyz and, with --pprof, /debug/pprof/.
 type admin struct {
@@ -48,12 +84,16 @@ func adminHandler(metrics http.Handler, serving *atomic.Bool, withPprof bool) ht
 	return mux
 }
 
-// startAdmin serves h on ln until shutdown.
-func startAdmin(ln net.Listener, h http.Handler, log *slog.Logger) *admin {
+// startAdmin serves h on ln, within lim, until shutdown.
+func startAdmin(ln net.Listener, h http.Handler, lim adminLimits, log *slog.Logger) *admin {
 	a := &admin{
 		srv: &http.Server{
 			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
+			ReadHeaderTimeout: lim.readHeader,
+			ReadTimeout:       lim.read,
+			WriteTimeout:      lim.write,
+			IdleTimeout:       lim.idle,
+			MaxHeaderBytes:    lim.maxHeaderBytes,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		},
 		done: make(chan struct{}),

@@ -31,7 +31,9 @@ type Config struct {
 	// OnEvent, when set, is called after the gateway's metrics and the
 	// control plane's watchers have the event. Its Logger defaults to
 	// Logger. Its Observer defaults to the metrics, with the admin
-	// endpoint on.
+	// endpoint on. New raises the soft file-descriptor limit to the hard
+	// one and lowers its MaxConns (-1 included) to what that limit holds
+	// less a reserve (FileReserveMin, FileReservePercent), with a warning.
 	Server server.Config
 	// Addr is the data plane's TCP listen address; port 0 picks a free
 	// port. Required; DefaultConfig has DefaultAddr.

@@ -68,6 +68,9 @@ func New(cfg Config) (_ *Gateway, err error) {
 	}()
 
 	sc := cfg.Server
+	// Each connection is a file descriptor: past the limit, accept fails
+	// (EMFILE) rather than refusing cleanly at MaxConns.
+	sc.MaxConns = fitFileLimit(sc.MaxConns, g.log)
 	fallback := sc.Handler
 	if fallback == nil {
 		fallback = server.Echo{}
@@ -226,7 +229,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		if g.cfg.Pprof && !isLoopback(g.cfg.AdminAddr) {
 			g.log.Warn("pprof is served on a non-loopback admin address: anyone who can reach it can profile the process and read its command line", "admin_addr", g.cfg.AdminAddr)
 		}
-		g.adm = startAdmin(g.adminLn, adminHandler(g.met.Handler(), &g.serving, g.cfg.Pprof), g.log.With("plane", "admin"))
+		g.adm = startAdmin(g.adminLn, adminHandler(g.met.Handler(), &g.serving, g.cfg.Pprof), defaultAdminLimits, g.log.With("plane", "admin"))
 		go func() {
 			<-g.adm.done
 			planes <- planeError("admin endpoint", g.adm.err)

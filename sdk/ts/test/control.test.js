@@ -3,7 +3,8 @@
 // session, and @connectrpc/connect-node's gRPC transport (HTTP/2 cleartext).
 //
 // Run with `make test-ts` (builds bin/tlsgate), or `npm test` here
-// with TLSGATE_BIN pointing at a built binary (default: ../../bin/tlsgate).
+// with TLSGATE_BIN pointing at a built binary (default: ../../../bin/tlsgate
+// from this folder, the repository's bin/tlsgate: BIN in harness.js).
 // Every wait is event-driven and bounded, so a failure never hangs CI.
 
 import { test } from "node:test";
