@@ -62,6 +62,11 @@ func TestScenarios(t *testing.T) {
 				Progress:        &progress,
 			})
 			if err != nil {
+				if res != nil {
+					for _, l := range res.Loss {
+						t.Logf("loss check %+v", l)
+					}
+				}
 				t.Fatal(err)
 			}
 			if !res.Lossless || len(res.Loss) == 0 {

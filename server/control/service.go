@@ -256,6 +256,9 @@ func (s *Service) Receive(req *tlsgatev1.ReceiveRequest, ss tlsgatev1.ControlSer
 		if err := ss.Send(it.resp); err != nil {
 			return err
 		}
+		if r.ending.Load() { // maybe dropped: hand it back (at worst, a duplicate)
+			return errStreamEnding
+		}
 		it.sent.Store(true)
 		return nil
 	}, unsubscribe)
@@ -263,6 +266,10 @@ func (s *Service) Receive(req *tlsgatev1.ReceiveRequest, ss tlsgatev1.ControlSer
 
 // errHubClosed ends a stream's sender after the hub shut down.
 var errHubClosed = errors.New("hub closed")
+
+// errStreamEnding ends a stream's sender whose last send completed after
+// the stream's handler began to return.
+var errStreamEnding = errors.New("stream ending")
 
 // pump sends first, then the stream's items, until the client goes away,
 // the stream falls behind (RESOURCE_EXHAUSTED) or the hub shuts down
@@ -284,9 +291,11 @@ func pump[T any](ctx context.Context, st *stream[T], first []T, send func(T) err
 		}
 		return err
 	case <-st.cut:
+		st.ending.Store(true)
 		close(quit)
 		return status.Errorf(codes.ResourceExhausted, "stream fell behind: its buffer (%d items or %d bytes) was full", cap(st.items), st.maxBytes)
 	case <-ctx.Done():
+		st.ending.Store(true)
 		close(quit)
 		return status.FromContextError(ctx.Err()).Err()
 	}

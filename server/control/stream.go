@@ -19,6 +19,11 @@ type stream[T any] struct {
 	maxBytes int64
 	cut      chan struct{} // closed when the subscriber fell behind
 	ended    chan struct{} // closed when the hub shuts down
+	// ending is set before the stream's handler returns early (cut off,
+	// or the client gone): a send that completes after it may have been
+	// dropped by gRPC (a message queued behind the stream's trailers), so
+	// it does not count as sent (see Service.Receive).
+	ending atomic.Bool
 
 	// sending is the item the sender has taken and not yet sent (busy);
 	// overflow, what came after the stream was cut off, until the hub
