@@ -426,3 +426,28 @@ func TestPlaintextTokenOffLoopbackNeedsItsFlag(t *testing.T) {
 		t.Errorf("serve logged no warning about the plaintext token:\n%s", srv.stderr.String())
 	}
 }
+
+// TestGrpcurlOneofTrap shows the trap docs/control-api.md warns of: given
+// both members of Drain's target, grpcurl sends only the one it parsed
+// last, so the server, which sees one, drains every session or one.
+func TestGrpcurlOneofTrap(t *testing.T) {
+	t.Parallel()
+	srv := startServe(t, "--dev-dir", t.TempDir())
+	a := dial(t, srv, newKey(t))
+	dial(t, srv, newKey(t)) // a second session, which all_sessions drains too
+	gc := newGrpcurl(t, srv.controlAddr)
+	sid := strconv.FormatUint(a.ID(), 10)
+	for _, tc := range []struct {
+		data string
+		want int // sessions drained
+	}{
+		{`{"session_id": "` + sid + `", "all_sessions": true}`, 2},
+		{`{"all_sessions": true, "session_id": "` + sid + `"}`, 1},
+	} {
+		var drained tlsgatev1.DrainResponse
+		gc.call("Drain", tc.data, &drained)
+		if len(drained.GetSessions()) != tc.want {
+			t.Errorf("Drain %s drained %d sessions, want %d (the member parsed last)", tc.data, len(drained.GetSessions()), tc.want)
+		}
+	}
+}

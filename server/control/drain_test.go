@@ -194,3 +194,15 @@ func TestDrainAllSessionsReportsPerSession(t *testing.T) {
 		t.Fatalf("detail %v; want the session's own error", d)
 	}
 }
+
+// TestDrainRefusesAllSessionsFalse: the one member of Drain's target oneof
+// a server can see was set wrongly, all_sessions: false, is refused,
+// naming the field, rather than taken as a session ID of 0 or as every
+// session.
+func TestDrainRefusesAllSessionsFalse(t *testing.T) {
+	e := start(t, setup{})
+	_, err := e.api.Drain(timeout(t, wait), &tlsgatev1.DrainRequest{Target: &tlsgatev1.DrainRequest_AllSessions{AllSessions: false}})
+	wantCode(t, err, codes.InvalidArgument, "all_sessions: must be true when set")
+	_, err = e.api.Drain(timeout(t, wait), &tlsgatev1.DrainRequest{})
+	wantCode(t, err, codes.InvalidArgument, "target: set session_id or all_sessions")
+}
