@@ -87,15 +87,7 @@ func (e *env) consumeRounds(ctx context.Context, base, gw *target, be *backendCh
 	var baseSent, basePre, sent, acked uint64
 	basePre = base.handled.n.load()
 	r, err := e.interleave(ctx, stepBase, stepGW,
-		func(ctx context.Context, d time.Duration) (float64, error) {
-			before := base.handled.n.load()
-			p, err := e.pushInboundConns(ctx, base.addr, n, size, d)
-			if err != nil {
-				return 0, fmt.Errorf("discard handler: %w", err)
-			}
-			baseSent += p.sent
-			return float64(base.handled.n.load()-before) / p.elapsed.Seconds(), nil
-		},
+		e.discardRound(base, n, size, &baseSent),
 		func(ctx context.Context, d time.Duration) (float64, error) {
 			p, err := e.pushInboundConns(ctx, gw.addr, n, size, d)
 			sent, acked = sent+p.sent, acked+p.acked
@@ -145,15 +137,7 @@ func (e *env) receiveRounds(ctx context.Context, base *target, be *backendChild,
 	ends := map[string]int{}
 	basePre = base.handled.n.load()
 	r, err := e.interleave(ctx, stepBase, stepGW,
-		func(ctx context.Context, d time.Duration) (float64, error) {
-			before := base.handled.n.load()
-			p, err := e.pushInboundConns(ctx, base.addr, n, size, d)
-			if err != nil {
-				return 0, fmt.Errorf("discard handler: %w", err)
-			}
-			baseSent += p.sent
-			return float64(base.handled.n.load()-before) / p.elapsed.Seconds(), nil
-		},
+		e.discardRound(base, n, size, &baseSent),
 		func(ctx context.Context, d time.Duration) (float64, error) {
 			gw, err := startGateway(ctx, e.cert, server.Discard{}, e.log)
 			if err != nil {
@@ -196,4 +180,20 @@ func (e *env) receiveRounds(ctx context.Context, base *target, be *backendChild,
 	e.figure(Figure{Scenario: "consume", Name: fmt.Sprintf("%d B Receive: client write → stream p50 (median of rounds)", size), Unit: "ms", Value: median(p50)})
 	e.figure(Figure{Scenario: "consume", Name: fmt.Sprintf("%d B Receive: client write → stream p99 (median of rounds)", size), Unit: "ms", Value: median(p99)})
 	return nil
+}
+
+// discardRound is the consume scenario's baseline: n new sessions of base
+// (a discard handler, no consumer) push for a round; what the handler
+// processed over the time to the last FlushAck. It adds what they sent to
+// *sent.
+func (e *env) discardRound(base *target, n, size int, sent *uint64) measure {
+	return func(ctx context.Context, d time.Duration) (float64, error) {
+		before := base.handled.n.load()
+		p, err := e.pushInboundConns(ctx, base.addr, n, size, d)
+		if err != nil {
+			return 0, fmt.Errorf("discard handler: %w", err)
+		}
+		*sent += p.sent
+		return float64(base.handled.n.load()-before) / p.elapsed.Seconds(), nil
+	}
 }

@@ -308,22 +308,53 @@ func TestReceiveCutsOffByBytes(t *testing.T) {
 	}
 }
 
-// TestReceiveEndedStreamHandsBackWhatItHeld: packets a Receive stream took
-// in place of the handler and never sent (its client stopped reading,
-// then went away) are not lost: the handler gets them, in order, ahead of
-// the session's next packet.
-func TestReceiveEndedStreamHandsBackWhatItHeld(t *testing.T) {
-	// 48 MB: more than the transport's flow-control windows (16 MiB at
-	// most) and the stream's own buffer hold, so some stay unsent.
-	const n, size = 3000, 16000
-	var mu sync.Mutex
-	var handled []uint64
-	record := server.HandlerFunc(func(_ context.Context, _ *server.Session, p server.Packet) {
-		mu.Lock()
-		handled = append(handled, p.Seq)
-		mu.Unlock()
-	})
-	e := start(t, setup{fallback: record})
+// seqRecorder is a fallback handler that records the seqs it handles;
+// last is closed when it has handled seq upTo.
+type seqRecorder struct {
+	mu    sync.Mutex
+	seqs  []uint64
+	upTo  uint64
+	last  chan struct{}
+	first sync.Once
+}
+
+func newSeqRecorder(upTo uint64) *seqRecorder {
+	return &seqRecorder{upTo: upTo, last: make(chan struct{})}
+}
+
+func (r *seqRecorder) Handle(_ context.Context, _ *server.Session, p server.Packet) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seqs = append(r.seqs, p.Seq)
+	if p.Seq == r.upTo {
+		r.first.Do(func() { close(r.last) })
+	}
+}
+
+// contiguous fails the test unless the seqs handled are one run, and
+// returns its first.
+func (r *seqRecorder) contiguous(t *testing.T) uint64 {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.seqs) == 0 {
+		t.Fatal("the handler got nothing")
+	}
+	first := r.seqs[0]
+	for k, seq := range r.seqs {
+		if seq != first+uint64(k) {
+			t.Fatalf("the handler got seqs %d.. with a gap at %d: %v", first, k, r.seqs[max(0, k-3):min(k+3, len(r.seqs))])
+		}
+	}
+	return first
+}
+
+// stallReceive opens a Receive stream of a new raw client's session that
+// reads nothing, and sends n packets of size bytes, then a Flush: what the
+// transport's windows do not take stays with the stream, unsent. Cancel
+// the returned context to end the stream.
+func stallReceive(t *testing.T, e *env, n, size int) (*wiretest.Conn, context.CancelFunc) {
+	t.Helper()
 	a := e.dialRaw(t, nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	rs, err := e.api.Receive(ctx, &tlsgatev1.ReceiveRequest{SessionIds: []uint64{a.ID()}})
@@ -338,28 +369,34 @@ func TestReceiveEndedStreamHandsBackWhatItHeld(t *testing.T) {
 		a.WriteFrame(t, wire.TypeData, wire.JSON, payload)
 	}
 	flushRaw(t, a, 1) // every packet is with the stream (or was cut off with it)
+	return a, cancel
+}
+
+// TestReceiveEndedStreamHandsBackWhatItHeld: packets a Receive stream took
+// in place of the handler and never sent (its client stopped reading,
+// then went away) are not lost: the handler gets them, in order, ahead of
+// the session's next packet.
+func TestReceiveEndedStreamHandsBackWhatItHeld(t *testing.T) {
+	// 48 MB: more than the transport's flow-control windows (16 MiB at
+	// most) and the stream's own buffer hold, so some stay unsent.
+	const n, size = 3000, 16000
+	rec := newSeqRecorder(0)
+	e := start(t, setup{fallback: rec})
+	a, cancel := stallReceive(t, e, n, size)
 	cancel()
 	// Once the server has noticed, the next packet goes to the handler,
 	// after what the stream held.
 	for i := uint64(2); ; i++ {
 		a.WriteFrame(t, wire.TypeData, wire.JSON, []byte("next"))
 		flushRaw(t, a, i)
-		mu.Lock()
-		done := len(handled) > 0
-		mu.Unlock()
+		rec.mu.Lock()
+		done := len(rec.seqs) > 0
+		rec.mu.Unlock()
 		if done {
 			break
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	first := handled[0]
-	for k, seq := range handled {
-		if seq != first+uint64(k) {
-			t.Fatalf("the handler got seqs %d.. with a gap at %d: %v", first, k, handled[max(0, k-3):min(k+3, len(handled))])
-		}
-	}
-	if first > n {
+	if first := rec.contiguous(t); first > n {
 		t.Fatalf("the handler got only the packets after the stream (from %d): the stream's unsent ones were lost", first)
 	}
 }
@@ -369,54 +406,23 @@ func TestReceiveEndedStreamHandsBackWhatItHeld(t *testing.T) {
 // the stream's end hands them to the handler itself.
 func TestReceiveStreamEndingAfterItsSessionHandsBackWhatItHeld(t *testing.T) {
 	const n, size = 3000, 16000 // 48 MB: within the stream's 64 MiB buffer
-	last := make(chan struct{})
-	var mu sync.Mutex
-	var handled []uint64
-	record := server.HandlerFunc(func(_ context.Context, _ *server.Session, p server.Packet) {
-		mu.Lock()
-		defer mu.Unlock()
-		handled = append(handled, p.Seq)
-		if p.Seq == n {
-			close(last)
-		}
-	})
-	e := start(t, setup{fallback: record, bufferBytes: 64 << 20})
+	rec := newSeqRecorder(n)
+	e := start(t, setup{fallback: rec, bufferBytes: 64 << 20})
 	ws, _ := e.watch(t)
-	a := e.dialRaw(t, nil)
-	ctx, cancel := context.WithCancel(t.Context())
-	rs, err := e.api.Receive(ctx, &tlsgatev1.ReceiveRequest{SessionIds: []uint64{a.ID()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := rs.Header(); err != nil {
-		t.Fatal(err)
-	}
-	payload := bytes.Repeat([]byte("x"), size)
-	for range n {
-		a.WriteFrame(t, wire.TypeData, wire.JSON, payload)
-	}
-	flushRaw(t, a, 1)
+	a, cancel := stallReceive(t, e, n, size)
 	if err := a.TLS().Close(); err != nil {
 		t.Fatal(err)
 	}
 	closedEvent(t, ws, a.ID()) // the session has ended
 	cancel()
 	select {
-	case <-last:
+	case <-rec.last:
 	case <-timeout(t, wait).Done():
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("the handler never got packet %d; it got %d packets", n, len(handled))
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		t.Fatalf("the handler never got packet %d; it got %d packets", n, len(rec.seqs))
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	first := handled[0]
-	for k, seq := range handled {
-		if seq != first+uint64(k) {
-			t.Fatalf("the handler got seqs %d.. with a gap at %d", first, k)
-		}
-	}
-	if first == 1 {
+	if first := rec.contiguous(t); first == 1 {
 		t.Fatalf("the handler got every packet: none reached the stream")
 	}
 }
