@@ -85,62 +85,40 @@ func Marshal(enc Encoding, v any) ([]byte, error) {
 // ErrBadPayload wraps every control-payload decoding failure.
 var ErrBadPayload = errors.New("wire: bad control payload")
 
-func unmarshal(enc Encoding, b []byte, v any) error {
-	if len(b) == 0 {
-		return fmt.Errorf("%w: empty", ErrBadPayload)
-	}
-	var err error
-	switch enc {
-	case JSON:
-		err = json.Unmarshal(b, v)
-	case MsgPack:
-		// Check the declared lengths first: msgpack.Unmarshal trusts them,
-		// and its pooled decoder keeps the buffer it grows for them.
-		if err = checkMsgPack(b); err == nil {
-			err = msgpack.Unmarshal(b, v)
-		}
-	default:
-		err = fmt.Errorf("reserved encoding %d", uint8(enc))
-	}
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBadPayload, err)
-	}
-	return nil
-}
-
 // DecodeFlush decodes a Flush or FlushAck payload. The seq field is required.
 func DecodeFlush(enc Encoding, b []byte) (FlushPayload, error) {
-	var v struct {
-		Seq *uint64 `json:"seq" msgpack:"seq"`
-	}
-	if err := unmarshal(enc, b, &v); err != nil {
+	var v FlushPayload
+	seq := uintOf("seq", &v.Seq)
+	if err := decodeFields(enc, b, seq); err != nil {
 		return FlushPayload{}, err
 	}
-	if v.Seq == nil {
+	if !seq.set {
 		return FlushPayload{}, fmt.Errorf("%w: missing field \"seq\"", ErrBadPayload)
 	}
-	return FlushPayload{Seq: *v.Seq}, nil
+	return v, nil
 }
 
 // DecodePing decodes a Ping or Pong payload. The nonce field is required.
 func DecodePing(enc Encoding, b []byte) (PingPayload, error) {
-	var v struct {
-		Nonce *uint64 `json:"nonce" msgpack:"nonce"`
-	}
-	if err := unmarshal(enc, b, &v); err != nil {
+	var v PingPayload
+	nonce := uintOf("nonce", &v.Nonce)
+	if err := decodeFields(enc, b, nonce); err != nil {
 		return PingPayload{}, err
 	}
-	if v.Nonce == nil {
+	if !nonce.set {
 		return PingPayload{}, fmt.Errorf("%w: missing field \"nonce\"", ErrBadPayload)
 	}
-	return PingPayload{Nonce: *v.Nonce}, nil
+	return v, nil
 }
 
 // DecodeGoodbye decodes a Goodbye payload. Every field is optional.
 func DecodeGoodbye(enc Encoding, b []byte) (GoodbyePayload, error) {
 	var v GoodbyePayload
-	err := unmarshal(enc, b, &v)
-	return v, err
+	err := decodeFields(enc, b, stringOf("code", &v.Code), stringOf("reason", &v.Reason), boolOf("reconnect", &v.Reconnect))
+	if err != nil {
+		return GoodbyePayload{}, err
+	}
+	return v, nil
 }
 
 // DecodeError decodes an Error payload. Every field is optional; the server
@@ -148,8 +126,16 @@ func DecodeGoodbye(enc Encoding, b []byte) (GoodbyePayload, error) {
 // clients use this to read the server's Errors.
 func DecodeError(enc Encoding, b []byte) (ErrorPayload, error) {
 	var v ErrorPayload
-	err := unmarshal(enc, b, &v)
-	return v, err
+	var pktType uint64
+	err := decodeFields(enc, b, stringOf("error", &v.Error), uintOf("pkt_type", &pktType), stringOf("code", &v.Code))
+	if err != nil {
+		return ErrorPayload{}, err
+	}
+	if pktType > 255 {
+		return ErrorPayload{}, fmt.Errorf("%w: \"pkt_type\": want a packet type, 0 to 255, got %d", ErrBadPayload, pktType)
+	}
+	v.PktType = int(pktType)
+	return v, nil
 }
 
 // checkMsgPack walks the first MessagePack value in b, without recursion,

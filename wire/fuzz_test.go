@@ -482,8 +482,13 @@ func FuzzDecodeControl(f *testing.F) {
 	f.Add(uint8(wire.JSON), []byte(`{"code":"\ud800\xff","reason":"é","reconnect":true,"seq":1e3}`))
 	f.Add(uint8(wire.JSON), []byte(`{"seq":18446744073709551616,"nonce":-1,"pkt_type":1e400}`))
 	f.Add(uint8(wire.JSON), []byte(`null`))
-	f.Add(uint8(wire.MsgPack), []byte{0x93, 0xa1, 'c', 0xa1, 'r', 0xc3})                              // a struct as an array
-	f.Add(uint8(wire.MsgPack), []byte{0x81, 0xa3, 's', 'e', 'q', 0xcb, 0x40, 0x45, 0, 0, 0, 0, 0, 0}) // seq: 42.0
+	f.Add(uint8(wire.JSON), []byte(`{"Nonce": 9, "SEQ": 1}`))                                                                     // keys match exactly
+	f.Add(uint8(wire.JSON), []byte(`{"seq": 1, "seq": 2, "nonce": 3}`))                                                           // a duplicate key
+	f.Add(uint8(wire.MsgPack), []byte{0x82, 0xa3, 's', 'e', 'q', 0x01, 0xa3, 's', 'e', 'q', 0x02})                                // a duplicate key
+	f.Add(uint8(wire.MsgPack), []byte{0x81, 0xa5, 'n', 'o', 'n', 'c', 'e', 0xd0, 0x05})                                           // nonce: int8 5
+	f.Add(uint8(wire.MsgPack), []byte{0x81, 0xa5, 'n', 'o', 'n', 'c', 'e', 0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe}) // nonce: int64 -2
+	f.Add(uint8(wire.MsgPack), []byte{0x93, 0xa1, 'c', 0xa1, 'r', 0xc3})                                                          // a struct as an array
+	f.Add(uint8(wire.MsgPack), []byte{0x81, 0xa3, 's', 'e', 'q', 0xcb, 0x40, 0x45, 0, 0, 0, 0, 0, 0})                             // seq: 42.0
 	f.Add(uint8(wire.MsgPack), []byte{0x82, 0xa4, 'c', 'o', 'd', 'e', 0xc4, 1, 0xff, 0xa8, 'p', 'k', 't', '_', 't', 'y', 'p', 'e', 0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	f.Add(uint8(wire.MsgPack), []byte{0xdb, 0xff, 0xff, 0xff, 0xff})
 	f.Add(uint8(wire.MsgPack), []byte{0xc1})

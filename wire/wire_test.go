@@ -8,7 +8,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"strings"
 	"testing"
+
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/tlsgate/tlsgate/wire"
 )
@@ -187,4 +190,93 @@ func TestReadFramePayloads(t *testing.T) {
 			t.Fatalf("%v allocations reading %d borrowed frames", allocs, len(want))
 		}
 	})
+}
+
+// TestControlPayloadRules: the rules of docs/protocol.md §4, in both
+// encodings: keys match exactly, a key appears once, integers are
+// non-negative whatever their MessagePack format, and errors say which
+// field and what was wanted, without Go's words.
+func TestControlPayloadRules(t *testing.T) {
+	mp := func(v any) []byte {
+		t.Helper()
+		b, err := msgpack.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	// msgpack with the keys in this order, the values as given.
+	mpMap := func(kv ...any) []byte {
+		t.Helper()
+		var buf bytes.Buffer
+		enc := msgpack.NewEncoder(&buf)
+		if err := enc.EncodeMapLen(len(kv) / 2); err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range kv {
+			if err := enc.Encode(x); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return buf.Bytes()
+	}
+	for _, tc := range []struct {
+		name string
+		enc  wire.Encoding
+		b    []byte
+		want string // "" for a payload that decodes
+		ping uint64
+	}{
+		{"exact key", wire.JSON, []byte(`{"nonce": 9}`), "", 9},
+		{"other case is another key", wire.JSON, []byte(`{"Nonce": 9}`), `missing field "nonce"`, 0},
+		{"duplicate key", wire.JSON, []byte(`{"nonce": 1, "nonce": 2}`), `key "nonce" appears more than once`, 0},
+		{"duplicate unknown key", wire.JSON, []byte(`{"nonce": 1, "x": 1, "x": 2}`), `key "x" appears more than once`, 0},
+		{"unknown key ignored", wire.JSON, []byte(`{"extra": [1, {"a": null}], "nonce": 3}`), "", 3},
+		{"negative", wire.JSON, []byte(`{"nonce": -1}`), `"nonce": want a non-negative integer, got -1`, 0},
+		{"float", wire.JSON, []byte(`{"nonce": 1.0}`), `"nonce": want a non-negative integer, got 1.0`, 0},
+		{"exponent", wire.JSON, []byte(`{"nonce": 1e3}`), `"nonce": want a non-negative integer, got 1e3`, 0},
+		{"string", wire.JSON, []byte(`{"nonce": "7"}`), `"nonce": want a non-negative integer, got "7"`, 0},
+		{"too big", wire.JSON, []byte(`{"nonce": 18446744073709551616}`), `"nonce": want a non-negative integer below 2^64`, 0},
+		{"largest", wire.JSON, []byte(`{"nonce": 18446744073709551615}`), "", 1<<64 - 1},
+		{"not an object", wire.JSON, []byte(`[1]`), "want a JSON object", 0},
+		{"trailing", wire.JSON, []byte(`{"nonce": 1} {}`), "more after the JSON object", 0},
+		{"msgpack exact key", wire.MsgPack, mp(map[string]any{"nonce": uint64(5)}), "", 5},
+		{"msgpack other case", wire.MsgPack, mp(map[string]any{"NONCE": uint64(5)}), `missing field "nonce"`, 0},
+		{"msgpack signed positive", wire.MsgPack, mpMap("nonce", int64(300)), "", 300},
+		{"msgpack int8 positive", wire.MsgPack, mpMap("nonce", int8(7)), "", 7},
+		{"msgpack negative", wire.MsgPack, mpMap("nonce", int64(-2)), `"nonce": want a non-negative integer, got -2`, 0},
+		{"msgpack negative fixint", wire.MsgPack, mpMap("nonce", int8(-1)), `"nonce": want a non-negative integer, got -1`, 0},
+		{"msgpack float", wire.MsgPack, mpMap("nonce", 2.5), `"nonce": want a non-negative integer, got a float`, 0},
+		{"msgpack duplicate", wire.MsgPack, mpMap("nonce", uint8(1), "nonce", uint8(2)), `key "nonce" appears more than once`, 0},
+		{"msgpack not a map", wire.MsgPack, mp([]any{1}), "want a MessagePack map", 0},
+		{"msgpack int key", wire.MsgPack, mpMap(int8(1), uint8(2)), "want string keys", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := wire.DecodePing(tc.enc, tc.b)
+			if tc.want == "" {
+				if err != nil || p.Nonce != tc.ping {
+					t.Fatalf("DecodePing(%q) = %+v, %v; want nonce %d", tc.b, p, err, tc.ping)
+				}
+				return
+			}
+			if !errors.Is(err, wire.ErrBadPayload) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("DecodePing(%q): %v, want ErrBadPayload saying %q", tc.b, err, tc.want)
+			}
+			for _, goWords := range []string{"json:", "msgpack:", "Go value", "unmarshal"} {
+				if strings.Contains(err.Error(), goWords) {
+					t.Errorf("the error %q leaks %q", err, goWords)
+				}
+			}
+		})
+	}
+	// Goodbye and Error fields are typed too.
+	if _, err := wire.DecodeGoodbye(wire.JSON, []byte(`{"reconnect": "yes"}`)); err == nil || !strings.Contains(err.Error(), `"reconnect": want true or false, got "yes"`) {
+		t.Errorf("Goodbye with a string reconnect: %v", err)
+	}
+	if _, err := wire.DecodeError(wire.JSON, []byte(`{"pkt_type": 300}`)); err == nil || !strings.Contains(err.Error(), `"pkt_type": want a packet type, 0 to 255, got 300`) {
+		t.Errorf("Error with pkt_type 300: %v", err)
+	}
+	if g, err := wire.DecodeGoodbye(wire.JSON, []byte(`{"code": "normal", "reason": "bye", "reconnect": true}`)); err != nil || g != (wire.GoodbyePayload{Code: "normal", Reason: "bye", Reconnect: true}) {
+		t.Errorf("Goodbye: %+v, %v", g, err)
+	}
 }
