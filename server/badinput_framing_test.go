@@ -48,7 +48,7 @@ func badInputBadFrameHeader(t *testing.T) {
 			rc.WriteRaw(t, frames)
 			expectError(t, rc, wire.JSON, wire.CodeProtocolError, 0)
 			r.by.waitTrips(t, 1)
-			expectProtocolClose(t, r.ts, rc)
+			expectProtocolClose(t, r.ts, rc, wire.JSON)
 			if got := h.got(rc.ID()); len(got) != 1 || string(got[0]) != "before" {
 				t.Errorf("processed %q, want [before] alone", got)
 			}
@@ -77,7 +77,7 @@ func badInputFrameTooLong(t *testing.T) {
 	rc.WriteRaw(t, over)
 	expectError(t, rc, wire.MsgPack, wire.CodeFrameTooLarge, wire.TypeData)
 	r.by.waitTrips(t, 1)
-	expectProtocolClose(t, r.ts, rc)
+	expectProtocolClose(t, r.ts, rc, wire.MsgPack)
 	if got := h.got(rc.ID()); len(got) != 1 || len(got[0]) != maxPayload {
 		t.Errorf("processed %d packets, want the one of the maximum size alone", len(got))
 	}

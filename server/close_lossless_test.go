@@ -3,11 +3,14 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/tlsgate/tlsgate/client"
+	"github.com/tlsgate/tlsgate/internal/wiretest"
 	"github.com/tlsgate/tlsgate/server"
+	"github.com/tlsgate/tlsgate/wire"
 )
 
 // TestAsyncSendThenCloseLosesNothing: SendAsync("ONE"), SendAsync("TWO"),
@@ -50,5 +53,28 @@ func TestAsyncSendThenCloseLosesNothing(t *testing.T) {
 		if ev.Close.Outcome != server.OutcomeClean {
 			t.Fatalf("rep %d: outcome %s, want clean", rep, ev.Close.Outcome)
 		}
+	}
+}
+
+// TestClientEOFWithoutGoodbyeGetsGoodbyePeerClosed: protocol.md §7.1's
+// naive close. A client that half-closes without a Goodbye still gets the
+// echoes of what it sent, then Goodbye normal "peer closed", then EOF; the
+// server records peer_closed, not clean.
+func TestClientEOFWithoutGoodbyeGetsGoodbyePeerClosed(t *testing.T) {
+	ts := startServer(t, server.Config{Handler: server.Echo{}})
+	c := wiretest.Connect(t, ts.addr, newKey(t))
+	for i := range 3 {
+		c.WriteFrame(t, wire.TypeData, wire.JSON, fmt.Appendf(nil, "%d", i))
+	}
+	if err := c.TLS().CloseWrite(); err != nil { // close_notify, no Goodbye
+		t.Fatal(err)
+	}
+	data, errs, bye := readUntilGoodbye(t, c)
+	if len(data) != 3 || len(errs) != 0 || bye.Code != wire.GoodbyeNormal || bye.Reason != "peer closed" {
+		t.Fatalf("got %d echoes, %d errors, then Goodbye %+v; want 3 echoes, then Goodbye normal \"peer closed\"", len(data), len(errs), bye)
+	}
+	c.ExpectEOF(t)
+	if o := ts.waitEvent(t, server.EventClosed, c.ID()).Close.Outcome; o != server.OutcomePeerClosed {
+		t.Fatalf("outcome %s, want peer_closed", o)
 	}
 }

@@ -42,14 +42,16 @@ func expectStillOpen(t *testing.T, rc *wiretest.Conn, nonce uint64) {
 	}
 }
 
-// expectProtocolClose: Goodbye protocol_error, then close_notify once the
-// client has gone, with nothing processed after the bad frame.
-func expectProtocolClose(t *testing.T, ts *testServer, rc *wiretest.Conn) {
+// expectProtocolClose: Goodbye protocol_error in enc (protocol.md §5: JSON
+// after a framing error, the frame's own after an oversized one), then
+// close_notify once the client has gone, with nothing processed after the
+// bad frame.
+func expectProtocolClose(t *testing.T, ts *testServer, rc *wiretest.Conn, enc wire.Encoding) {
 	t.Helper()
 	f := rc.Read(t)
 	gb, err := wire.DecodeGoodbye(f.Encoding, f.Payload)
-	if f.Type != wire.TypeGoodbye || err != nil || gb.Code != wire.GoodbyeProtocolError {
-		t.Fatalf("got %s %+v, want Goodbye protocol_error", f.Type, gb)
+	if f.Type != wire.TypeGoodbye || err != nil || gb.Code != wire.GoodbyeProtocolError || f.Encoding != enc {
+		t.Fatalf("got %s %+v in %s, want Goodbye protocol_error in %s", f.Type, gb, f.Encoding, enc)
 	}
 	_ = rc.CloseWrite()
 	_, err = io.Copy(io.Discard, rc.Stream())
@@ -72,7 +74,7 @@ func TestProtocolErrors(t *testing.T) {
 		rc.WriteRaw(t, []byte{0x02, byte(wire.TypeData), 0, 1, 'x'})
 		expectError(t, rc, wire.JSON, wire.CodeProtocolError, 0)
 		bystanderEcho(t, bystander, "bad version")
-		expectProtocolClose(t, ts, rc)
+		expectProtocolClose(t, ts, rc, wire.JSON)
 	})
 	t.Run("reserved encoding", func(t *testing.T) {
 		rc := wiretest.Connect(t, ts.addr, newKey(t))
@@ -84,7 +86,7 @@ func TestProtocolErrors(t *testing.T) {
 		}
 		expectError(t, rc, wire.JSON, wire.CodeProtocolError, 0)
 		bystanderEcho(t, bystander, "reserved encoding")
-		expectProtocolClose(t, ts, rc)
+		expectProtocolClose(t, ts, rc, wire.JSON)
 	})
 	t.Run("frame too large", func(t *testing.T) {
 		rc := wiretest.Connect(t, ts.addr, newKey(t))
@@ -92,7 +94,7 @@ func TestProtocolErrors(t *testing.T) {
 		rc.WriteRaw(t, h[:])
 		expectError(t, rc, wire.MsgPack, wire.CodeFrameTooLarge, wire.TypeData)
 		bystanderEcho(t, bystander, "too large")
-		expectProtocolClose(t, ts, rc)
+		expectProtocolClose(t, ts, rc, wire.MsgPack)
 	})
 	t.Run("unknown type", func(t *testing.T) {
 		rc := wiretest.Connect(t, ts.addr, newKey(t))
