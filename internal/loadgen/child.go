@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tlsgate/tlsgate/server/gateway"
 	"github.com/tlsgate/tlsgate/wire"
 )
 
@@ -51,7 +52,7 @@ type childReport struct {
 // configuration from in, opens the connections, reports, then closes them
 // as told. Run by `tlsgate bench-client` (hidden) or a test binary.
 func RunChild(ctx context.Context, in io.Reader, out io.Writer, log *slog.Logger) error {
-	raiseFileLimit(log)
+	gateway.RaiseFileLimit(log)
 	dec := json.NewDecoder(bufio.NewReader(in))
 	enc := json.NewEncoder(out)
 	var cfg childConfig

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tlsgate/tlsgate/internal/devcert"
 	"github.com/tlsgate/tlsgate/server"
+	"github.com/tlsgate/tlsgate/server/gateway"
 )
 
 // scenario is one measurement of the tool: what runs it and how many
@@ -242,7 +243,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	defer pprof.SetGoroutineLabels(ctx) // the steps relabel this goroutine
-	raiseFileLimit(opts.Logger)
+	gateway.RaiseFileLimit(opts.Logger)
 	cert, _, _, err := devcert.Generate()
 	if err != nil {
 		return nil, err

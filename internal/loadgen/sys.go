@@ -3,7 +3,6 @@ package loadgen
 import (
 	"bufio"
 	"bytes"
-	"log/slog"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -11,27 +10,6 @@ import (
 	"strings"
 	"syscall"
 )
-
-// raiseFileLimit raises the soft RLIMIT_NOFILE to the hard limit: 10,000
-// idle sessions need 10,000 descriptors in the gateway's process and as
-// many in the client process. It logs, and goes on, when it cannot.
-func raiseFileLimit(log *slog.Logger) uint64 {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		log.Warn("reading RLIMIT_NOFILE", "err", err)
-		return 0
-	}
-	if lim.Cur < lim.Max {
-		old := lim.Cur
-		lim.Cur = lim.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-			log.Warn("raising RLIMIT_NOFILE", "from", old, "to", lim.Max, "err", err)
-			return old
-		}
-		log.Debug("raised RLIMIT_NOFILE", "from", old, "to", lim.Max)
-	}
-	return lim.Cur
-}
 
 // fileLimit returns the soft RLIMIT_NOFILE.
 func fileLimit() uint64 {

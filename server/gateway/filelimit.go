@@ -42,7 +42,7 @@ func fitMaxConns(maxConns int, limit uint64) (effective int, reserve uint64) {
 // after another change), then returns maxConns fitted to it, logging once,
 // at warn, when it lowers it.
 func fitFileLimit(maxConns int, log *slog.Logger) int {
-	limit := raiseFileLimit(log)
+	limit := RaiseFileLimit(log)
 	effective, reserve := fitMaxConns(maxConns, limit)
 	if effective != maxConns {
 		log.Warn("max_conns lowered to fit the file-descriptor limit",

@@ -7,10 +7,12 @@ import (
 	"syscall"
 )
 
-// raiseFileLimit raises the soft RLIMIT_NOFILE to the hard limit and
+// RaiseFileLimit raises the soft RLIMIT_NOFILE to the hard limit (gateway.New
+// does; so do processes that hold many connections of their own, such as
+// the bench's client process) and
 // returns the soft limit in force: the raised one, or, when it cannot
 // raise it (it logs why), the one it found; 0 when it cannot read it.
-func raiseFileLimit(log *slog.Logger) uint64 {
+func RaiseFileLimit(log *slog.Logger) uint64 {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		log.Warn("reading RLIMIT_NOFILE", "err", err)
