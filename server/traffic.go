@@ -8,7 +8,7 @@ import (
 
 // TypeSlots is the length of the by-type traffic arrays: one slot per
 // packet type of protocol v1, and a last one for unknown types.
-const TypeSlots = int(wire.TypePong) + 2
+const TypeSlots = int(wire.TypeAck) + 2
 
 // typeSlot is where a packet type is counted.
 func typeSlot(t wire.Type) int { return min(int(t), TypeSlots-1) }

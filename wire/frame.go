@@ -59,10 +59,15 @@ const (
 	TypeGoodbye  Type = 4
 	TypePing     Type = 5
 	TypePong     Type = 6
+	// The resume extension (see ALPNResume): on a resumable connection only.
+	TypeResume  Type = 7
+	TypeResumed Type = 8
+	TypeAck     Type = 9
 )
 
-// Known reports whether t is a packet type defined by protocol v1.
-func (t Type) Known() bool { return t <= TypePong }
+// Known reports whether t is a packet type defined by protocol v1 or its
+// resume extension.
+func (t Type) Known() bool { return t <= TypeAck }
 
 func (t Type) String() string {
 	switch t {
@@ -80,6 +85,12 @@ func (t Type) String() string {
 		return "ping"
 	case TypePong:
 		return "pong"
+	case TypeResume:
+		return "resume"
+	case TypeResumed:
+		return "resumed"
+	case TypeAck:
+		return "ack"
 	default:
 		return fmt.Sprintf("unknown(%d)", uint8(t))
 	}

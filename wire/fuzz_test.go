@@ -468,6 +468,9 @@ func FuzzDecodeControl(f *testing.F) {
 		for _, v := range []any{
 			wire.FlushPayload{Seq: 1<<64 - 1},
 			wire.PingPayload{Nonce: 42},
+			wire.ResumePayload{Epoch: "5f1c0a9e3b7d2468", Seq: 1<<64 - 1},
+			wire.ResumedPayload{Epoch: "", Seq: 7, Resumed: true},
+			wire.AckPayload{Seq: 3},
 			wire.GoodbyePayload{Code: wire.GoodbyeServerShutdown, Reason: "draining", Reconnect: true},
 			wire.ErrorPayload{Error: "bad", PktType: -1 << 63, Code: wire.CodeBadPayload},
 			map[string]any{"seq": nil, "nonce": -1, "code": 5, "extra": []any{1.5, "x", map[string]any{}}},
@@ -508,6 +511,9 @@ func FuzzDecodeControl(f *testing.F) {
 			checkDecode(t, "ping", enc, data, wire.DecodePing)
 			checkDecode(t, "goodbye", enc, data, wire.DecodeGoodbye)
 			checkDecode(t, "error", enc, data, wire.DecodeError)
+			checkDecode(t, "resume", enc, data, wire.DecodeResume)
+			checkDecode(t, "resumed", enc, data, wire.DecodeResumed)
+			checkDecode(t, "ack", enc, data, wire.DecodeAck)
 		}
 	})
 }

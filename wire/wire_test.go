@@ -280,3 +280,54 @@ func TestControlPayloadRules(t *testing.T) {
 		t.Errorf("Goodbye: %+v, %v", g, err)
 	}
 }
+
+// TestResumePayloads: the resume extension's payloads follow the v1 rules
+// (exact keys, non-negative integers) and every field is required, so that
+// a client cannot resume by accident with a half-written Resume.
+func TestResumePayloads(t *testing.T) {
+	for _, enc := range []wire.Encoding{wire.JSON, wire.MsgPack} {
+		b, err := wire.Marshal(enc, wire.ResumePayload{Epoch: "00ff", Seq: 12})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, err := wire.DecodeResume(enc, b); err != nil || r != (wire.ResumePayload{Epoch: "00ff", Seq: 12}) {
+			t.Errorf("%s Resume: %+v, %v", enc, r, err)
+		}
+		b, _ = wire.Marshal(enc, wire.ResumedPayload{Epoch: "e", Seq: 3, Resumed: true})
+		if r, err := wire.DecodeResumed(enc, b); err != nil || r != (wire.ResumedPayload{Epoch: "e", Seq: 3, Resumed: true}) {
+			t.Errorf("%s Resumed: %+v, %v", enc, r, err)
+		}
+		b, _ = wire.Marshal(enc, wire.AckPayload{Seq: 1<<64 - 1})
+		if a, err := wire.DecodeAck(enc, b); err != nil || a.Seq != 1<<64-1 {
+			t.Errorf("%s Ack: %+v, %v", enc, a, err)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		decode func([]byte) error
+		b      string
+		want   string
+	}{
+		{"resume without epoch", resumeErr, `{"seq": 0}`, `missing field "epoch"`},
+		{"resume without seq", resumeErr, `{"epoch": ""}`, `missing field "seq"`},
+		{"resume epoch not a string", resumeErr, `{"epoch": 5, "seq": 0}`, `"epoch": want a string`},
+		{"resume negative seq", resumeErr, `{"epoch": "", "seq": -1}`, `"seq": want a non-negative integer, got -1`},
+		{"resume other case", resumeErr, `{"Epoch": "", "seq": 0}`, `missing field "epoch"`},
+		{"resume epoch too long", resumeErr, `{"epoch": "` + strings.Repeat("a", wire.MaxEpochLen+1) + `", "seq": 0}`, `"epoch": want at most 64 bytes, got 65`},
+		{"resumed without resumed", func(b []byte) error { _, err := wire.DecodeResumed(wire.JSON, b); return err }, `{"epoch": "", "seq": 0}`, `missing field "resumed"`},
+		{"ack without seq", func(b []byte) error { _, err := wire.DecodeAck(wire.JSON, b); return err }, `{}`, `missing field "seq"`},
+		{"ack float", func(b []byte) error { _, err := wire.DecodeAck(wire.JSON, b); return err }, `{"seq": 2.0}`, `"seq": want a non-negative integer, got 2.0`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.decode([]byte(tc.b))
+			if !errors.Is(err, wire.ErrBadPayload) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("%s: %v, want ErrBadPayload saying %q", tc.b, err, tc.want)
+			}
+		})
+	}
+}
+
+func resumeErr(b []byte) error {
+	_, err := wire.DecodeResume(wire.JSON, b)
+	return err
+}
