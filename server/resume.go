@@ -22,7 +22,7 @@ import (
 // Errors of the resume extension.
 var (
 	errResumeNotFirst = errors.New("a resumable connection (ALPN " + wire.ALPNResume + ") must send Resume as its first frame")
-	errResumeAgain    = errors.New("Resume is only valid as the first frame of the connection")
+	errResumeAgain    = errors.New("a Resume is only valid as the first frame of the connection")
 )
 
 // ackEvery is the most client Data the server processes before it acks,
@@ -128,10 +128,10 @@ func (q *queue) ack(seq uint64) error {
 	defer q.mu.Unlock()
 	rp := q.rp
 	if rp == nil {
-		return errors.New("Ack on a session that is not resumable")
+		return errors.New("an Ack on a session that is not resumable")
 	}
 	if seq > rp.sent {
-		return fmt.Errorf("Ack of %d, but the server has sent %d Data in this epoch", seq, rp.sent)
+		return fmt.Errorf("an Ack of %d, but the server has sent %d Data in this epoch", seq, rp.sent)
 	}
 	if seq > rp.acked {
 		rp.dropThrough(seq)
@@ -150,7 +150,7 @@ func (q *queue) resumeOutbound(c *conn, p wire.ResumePayload) (epoch string, res
 	defer q.mu.Unlock()
 	if rp := q.rp; rp != nil && p.Epoch != "" && p.Epoch == rp.epoch {
 		if p.Seq > rp.sent {
-			return "", false, fmt.Errorf("Resume with seq %d, but the server has sent %d Data in epoch %s", p.Seq, rp.sent, rp.epoch)
+			return "", false, fmt.Errorf("a Resume with seq %d, but the server has sent %d Data in epoch %s", p.Seq, rp.sent, rp.epoch)
 		}
 		rp.dropThrough(p.Seq) // the client has them: an implicit Ack
 		c.replayNext = max(p.Seq, rp.acked) + 1
@@ -183,17 +183,6 @@ func (q *queue) requeueUnacked() {
 		q.bytes += e.size()
 	}
 	q.items, q.head = append(items, q.items[q.head:]...), 0
-}
-
-// retained returns what a resumable session holds for its client: the
-// queued and the unacked bytes, and the last Data the client acked.
-func (q *queue) retained() (queued, unacked int, acked uint64) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.rp != nil {
-		unacked, acked = q.rp.bytes, q.rp.acked
-	}
-	return q.bytes, unacked, acked
 }
 
 // detach leaves the queue without an owner when c, its owner, was lost: it
