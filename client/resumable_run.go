@@ -128,10 +128,7 @@ func (s *Resumable) finish() {
 	s.syncs = nil
 	s.mu.Unlock()
 
-	err := fmt.Errorf("%w: %w", ErrClosed, ce)
-	if ce.Outcome == OutcomeClean && len(pkts) > 0 {
-		err = fmt.Errorf("%w: %w", ErrUnacknowledged, ce)
-	}
+	err := fmt.Errorf("%w before the packet was acknowledged: %w", ErrClosed, ce)
 	for _, p := range pkts {
 		if p.done != nil {
 			p.done <- err
