@@ -264,3 +264,69 @@ func runThroughCuts(t *testing.T, proxy *gatewaytest.Proxy, fingerprint string, 
 	}
 	t.Logf("%d packets each way in %v through %d cuts: %d reconnects, %d resent, %d duplicates dropped", n, elapsed, cuts, st.Reconnects, st.Resent, st.DuplicatesDropped)
 }
+
+// TestResumableCloseWhileDisconnected: Close on a lost connection
+// reconnects, resends, and only then exchanges Goodbyes.
+func TestResumableCloseWhileDisconnected(t *testing.T) {
+	p := newPeerALPN(t, wire.ALPNResume)
+	srv := newResumeEcho(t, p)
+	proxy := gatewaytest.NewProxy(t, p.ln.Addr().String())
+	lost := make(chan struct{}, 10)
+	var handled []string
+	var hmu sync.Mutex
+	ctx := testCtx(t)
+	r, err := client.DialResumable(ctx, proxy.Addr(), newKey(t),
+		client.WithFingerprint(p.fp),
+		client.WithBackoff(10*time.Millisecond, 50*time.Millisecond),
+		client.WithHandler(func(p client.Packet) {
+			hmu.Lock()
+			handled = append(handled, string(p.Payload))
+			hmu.Unlock()
+		}),
+		client.WithResumeEvents(func(ev client.ResumeEvent) {
+			if ev.Kind == client.EventLost {
+				lost <- struct{}{}
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = r.Close(ctx)
+	})
+	if _, err := r.Recv(ctx); err != client.ErrHandlerSet {
+		t.Fatalf("Recv with a handler: %v", err)
+	}
+	for i := range 10 {
+		if err := r.Send(ctx, client.Data([]byte(strconv.Itoa(i)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proxy.Cut()
+	select {
+	case <-lost:
+	case <-time.After(waitFor):
+		t.Fatal("the cut was not noticed")
+	}
+	if err := r.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	srv.mu.Lock()
+	got := len(srv.processed)
+	srv.mu.Unlock()
+	if got != 10 {
+		t.Fatalf("the server processed %d packets, want 10", got)
+	}
+	hmu.Lock()
+	defer hmu.Unlock()
+	for i, s := range handled {
+		if s != strconv.Itoa(i) {
+			t.Fatalf("handled %v, want 0.. in order", handled)
+		}
+	}
+	if len(handled) != 10 {
+		t.Fatalf("handled %d echoes, want 10", len(handled))
+	}
+}
