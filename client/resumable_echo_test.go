@@ -167,7 +167,8 @@ func TestResumableThroughCuts(t *testing.T) {
 }
 
 // runThroughCuts is the body of the cut tests: processed returns what the
-// server processed, in order, once the client has closed.
+// server processed, in order, once the client has closed; without it, the
+// echoes alone show what the server processed.
 func runThroughCuts(t *testing.T, proxy *gatewaytest.Proxy, fingerprint string, processed func() []string, opts ...client.Option) {
 	const n, cuts = 2000, 5
 	var lost, reconnected atomic.Int64
@@ -248,6 +249,10 @@ func runThroughCuts(t *testing.T, proxy *gatewaytest.Proxy, fingerprint string, 
 	elapsed := time.Since(start)
 	if err := r.Close(ctx); err != nil {
 		t.Fatalf("Close: %v", err)
+	}
+	if processed == nil {
+		t.Logf("%d packets each way in %v through %d cuts: %+v", n, elapsed, cuts, r.Stats())
+		return
 	}
 	got := processed()
 	if len(got) != n {
