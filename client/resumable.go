@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
@@ -625,4 +626,20 @@ func (s *Resumable) force(err error) {
 	if c != nil {
 		_ = c.raw.Close()
 	}
+}
+
+// Unacked returns the packets in the resume buffer, in order: sent or
+// not, the server has not acknowledged them. After a session ended by a
+// Goodbye (a takeover, a shutdown) they are the ones it may not have
+// processed, for the application to send again on a new session if it
+// wants to.
+func (s *Resumable) Unacked() []Packet {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ps := make([]Packet, 0, len(s.out.pkts))
+	for _, p := range s.out.pkts {
+		f := p.frame
+		ps = append(ps, Packet{Type: wire.Type(f[1] & 0x3f), Encoding: wire.Encoding(f[1] >> 6), Payload: bytes.Clone(f[wire.HeaderLen:])})
+	}
+	return ps
 }

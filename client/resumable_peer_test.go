@@ -478,6 +478,9 @@ func TestResumableTakenOver(t *testing.T) {
 	if err := <-ch; !errors.Is(err, client.ErrClosed) {
 		t.Fatalf("unacked packet: %v, want ErrClosed", err)
 	}
+	if u := r.Unacked(); len(u) != 1 || u[0].Type != wire.TypeData || string(u[0].Payload) != "x" {
+		t.Fatalf("Unacked %+v, want the packet x", u)
+	}
 	select {
 	case e := <-ev:
 		t.Fatalf("event %+v after the server's goodbye", e)
