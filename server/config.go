@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +23,8 @@ const (
 	DefaultPongTimeout      = 10 * time.Second
 	DefaultSlowConsumer     = 10 * time.Second
 	DefaultMaxConns         = 100000
+	DefaultResumeWindow     = 2 * time.Minute
+	DefaultResumeBuffer     = 1 << 20
 	// ReadBufferSize and WriteBufferSize are the per-connection buffer sizes.
 	ReadBufferSize  = 64 << 10
 	WriteBufferSize = 64 << 10
@@ -86,6 +89,14 @@ type Config struct {
 	// Authorizer, when set, may refuse a client's key at the handshake
 	// (after its signature is verified). See AllowList.
 	Authorizer Authorizer
+	// ResumeWindow is how long a resumable session whose connection was
+	// lost without a Goodbye is kept for a Resume. Default 2 min.
+	ResumeWindow time.Duration
+	// ResumeBuffer bounds what a resumable session holds for its client:
+	// the frame bytes queued plus those written and not yet acked. A send
+	// past it waits (SendWait) or fails with ErrQueueFull (SendAsync),
+	// until the client's Acks make room. Default 1 MiB.
+	ResumeBuffer int
 }
 
 // DefaultConfig returns a Config with every default filled in (and no
@@ -102,6 +113,8 @@ func DefaultConfig() Config {
 		PongTimeout:         DefaultPongTimeout,
 		SlowConsumerTimeout: DefaultSlowConsumer,
 		MaxConns:            DefaultMaxConns,
+		ResumeWindow:        DefaultResumeWindow,
+		ResumeBuffer:        DefaultResumeBuffer,
 	}
 }
 
@@ -151,6 +164,7 @@ func (c Config) WithDefaults() Config {
 		{&c.MaxPayload, &def.MaxPayload},
 		{&c.QueueBytes, &def.QueueBytes},
 		{&c.MaxConns, &def.MaxConns},
+		{&c.ResumeBuffer, &def.ResumeBuffer},
 	} {
 		if *f.v == 0 {
 			*f.v = *f.def
@@ -164,6 +178,7 @@ func (c Config) WithDefaults() Config {
 		{&c.IdleInterval, &def.IdleInterval},
 		{&c.PongTimeout, &def.PongTimeout},
 		{&c.SlowConsumerTimeout, &def.SlowConsumerTimeout},
+		{&c.ResumeWindow, &def.ResumeWindow},
 	} {
 		if *f.v == 0 {
 			*f.v = *f.def
@@ -190,6 +205,9 @@ func (c *Config) Validate() error {
 	if c.MaxConns < 1 && c.MaxConns != -1 {
 		return configErrorf("MaxConns", "must be positive, or -1 for no limit, got %d", c.MaxConns)
 	}
+	if c.ResumeBuffer < 1 {
+		return configErrorf("ResumeBuffer", "must be positive, got %d", c.ResumeBuffer)
+	}
 	if c.MaxConnsPerIP < 0 {
 		return configErrorf("MaxConnsPerIP", "must be 0 (no limit) or positive, got %d", c.MaxConnsPerIP)
 	}
@@ -204,6 +222,7 @@ func (c *Config) Validate() error {
 		{"IdleInterval", c.IdleInterval},
 		{"PongTimeout", c.PongTimeout},
 		{"SlowConsumerTimeout", c.SlowConsumerTimeout},
+		{"ResumeWindow", c.ResumeWindow},
 	} {
 		if d.v <= 0 {
 			return configErrorf(d.name, "must be positive, got %s", d.v)
@@ -221,5 +240,16 @@ func (c *Config) tlsConfig() *tls.Config {
 		tc.MinVersion = tls.VersionTLS12
 	}
 	tc.SessionTicketsDisabled = !c.SessionTickets
+	// A client that offers ALPN wire.ALPNResume gets it; any other client
+	// sees no ALPN at all, exactly as before the resume extension (a
+	// server list would refuse clients offering only other protocols).
+	resume := tc.Clone()
+	resume.NextProtos = []string{wire.ALPNResume}
+	tc.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if slices.Contains(hello.SupportedProtos, wire.ALPNResume) {
+			return resume, nil
+		}
+		return nil, nil
+	}
 	return tc
 }

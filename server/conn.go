@@ -50,6 +50,19 @@ type conn struct {
 	// processing is set while the reader is processing a packet (in the
 	// Handler, say): it reads nothing then, so the client is not idle.
 	processing atomic.Bool
+	// The resume extension (resume.go). resumable: the client negotiated
+	// ALPN wire.ALPNResume. gate is closed once the reader has answered
+	// the first frame, with resumedFrame (the Resumed payload, nil if the
+	// Resume failed) for the writer to write first. resumedOK, set by the
+	// reader, means the Resume succeeded. replayNext, under the queue's
+	// mu, is the next delivery number this connection's writer writes.
+	resumable    bool
+	gate         chan struct{}
+	resumedFrame []byte
+	resumedEnc   wire.Encoding
+	resumedOK    bool
+	replayNext   uint64
+
 	// slipLogged: a peer's protocol slip was logged at warn; the reader,
 	// which alone logs them, logs the rest at debug (see peerSlip).
 	slipLogged bool
@@ -238,7 +251,8 @@ func (c *conn) teardown() {
 	_ = c.nc.Close()
 	c.cancel()
 	c.watchdog.Stop()
-	c.stats.unwritten.Add(uint64(c.srv.release(c)))
+	unwritten, detached := c.srv.release(c)
+	c.stats.unwritten.Add(uint64(unwritten))
 	c.failFlushes(ErrClosed)
 
 	c.mu.Lock()
@@ -263,6 +277,10 @@ func (c *conn) teardown() {
 		"packets_in", info.PacketsIn, "packets_out", info.PacketsOut, "unwritten", info.Unwritten,
 		"truncated_frame", info.TruncatedFrame)
 	c.srv.emit(Event{Kind: EventClosed, SessionID: info.SessionID, ConnID: info.ConnID, Close: info})
+	if detached {
+		c.log.Info("session detached: kept for a Resume", "resume_window", c.srv.cfg.ResumeWindow)
+		c.srv.emit(Event{Kind: EventDetached, SessionID: info.SessionID, ConnID: info.ConnID, Session: c.sess.Info()})
+	}
 	close(c.done)
 }
 

@@ -14,6 +14,15 @@ const (
 	// EventClosed: a connection has fully ended. Every packet it delivered
 	// was processed before this event.
 	EventClosed
+	// EventDetached: a resumable session lost its connection without a
+	// Goodbye and is kept for the resume window (after its EventClosed).
+	EventDetached
+	// EventResumed: a resumable connection's Resume was answered; Resumed
+	// says whether the client's epoch was resumed.
+	EventResumed
+	// EventExpired: a detached session ended without a Resume; Dropped
+	// and DroppedBytes are what it held.
+	EventExpired
 )
 
 func (k EventKind) String() string {
@@ -24,6 +33,12 @@ func (k EventKind) String() string {
 		return "taken_over"
 	case EventClosed:
 		return "closed"
+	case EventDetached:
+		return "detached"
+	case EventResumed:
+		return "resumed"
+	case EventExpired:
+		return "expired"
 	}
 	return "unknown"
 }
@@ -40,6 +55,10 @@ type Event struct {
 	Session SessionInfo
 	// Close is the connection's final state (EventClosed).
 	Close CloseInfo
+	// Resumed: the client's epoch was resumed (EventResumed).
+	Resumed bool
+	// Dropped and DroppedBytes: what an expired session held (EventExpired).
+	Dropped, DroppedBytes int
 }
 
 func (s *Server) emit(e Event) {

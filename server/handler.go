@@ -57,6 +57,14 @@ type FlushWaiter interface {
 	WaitProcessed(ctx context.Context, s *Session, seq uint64)
 }
 
+// A ProcessedReporter is a FlushWaiter that can say, without waiting,
+// whether a session's packets through seq are processed. The server asks
+// it before it acks a resumable client's Data (docs/protocol.md §15);
+// with a FlushWaiter that is not one, it acks only in answer to a Flush.
+type ProcessedReporter interface {
+	ProcessedThrough(s *Session, seq uint64) bool
+}
+
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(ctx context.Context, s *Session, p Packet)
 

@@ -74,7 +74,14 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 		}
 	}
 	id := s.sessionID(auth.PublicKey)
-	_ = nc.SetDeadline(time.Time{})
+	resumable := tc.ConnectionState().NegotiatedProtocol == wire.ALPNResume
+	if resumable {
+		// The Resume is part of the handshake: it must come within the
+		// same bound. The reader lifts the deadline once it has it.
+		_ = nc.SetWriteDeadline(time.Time{})
+	} else {
+		_ = nc.SetDeadline(time.Time{})
+	}
 
 	st := tc.ConnectionState()
 	c := &conn{
@@ -89,6 +96,8 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 		tlsVersion:  st.Version,
 		cipher:      st.CipherSuite,
 		state:       StateActive,
+		resumable:   resumable,
+		gate:        make(chan struct{}),
 		wake:        make(chan struct{}, 1),
 		gotGoodbye:  make(chan struct{}),
 		closing:     make(chan struct{}),
@@ -99,7 +108,7 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 	c.lastActivity.Store(c.connectedAt.UnixNano())
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.log = log.With("session_id", id, "conn_id", c.id)
-	if _, err := s.register(c, &Session{srv: s, id: id, pub: auth.PublicKey, q: queue{limit: s.cfg.QueueBytes, highWater: &s.counters.queueHighWater}}); err != nil {
+	if _, err := s.register(c, &Session{srv: s, id: id, pub: auth.PublicKey, q: queue{limit: s.cfg.QueueBytes, rpLimit: s.cfg.ResumeBuffer, highWater: &s.counters.queueHighWater}}); err != nil {
 		c.cancel()
 		if errors.Is(err, errIDCollision) {
 			log.Warn("handshake refused: another key has the session ID of a live session", "session_id", id)

@@ -50,6 +50,9 @@ const (
 	StateClosing State = "closing"
 	// StateClosed: the connection has ended (final).
 	StateClosed State = "closed"
+	// StateDetached: the session's resumable connection was lost without
+	// a Goodbye; the session is kept for a Resume (it has no connection).
+	StateDetached State = "detached"
 )
 
 // Counters are a connection's traffic counters.
@@ -81,6 +84,13 @@ type SessionInfo struct {
 	LastFlushAck uint64
 	// Takeovers counts how many times this identity was taken over.
 	Takeovers uint64
+	// Resumable sessions only: the epoch, the bytes written and not yet
+	// acked by the client (kept for a replay), and the last Data acked.
+	Epoch        string
+	UnackedBytes int
+	AckedSeq     uint64
+	// DetachedSince is when the session lost its connection (StateDetached).
+	DetachedSince time.Time
 }
 
 // CloseInfo is a connection's final state.

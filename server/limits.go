@@ -35,6 +35,15 @@ type Stats struct {
 	SendRejected uint64
 	// QueueHighWater is the most bytes any session's queue has held.
 	QueueHighWater uint64
+	// Detached is the number of sessions detached now, kept for a Resume.
+	Detached int64
+	// Resumes counts Resume requests answered with resumed true and false.
+	ResumesResumed, ResumesFresh uint64
+	// Replayed counts Data packets written again after a Resume.
+	Replayed uint64
+	// Expired counts detached sessions that ended without a Resume, and
+	// ExpiredBytes the frame bytes they held.
+	Expired, ExpiredBytes uint64
 }
 
 // Observer receives the durations the data plane measures. Its methods
@@ -102,6 +111,18 @@ type counters struct {
 	slowConsumers, idleTimeouts          atomic.Uint64
 	sendRejected, queueHighWater         atomic.Uint64
 	handshakeFailed                      [len(handshakeFailures)]atomic.Uint64
+	// The resume extension's.
+	detached                            atomic.Int64 // sessions detached now
+	resumedTrue, resumedFalse, replayed atomic.Uint64
+	expired, expiredBytes               atomic.Uint64
+}
+
+func (c *counters) resume(resumed bool) {
+	if resumed {
+		c.resumedTrue.Add(1)
+	} else {
+		c.resumedFalse.Add(1)
+	}
 }
 
 func (c *counters) handshakeFailure(reason HandshakeFailure) {
@@ -123,6 +144,12 @@ func (s *Server) Stats() Stats {
 		IdleTimeouts:    s.counters.idleTimeouts.Load(),
 		SendRejected:    s.counters.sendRejected.Load(),
 		QueueHighWater:  s.counters.queueHighWater.Load(),
+		Detached:        s.counters.detached.Load(),
+		ResumesResumed:  s.counters.resumedTrue.Load(),
+		ResumesFresh:    s.counters.resumedFalse.Load(),
+		Replayed:        s.counters.replayed.Load(),
+		Expired:         s.counters.expired.Load(),
+		ExpiredBytes:    s.counters.expiredBytes.Load(),
 		HandshakeFailed: make(map[string]uint64, len(handshakeFailures)),
 	}
 	for i, r := range handshakeFailures {

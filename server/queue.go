@@ -22,7 +22,10 @@ var (
 
 // entry is one queued outbound packet.
 type entry struct {
-	seq     uint64
+	seq uint64
+	// dseq is a resumable session's delivery number of a Data entry,
+	// assigned when it is taken for writing; 0 otherwise.
+	dseq    uint64
 	typ     wire.Type
 	enc     wire.Encoding
 	payload []byte
@@ -59,6 +62,10 @@ type queue struct {
 	// progress, when non-nil, is closed the next time written advances or
 	// bytes are freed. Waiters make it; the writer closes it.
 	progress chan struct{}
+	// rp is a resumable session's replay state (resume.go), nil for a v1
+	// one; rpLimit bounds its unacked plus queued bytes for new work.
+	rp      *replay
+	rpLimit int
 }
 
 // queueState is the stage of a queue's life, which says what it refuses
@@ -178,10 +185,22 @@ func (q *queue) refusal(p producer) error {
 	return nil
 }
 
-// fits reports whether n more bytes fit the byte bound. An empty queue
-// takes an entry of any size, so that no packet waits forever. Call with
-// q.mu held.
-func (q *queue) fits(n int) bool { return q.bytes+n <= q.limit || q.len() == 0 }
+// fits reports whether n more bytes from p fit the byte bound. An empty
+// queue takes an entry of any size, so that no packet waits forever. In a
+// resumable session new work also counts the unacked bytes against the
+// resume buffer; what is owed does not, because only the reader frees
+// them (by reading Acks), and the reader may be the one waiting to queue a
+// reply. Call with q.mu held.
+func (q *queue) fits(n int, p producer) bool {
+	if q.bytes+n > q.limit && q.len() > 0 {
+		return false
+	}
+	if rp := q.rp; rp != nil && p == newWork {
+		held := q.bytes + rp.bytes
+		return held+n <= q.rpLimit || held == 0
+	}
+	return true
+}
 
 // tryPut appends e unless q refuses it or it does not fit.
 func (q *queue) tryPut(e entry, p producer) (seq uint64, depth int, err error) {
@@ -190,7 +209,7 @@ func (q *queue) tryPut(e entry, p producer) (seq uint64, depth int, err error) {
 		q.mu.Unlock()
 		return 0, 0, err
 	}
-	if !q.fits(e.size()) {
+	if !q.fits(e.size(), p) {
 		q.mu.Unlock()
 		return 0, 0, ErrQueueFull
 	}
@@ -209,7 +228,7 @@ func (q *queue) putWait(ctx context.Context, e entry, p producer) (seq uint64, d
 			q.mu.Unlock()
 			return 0, 0, err
 		}
-		if q.fits(n) {
+		if q.fits(n, p) {
 			break
 		}
 		ch := q.waitChan()
@@ -280,6 +299,9 @@ func (q *queue) take(c *conn, batch []entry, maxBytes int) (_ []entry, owned boo
 	if q.owner != c {
 		return batch, false, nil
 	}
+	if q.rp != nil && c.resumable {
+		return q.takeResumable(c, batch, maxBytes), true, nil
+	}
 	if q.inflight != nil && q.inflight != c {
 		return batch, true, q.waitChan()
 	}
@@ -289,9 +311,16 @@ func (q *queue) take(c *conn, batch []entry, maxBytes int) (_ []entry, owned boo
 		size += pending[n].size()
 		n++
 	}
+	return q.removeTaken(c, batch, n, size), true, nil
+}
+
+// removeTaken moves the first n pending entries, size bytes, into batch
+// for c's writer. Call with q.mu held.
+func (q *queue) removeTaken(c *conn, batch []entry, n, size int) []entry {
 	if n == 0 {
-		return batch, true, nil
+		return batch
 	}
+	pending := q.items[q.head:]
 	batch = append(batch, pending[:n]...)
 	clear(pending[:n])
 	q.head += n
@@ -306,7 +335,7 @@ func (q *queue) take(c *conn, batch []entry, maxBytes int) (_ []entry, owned boo
 	q.bytes -= size
 	q.inflight = c
 	q.notify()
-	return batch, true, nil
+	return batch
 }
 
 // markWritten records that c's batch, through seq, is on the wire.
@@ -335,11 +364,20 @@ func (q *queue) handBack(c *conn, batch []entry) (lost int) {
 	}
 	q.notify()
 	if q.owner == c || q.owner == nil || q.state == queueEnded {
+		if c.resumable && q.rp != nil {
+			// Numbered Data is kept for a replay; only the rest is lost.
+			for _, e := range batch {
+				if e.dseq != 0 {
+					lost--
+				}
+			}
+			return lost + len(batch)
+		}
 		return len(batch)
 	}
 	keep := make([]entry, 0, len(batch)+q.len())
 	for _, e := range batch {
-		if e.only == nil {
+		if e.only == nil && e.dseq == 0 { // numbered Data is in the replay buffer
 			keep = append(keep, e)
 			q.bytes += e.size()
 		}
@@ -360,6 +398,11 @@ func (q *queue) attach(c *conn) (old *conn) {
 	if q.state == queueSealed {
 		q.state = queueOpen
 	}
+	if !c.resumable {
+		// A v1 connection takes a resumable session: what its client may
+		// not have is written again, unnumbered.
+		q.requeueUnacked()
+	}
 	// The previous owner's sealed Goodbye, if queued, is only for it.
 	pending := q.len() > 0
 	q.notify()
@@ -379,6 +422,7 @@ func (q *queue) end(c *conn) (dropped int) {
 		return 0
 	}
 	dropped = q.len()
+	q.rp = nil // written, and the session is over
 	clear(q.items)
 	q.items, q.head = q.items[:0], 0
 	q.bytes = 0

@@ -18,8 +18,10 @@ import (
 // the client through TCP.
 func (c *conn) readLoop() {
 	fr := wire.NewReader(c.br, c.srv.cfg.MaxPayload)
-	discarding := false // after a takeover: read, count and drop
-	var now time.Time   // when the frame's bytes arrived
+	discarding := false      // after a takeover: read, count and drop
+	first := c.resumable     // the next frame must be Resume
+	var now time.Time        // when the frame's bytes arrived
+	defer c.openGateIfShut() // a connection lost before its Resume
 	for {
 		buffered := c.br.Buffered()
 		// Borrowed: the payload is read in place, valid until the next
@@ -59,7 +61,12 @@ func (c *conn) readLoop() {
 			c.sess.inbound.Lock()
 			if c.sess.cur.Load() == c {
 				c.processing.Store(true)
-				c.process(f, now)
+				if first {
+					first = false
+					c.resumeFirst(f)
+				} else {
+					c.process(f, now)
+				}
 				c.processing.Store(false)
 				c.sess.inbound.Unlock()
 				continue
@@ -77,14 +84,18 @@ func (c *conn) readLoop() {
 
 // process handles one packet. The caller holds the session's inbound lock.
 func (c *conn) process(f wire.Frame, receivedAt time.Time) {
-	switch f.Type {
-	case wire.TypeData, wire.TypeError:
+	switch {
+	case f.Type == wire.TypeData, f.Type == wire.TypeError:
 		s := c.sess
 		s.inSeq++
 		s.srv.cfg.Handler.Handle(c.ctx, s, Packet{
 			Seq: s.inSeq, ConnID: c.id, Type: f.Type, Encoding: f.Encoding, Payload: f.Payload, ReceivedAt: receivedAt, Closing: c.closing,
 		})
-	case wire.TypeFlush:
+		if c.resumedOK {
+			s.inEpoch++
+			c.maybeAck(f.Encoding, false)
+		}
+	case f.Type == wire.TypeFlush:
 		p, err := wire.DecodeFlush(f.Encoding, f.Payload)
 		if err != nil {
 			c.replyError(wire.CodeBadPayload, err.Error(), f.Type, f.Encoding)
@@ -95,28 +106,41 @@ func (c *conn) process(f wire.Frame, receivedAt time.Time) {
 		if fw, ok := c.srv.cfg.Handler.(FlushWaiter); ok {
 			c.waitProcessed(fw)
 		}
+		c.maybeAck(f.Encoding, true)
 		c.replyControl(wire.TypeFlushAck, f.Encoding, wire.FlushPayload{Seq: p.Seq})
-	case wire.TypePing:
+	case f.Type == wire.TypePing:
 		p, err := wire.DecodePing(f.Encoding, f.Payload)
 		if err != nil {
 			c.replyError(wire.CodeBadPayload, err.Error(), f.Type, f.Encoding)
 			return
 		}
 		c.replyControl(wire.TypePong, f.Encoding, wire.PingPayload{Nonce: p.Nonce})
-	case wire.TypePong:
+	case f.Type == wire.TypePong:
 		if _, err := wire.DecodePing(f.Encoding, f.Payload); err != nil {
 			c.badControl(f, err)
 		}
-	case wire.TypeFlushAck:
+	case f.Type == wire.TypeFlushAck:
 		p, err := wire.DecodeFlush(f.Encoding, f.Payload)
 		if err != nil {
 			c.badControl(f, err)
 			return
 		}
 		c.flushAcked(p.Seq)
-	case wire.TypeGoodbye:
+	case f.Type == wire.TypeGoodbye:
 		c.peerGoodbye(f)
+	case c.resumable && f.Type == wire.TypeResume:
+		c.protocolError(wire.CodeProtocolError, errResumeAgain.Error(), f.Type, f.Encoding)
+	case c.resumedOK && f.Type == wire.TypeAck:
+		p, err := wire.DecodeAck(f.Encoding, f.Payload)
+		if err == nil {
+			err = c.sess.q.ack(p.Seq)
+		}
+		if err != nil {
+			c.badControl(f, err)
+		}
 	default:
+		// On a v1 connection the resume extension's types are unknown,
+		// exactly as before it existed.
 		c.replyError(wire.CodeUnknownType, "unknown packet type "+f.Type.String(), f.Type, f.Encoding)
 	}
 }
@@ -233,6 +257,37 @@ func (c *conn) readEnded(err error) {
 	default:
 		c.log.Debug("read ended", "err", err)
 	}
+	if c.resumable && !c.closeStarted() {
+		// A resumable connection that ends without a Goodbye is lost,
+		// not closed: its session is kept for a Resume, and what is
+		// queued waits for the next connection rather than this socket.
+		c.abort(OutcomePeerClosed)
+		return
+	}
 	// The peer is done sending; write what is owed and say goodbye.
 	c.startClose(CloseOptions{Code: wire.GoodbyeNormal, Reason: "peer closed"})
+}
+
+// resumeFirst handles the first frame of a resumable connection, which
+// must be Resume. The caller holds the session's inbound lock.
+func (c *conn) resumeFirst(f wire.Frame) {
+	if f.Type != wire.TypeResume {
+		c.openGate(nil, 0)
+		c.protocolError(wire.CodeProtocolError, errResumeNotFirst.Error()+", not "+f.Type.String(), f.Type, f.Encoding)
+		return
+	}
+	c.liftHandshakeDeadline()
+	c.handleResume(f)
+}
+
+// openGateIfShut opens the writer's gate of a resumable connection whose
+// reader stopped before its first frame, so that the writer can end.
+func (c *conn) openGateIfShut() {
+	select {
+	case <-c.gate:
+	default:
+		if c.resumable {
+			c.openGate(nil, 0)
+		}
+	}
 }

@@ -164,6 +164,7 @@ func (s *Server) register(c *conn, sess *Session) (*Session, error) {
 		s.sessMu.Unlock()
 	}
 	c.sess = sess
+	s.reattach(sess)
 	old := sess.cur.Swap(c)
 	sess.q.attach(c)
 	if old != nil {
@@ -190,8 +191,10 @@ func (s *Server) register(c *conn, sess *Session) (*Session, error) {
 }
 
 // release detaches an ended connection. If it still owned its session, the
-// session ends and what was never written is dropped; it returns how much.
-func (s *Server) release(c *conn) int {
+// session ends and what was never written is dropped (it returns how
+// much), unless the connection was a lost resumable one: the session is
+// then kept, detached, for a Resume.
+func (s *Server) release(c *conn) (unwritten int, detached bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.conns, c)
@@ -199,13 +202,17 @@ func (s *Server) release(c *conn) int {
 	c.out.mergeInto(&s.trafficOut)
 	sess := c.sess
 	if sess.cur.Load() != c {
-		return 0
+		return 0, false
 	}
 	sess.cur.Store(nil)
+	if !s.shutting && c.lost() {
+		s.detach(sess, c)
+		return 0, true
+	}
 	s.sessMu.Lock()
 	delete(s.sessions, sess.id)
 	s.sessMu.Unlock()
-	return sess.q.end(c)
+	return sess.q.end(c), false
 }
 
 // Session returns the live session with the given ID.
@@ -260,10 +267,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		_ = nc.Close() // handshakes are not sessions yet; nothing is owed
 	}
 	sessions := make([]*Session, 0, len(s.sessions))
+	var detached []*Session
 	for _, sess := range s.sessions {
-		sessions = append(sessions, sess)
+		if sess.detached != nil {
+			detached = append(detached, sess)
+		} else {
+			sessions = append(sessions, sess)
+		}
 	}
 	s.mu.Unlock()
+	for _, sess := range detached {
+		s.expireNow(sess) // no Resume can reach a server that is stopping
+	}
 	s.refusals.stop() // accepting has stopped: log what is counted
 	s.log.Info("shutting down", "sessions", len(sessions))
 

@@ -38,6 +38,13 @@ type Session struct {
 	inbound   sync.Mutex
 	inSeq     uint64 // last inbound sequence number; guarded by inbound
 	takeovers atomic.Uint64
+	// Resumable sessions, guarded by inbound: the last client Data
+	// processed in the epoch, and the last the server acked.
+	inEpoch, inAcked uint64
+	// detached is set while the session waits for a Resume; guarded by
+	// the server's mu. detachedSince mirrors it for Info (unix ns, 0: no).
+	detached      *detached
+	detachedSince atomic.Int64
 }
 
 // ID returns the session ID derived from the public key.
@@ -212,8 +219,15 @@ func (s *Session) Info() SessionInfo {
 	info := SessionInfo{ID: s.id, PublicKey: s.pub, Takeovers: s.takeovers.Load()}
 	info.QueueLen, info.QueueBytes = s.q.depth()
 	info.QueueLimit = s.q.limit
+	s.q.mu.Lock()
+	if rp := s.q.rp; rp != nil {
+		info.Epoch, info.UnackedBytes, info.AckedSeq = rp.epoch, rp.bytes, rp.acked
+	}
+	s.q.mu.Unlock()
 	if c := s.cur.Load(); c != nil {
 		c.fillInfo(&info)
+	} else if ns := s.detachedSince.Load(); ns != 0 {
+		info.State, info.DetachedSince = StateDetached, time.Unix(0, ns)
 	}
 	return info
 }

@@ -40,6 +40,12 @@ func (c *conn) check() {
 	case closing: // the close has its own bounds
 	case c.flushingSince.Load() != 0 && now-c.flushingSince.Load() > int64(cfg.SlowConsumerTimeout):
 		c.srv.counters.slowConsumers.Add(1)
+		if c.resumable {
+			// Lost, not closed: its session is kept for a Resume.
+			c.log.Info("slow consumer: the client has not read for the slow-consumer timeout; dropping the resumable connection", "timeout", cfg.SlowConsumerTimeout)
+			c.abort(OutcomeTimeout)
+			return
+		}
 		c.log.Info("slow consumer: the client has not read for the slow-consumer timeout; closing", "timeout", cfg.SlowConsumerTimeout)
 		// The client is not reading: its Goodbye can only go out if it
 		// resumes, so the drain gets the linger timeout, not the full one.
@@ -62,6 +68,11 @@ func (c *conn) check() {
 			_ = c.sess.q.enqueuePing(entry{typ: wire.TypePing, enc: c.encoding(), payload: payload, only: c})
 		case now-ping > int64(cfg.PongTimeout):
 			c.srv.counters.idleTimeouts.Add(1)
+			if c.resumable {
+				c.log.Info("idle timeout: no packet and no Pong; dropping the resumable connection", "idle_interval", cfg.IdleInterval, "pong_timeout", cfg.PongTimeout)
+				c.abort(OutcomeTimeout)
+				return
+			}
 			c.log.Info("idle timeout: no packet and no Pong; closing", "idle_interval", cfg.IdleInterval, "pong_timeout", cfg.PongTimeout)
 			c.startClose(CloseOptions{Code: wire.GoodbyeIdleTimeout, Reason: "no traffic and no Pong"})
 		}

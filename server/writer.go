@@ -21,6 +21,9 @@ const idleBatchCap = 256
 // the connection is aborted.
 func (c *conn) writeLoop() {
 	defer close(c.writerDone)
+	if c.resumable && !c.writeResumed() {
+		return
+	}
 	var batch []entry // reused: taking allocates nothing in steady state
 	for {
 		var owned bool

@@ -218,6 +218,25 @@ func (h *Hub) WaitProcessed(ctx context.Context, s *server.Session, seq uint64) 
 	}
 }
 
+// ProcessedThrough reports, without waiting, whether every consumer group
+// holding s has acked its packets through seq (server.ProcessedReporter):
+// the server then acks them to a resumable client.
+func (h *Hub) ProcessedThrough(s *server.Session, seq uint64) bool {
+	groups := h.groupList.Load()
+	if groups == nil {
+		return true
+	}
+	for _, g := range *groups {
+		g.mu.Lock()
+		done, _, _ := g.ackedThrough(s, seq)
+		g.mu.Unlock()
+		if !done {
+			return false
+		}
+	}
+	return true
+}
+
 // Publish delivers a lifecycle event to the watchers, and a connection's
 // end to the Receive streams that select its session.
 func (h *Hub) Publish(e server.Event) {
