@@ -237,11 +237,11 @@ func runThroughCuts(t *testing.T, proxy *gatewaytest.Proxy, fingerprint string, 
 	start := time.Now()
 	for i := range n {
 		if err := r.Send(ctx, client.Data([]byte(strconv.Itoa(i)))); err != nil {
-			t.Fatalf("Send %d: %v", i, err)
+			t.Fatalf("Send %d: %v (stats %+v, %d losses)", i, err, r.Stats(), lost.Load())
 		}
 	}
 	if err := r.Sync(ctx); err != nil {
-		t.Fatalf("Sync: %v", err)
+		t.Fatalf("Sync: %v (stats %+v, %d losses)", err, r.Stats(), lost.Load())
 	}
 	if err := <-received; err != nil {
 		t.Fatal(err)

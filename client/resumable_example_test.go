@@ -53,4 +53,7 @@ func ExampleDialResumable() {
 		log.Fatal(err)
 	}
 	fmt.Println("closed")
+	// Output:
+	// received data "hello"
+	// closed
 }
