@@ -74,7 +74,8 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 		}
 	}
 	id := s.sessionID(auth.PublicKey)
-	resumable := tc.ConnectionState().NegotiatedProtocol == wire.ALPNResume
+	st := tc.ConnectionState()
+	resumable := st.NegotiatedProtocol == wire.ALPNResume
 	if resumable {
 		// The Resume is part of the handshake: it must come within the
 		// same bound. The reader lifts the deadline once it has it.
@@ -83,7 +84,6 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 		_ = nc.SetDeadline(time.Time{})
 	}
 
-	st := tc.ConnectionState()
 	c := &conn{
 		srv:         s,
 		id:          s.nextConnID.Add(1),

@@ -364,16 +364,12 @@ func (q *queue) handBack(c *conn, batch []entry) (lost int) {
 	}
 	q.notify()
 	if q.owner == c || q.owner == nil || q.state == queueEnded {
-		if c.resumable && q.rp != nil {
-			// Numbered Data is kept for a replay; only the rest is lost.
-			for _, e := range batch {
-				if e.dseq != 0 {
-					lost--
-				}
+		for _, e := range batch {
+			if e.dseq == 0 { // numbered Data is kept for a replay
+				lost++
 			}
-			return lost + len(batch)
 		}
-		return len(batch)
+		return lost
 	}
 	keep := make([]entry, 0, len(batch)+q.len())
 	for _, e := range batch {

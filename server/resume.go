@@ -215,8 +215,11 @@ func (c *conn) handleResume(f wire.Frame) {
 		return
 	}
 	if !resumed {
-		s.inEpoch, s.inAcked = 0, 0
+		s.inEpoch = 0
 	}
+	// Acks written to the lost connection may never have arrived: ack
+	// again, from the next chance on, whatever was acked before.
+	s.inAcked = 0
 	c.resumedOK = true
 	payload, _ := wire.Marshal(f.Encoding, wire.ResumedPayload{Epoch: epoch, Seq: s.inEpoch, Resumed: resumed})
 	c.openGate(payload, f.Encoding)

@@ -92,8 +92,8 @@ func DecodeFlush(enc Encoding, b []byte) (FlushPayload, error) {
 	if err := decodeFields(enc, b, seq); err != nil {
 		return FlushPayload{}, err
 	}
-	if !seq.set {
-		return FlushPayload{}, fmt.Errorf("%w: missing field \"seq\"", ErrBadPayload)
+	if err := required(seq); err != nil {
+		return FlushPayload{}, err
 	}
 	return v, nil
 }
@@ -105,8 +105,8 @@ func DecodePing(enc Encoding, b []byte) (PingPayload, error) {
 	if err := decodeFields(enc, b, nonce); err != nil {
 		return PingPayload{}, err
 	}
-	if !nonce.set {
-		return PingPayload{}, fmt.Errorf("%w: missing field \"nonce\"", ErrBadPayload)
+	if err := required(nonce); err != nil {
+		return PingPayload{}, err
 	}
 	return v, nil
 }

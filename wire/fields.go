@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
 // A control payload is decoded by walking its map, not by a reflecting
@@ -169,17 +170,31 @@ func truncate(raw []byte) string {
 	return string(raw)
 }
 
+// decodeMsgPackFields reads the map in b, which checkMsgPack has checked.
+// It peeks at each code before decoding and hands the library only what
+// checkMsgPack measured the same way: the library's DecodeMapLen and
+// DecodeInterface read an extension as a wrapper around the value in its
+// body, whose declared lengths checkMsgPack (rightly) skipped as opaque
+// bytes; a 28-byte payload of an ext around a map around a map32 claiming
+// 3 billion entries had the library build a map of that size.
 func decodeMsgPackFields(b []byte, fs []*field) error {
 	dec := msgpack.NewDecoder(bytes.NewReader(b))
+	c, err := dec.PeekCode()
+	if err != nil || !isMsgPackMap(c) {
+		return errors.New("want a MessagePack map")
+	}
 	n, err := dec.DecodeMapLen()
-	if err != nil || n < 0 {
+	if err != nil {
 		return errors.New("want a MessagePack map")
 	}
 	seen := make(map[string]bool, len(fs))
 	for range n {
-		k, err := dec.DecodeInterface()
-		key, ok := k.(string)
-		if err != nil || !ok {
+		c, err := dec.PeekCode()
+		if err != nil || !msgpcode.IsString(c) {
+			return errors.New("want string keys in the MessagePack map")
+		}
+		key, err := dec.DecodeString()
+		if err != nil {
 			return errors.New("want string keys in the MessagePack map")
 		}
 		f, err := claim(fs, seen, key)
@@ -192,6 +207,9 @@ func decodeMsgPackFields(b []byte, fs []*field) error {
 			}
 			continue
 		}
+		if c, err := dec.PeekCode(); err == nil && !isMsgPackScalar(c) {
+			return fmt.Errorf("%q: want %s, got %s", f.name, f.want(), describeCode(c))
+		}
 		v, err := dec.DecodeInterface()
 		if err != nil {
 			return fmt.Errorf("malformed value of %q", key)
@@ -201,6 +219,30 @@ func decodeMsgPackFields(b []byte, fs []*field) error {
 		}
 	}
 	return nil
+}
+
+func isMsgPackMap(c byte) bool {
+	return msgpcode.IsFixedMap(c) || c == msgpcode.Map16 || c == msgpcode.Map32
+}
+
+func isMsgPackArray(c byte) bool {
+	return msgpcode.IsFixedArray(c) || c == msgpcode.Array16 || c == msgpcode.Array32
+}
+
+// isMsgPackScalar: no control field holds a map, an array or an extension.
+func isMsgPackScalar(c byte) bool {
+	return !isMsgPackMap(c) && !isMsgPackArray(c) && !msgpcode.IsExt(c)
+}
+
+// describeCode names what a value that is not a scalar is.
+func describeCode(c byte) string {
+	switch {
+	case isMsgPackMap(c):
+		return "a map"
+	case isMsgPackArray(c):
+		return "an array"
+	}
+	return "an extension"
 }
 
 func (f *field) setMsgPack(v any) error {
@@ -276,10 +318,6 @@ func describe(v any) string {
 		return fmt.Sprintf("%d", x)
 	case []byte:
 		return "binary data"
-	case []any:
-		return "an array"
-	case map[string]any, map[any]any:
-		return "a map"
 	}
 	return "another type"
 }

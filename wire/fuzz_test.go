@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 	"testing"
 	"testing/iotest"
 
@@ -560,6 +561,40 @@ func TestFuzzFindingMsgPackOverlongLength(t *testing.T) {
 					t.Fatalf("call %d: %s of %d bytes (% x) allocated %d bytes, want at most %d", i, name, len(p), p, n, maxAlloc)
 				}
 			}
+		}
+	}
+}
+
+// TestFuzzFindingMsgPackExtWrappedMap is FuzzDecodeControl's finding of
+// December 2026: the MessagePack library reads an extension in front of a
+// map as a wrapper around it, so an ext whose opaque body the length check
+// had skipped led the decoder into a map32 key claiming 3 billion entries,
+// and it built a map of that size (10 s and gigabytes for a 28-byte Flush).
+// Such payloads are refused at once, with little allocated, and a value
+// that is a map, array or extension is named in the error.
+func TestFuzzFindingMsgPackExtWrappedMap(t *testing.T) {
+	for _, c := range []struct {
+		payload []byte
+		want    string
+	}{
+		// ext8 of 2 bytes around fixmap(8), whose first key is a map32 of 0xbaa4c072 entries
+		{[]byte{0xc7, 0x02, 0x99, 0x88, 0xdf, 0xba, 0xa4, 0xc0, 0x72, 0x07, 0x92}, "want a MessagePack map"},
+		// {ext: ...} as a key
+		{[]byte{0x81, 0xd4, 0x01, 0x81, 0xa3, 's', 'e', 'q', 0x01}, "want string keys"},
+		// {"seq": ext8 around map32 of 0xbaa4c072 entries}
+		{[]byte{0x81, 0xa3, 's', 'e', 'q', 0xc7, 0x05, 0x01, 0xdf, 0xba, 0xa4, 0xc0, 0x72}, `"seq": want a non-negative integer, got an extension`},
+		{[]byte{0x81, 0xa3, 's', 'e', 'q', 0x80}, `"seq": want a non-negative integer, got a map`},
+		{[]byte{0x81, 0xa3, 's', 'e', 'q', 0x90}, `"seq": want a non-negative integer, got an array`},
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, err := wire.DecodeFlush(wire.MsgPack, c.payload)
+		runtime.ReadMemStats(&after)
+		if !errors.Is(err, wire.ErrBadPayload) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("% x: %v, want ErrBadPayload saying %q", c.payload, err, c.want)
+		}
+		if n := after.TotalAlloc - before.TotalAlloc; n > 64<<10 {
+			t.Errorf("% x: allocated %d bytes, want at most 64 KiB", c.payload, n)
 		}
 	}
 }
