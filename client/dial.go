@@ -62,26 +62,9 @@ func handshake(ctx context.Context, tc *tls.Conn, key ed25519.PrivateKey, cfg co
 		return nil, fmt.Errorf("client: handshake: %w", err)
 	}
 
-	state := tc.ConnectionState()
-	if len(state.PeerCertificates) == 0 {
-		return fail(errors.New("server sent no certificate"))
-	}
-	leaf := state.PeerCertificates[0].Raw
-	br := bufio.NewReaderSize(tc, bufSize)
-	hello, err := wire.ReadServerHello(br)
+	id, br, leaf, err := authenticate(tc, key)
 	if err != nil {
 		return fail(err)
-	}
-	auth := wire.SignAuth(key, hello.Nonce, sha256.Sum256(leaf))
-	if _, err := tc.Write(auth.Append(make([]byte, 0, wire.ClientAuthLen))); err != nil {
-		return fail(fmt.Errorf("writing client auth: %w", err))
-	}
-	id, err := wire.ReadSessionID(br)
-	if err != nil {
-		return fail(err)
-	}
-	if want := wire.SessionID(auth.PublicKey); id != want {
-		return fail(fmt.Errorf("server sent session id %d, want %d", id, want))
 	}
 	if !stop() {
 		return nil, fmt.Errorf("client: handshake: %w", ctx.Err())
@@ -90,4 +73,33 @@ func handshake(ctx context.Context, tc *tls.Conn, key ed25519.PrivateKey, cfg co
 		return nil, fmt.Errorf("client: handshake: %w", err)
 	}
 	return newConn(tc, br, id, Fingerprint(leaf), cfg), nil
+}
+
+// authenticate runs the raw v1 exchange (ServerHello, ClientAuth,
+// SessionID) on an established TLS conn, under whatever deadline the
+// caller set. It returns the session ID, the buffered reader frames are
+// read from next, and the server's leaf certificate (DER).
+func authenticate(tc *tls.Conn, key ed25519.PrivateKey) (uint64, *bufio.Reader, []byte, error) {
+	state := tc.ConnectionState()
+	if len(state.PeerCertificates) == 0 {
+		return 0, nil, nil, errors.New("server sent no certificate")
+	}
+	leaf := state.PeerCertificates[0].Raw
+	br := bufio.NewReaderSize(tc, bufSize)
+	hello, err := wire.ReadServerHello(br)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	auth := wire.SignAuth(key, hello.Nonce, sha256.Sum256(leaf))
+	if _, err := tc.Write(auth.Append(make([]byte, 0, wire.ClientAuthLen))); err != nil {
+		return 0, nil, nil, fmt.Errorf("writing client auth: %w", err)
+	}
+	id, err := wire.ReadSessionID(br)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if want := wire.SessionID(auth.PublicKey); id != want {
+		return 0, nil, nil, fmt.Errorf("server sent session id %d, want %d", id, want)
+	}
+	return id, br, leaf, nil
 }

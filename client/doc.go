@@ -17,4 +17,22 @@
 // Keep calling Recv while closing: the receive buffer is bounded
 // (WithRecvBuffer), and a reader blocked on a full buffer cannot see the
 // server's Goodbye, so Close would then only end with its context.
+//
+// # Resumable mode
+//
+// DialResumable opts in to the protocol's resume extension (TLS ALPN
+// wire.ALPNResume): a Resumable survives lost connections. It keeps every
+// packet it sends, numbered, in a bounded resume buffer until the server
+// acknowledges it, and acknowledges the server's packets once the
+// application has consumed them; after a lost connection (EOF, reset, an
+// I/O error, or its keepalive timing out) it reconnects with exponential
+// backoff and full jitter, and the two sides resend, in order, what the
+// other has not processed, dropping what they receive twice: every packet
+// is processed exactly once, in order, in both directions. A server that
+// cannot resume (the session expired, it restarted) starts a new epoch;
+// the client then resends what was unacknowledged and reports the gap
+// (EventGap, *GapError), never as success. A Goodbye from either side
+// ends the session for good. Each Resumable owns one supervising
+// goroutine, plus a reader and a writer per connection; producers only
+// enqueue, as on a Conn. The v1 Conn is unchanged.
 package client

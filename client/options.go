@@ -30,6 +30,7 @@ type config struct {
 	handler     func(Packet)
 	encoding    wire.Encoding
 	linger      time.Duration
+	resume      resumeConfig // DialResumable only
 }
 
 func defaultConfig() config {
@@ -38,6 +39,7 @@ func defaultConfig() config {
 		recvBuffer: DefaultRecvBuffer,
 		encoding:   wire.JSON,
 		linger:     DefaultLingerTimeout,
+		resume:     defaultResumeConfig(),
 	}
 }
 

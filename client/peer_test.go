@@ -50,6 +50,13 @@ type frameResult struct {
 
 func newPeer(t *testing.T) *peer {
 	t.Helper()
+	return newPeerALPN(t)
+}
+
+// newPeerALPN is newPeer with the TLS application protocols it selects
+// from, by its own order of preference (for the resume extension).
+func newPeerALPN(t *testing.T, protos ...string) *peer {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -75,6 +82,7 @@ func newPeer(t *testing.T) *peer {
 		Certificates:           []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
 		MinVersion:             tls.VersionTLS13,
 		SessionTicketsDisabled: true,
+		NextProtos:             protos,
 	})
 	if err != nil {
 		t.Fatal(err)
