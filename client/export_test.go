@@ -3,8 +3,8 @@ package client
 import "time"
 
 // Backoff exposes the reconnect backoff to the tests.
-func Backoff(n int, min, max time.Duration, rnd func(int64) int64) time.Duration {
-	return backoff(n, min, max, rnd)
+func Backoff(n int, base, ceiling time.Duration, rnd func(int64) int64) time.Duration {
+	return backoff(n, base, ceiling, rnd)
 }
 
 // OutBuffer exposes the resume buffer to the tests.

@@ -294,7 +294,7 @@ func (s *Resumable) Send(ctx context.Context, p Packet) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.enqueue(ctx, p, nil)
+	return s.enqueue(ctx, p, nil, true)
 }
 
 // SendAsync puts p in the resume buffer without waiting, and returns a
@@ -306,13 +306,13 @@ func (s *Resumable) Send(ctx context.Context, p Packet) error {
 // its own past half the buffer.
 func (s *Resumable) SendAsync(p Packet) <-chan error {
 	ch := make(chan error, 1)
-	if err := s.enqueue(nil, p, ch); err != nil {
+	if err := s.enqueue(context.Background(), p, ch, false); err != nil {
 		ch <- err
 	}
 	return ch
 }
 
-func (s *Resumable) enqueue(ctx context.Context, p Packet, done chan<- error) error {
+func (s *Resumable) enqueue(ctx context.Context, p Packet, done chan<- error, wait bool) error {
 	if err := p.validate(); err != nil {
 		return err
 	}
@@ -326,7 +326,7 @@ func (s *Resumable) enqueue(ctx context.Context, p Packet, done chan<- error) er
 		if s.out.fits(len(frame), s.rc.buffer) {
 			break
 		}
-		if ctx == nil || s.rc.failWhenFull {
+		if !wait || s.rc.failWhenFull {
 			s.mu.Unlock()
 			return fmt.Errorf("%w: %d of %d bytes unacknowledged", ErrResumeBufferFull, s.out.bytes, s.rc.buffer)
 		}

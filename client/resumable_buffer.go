@@ -87,32 +87,25 @@ func (b *outBuffer) renumber() (dups int) {
 }
 
 // backoff returns the wait before reconnect attempt n (from 0): uniformly
-// random in [0, min(max, min·2ⁿ)), "full jitter". rnd(k) returns a
+// random in [0, min(ceiling, base·2ⁿ)), "full jitter". rnd(k) returns a
 // uniform int64 in [0, k).
-func backoff(n int, min, max time.Duration, rnd func(int64) int64) time.Duration {
-	ceil := min
-	for i := 0; i < n && ceil < max; i++ {
-		if ceil > max/2 {
-			ceil = max
+func backoff(n int, base, ceiling time.Duration, rnd func(int64) int64) time.Duration {
+	top := base
+	for i := 0; i < n && top < ceiling; i++ {
+		if top > ceiling/2 {
+			top = ceiling
 			break
 		}
-		ceil *= 2
+		top *= 2
 	}
-	ceil = minDuration(ceil, max)
-	if ceil <= 0 {
+	top = min(top, ceiling)
+	if top <= 0 {
 		return 0
 	}
 	if rnd == nil {
 		rnd = randInt64N
 	}
-	return time.Duration(rnd(int64(ceil)))
-}
-
-func minDuration(a, b time.Duration) time.Duration {
-	if a < b {
-		return a
-	}
-	return b
+	return time.Duration(rnd(int64(top)))
 }
 
 func randInt64N(n int64) int64 { return rand.Int64N(n) }

@@ -66,22 +66,22 @@ func TestOutBufferFits(t *testing.T) {
 }
 
 func TestBackoffBounds(t *testing.T) {
-	const min, max = 100 * time.Millisecond, 10 * time.Second
+	const base, ceiling = 100 * time.Millisecond, 10 * time.Second
 	top := func(k int64) int64 { return k - 1 } // the largest the jitter can draw
 	want := []time.Duration{100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000}
 	for n, w := range want {
-		if got := client.Backoff(n, min, max, top); got != w*time.Millisecond-1 {
+		if got := client.Backoff(n, base, ceiling, top); got != w*time.Millisecond-1 {
 			t.Errorf("attempt %d: ceiling %v, want just under %v", n, got+1, w*time.Millisecond)
 		}
-		if got := client.Backoff(n, min, max, func(int64) int64 { return 0 }); got != 0 {
+		if got := client.Backoff(n, base, ceiling, func(int64) int64 { return 0 }); got != 0 {
 			t.Errorf("attempt %d: floor %v, want 0 (full jitter)", n, got)
 		}
 	}
-	if got := client.Backoff(1000, min, max, top); got != max-1 {
+	if got := client.Backoff(1000, base, ceiling, top); got != ceiling-1 {
 		t.Errorf("attempt 1000: %v, want the cap", got)
 	}
 	for range 1000 {
-		if d := client.Backoff(3, min, max, nil); d < 0 || d >= 800*time.Millisecond {
+		if d := client.Backoff(3, base, ceiling, nil); d < 0 || d >= 800*time.Millisecond {
 			t.Fatalf("attempt 3: %v outside [0, 800ms)", d)
 		}
 	}

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -301,7 +302,7 @@ func TestResumableCloseWhileDisconnected(t *testing.T) {
 		cancel()
 		_ = r.Close(ctx)
 	})
-	if _, err := r.Recv(ctx); err != client.ErrHandlerSet {
+	if _, err := r.Recv(ctx); !errors.Is(err, client.ErrHandlerSet) {
 		t.Fatalf("Recv with a handler: %v", err)
 	}
 	for i := range 10 {

@@ -8,7 +8,7 @@ import (
 // Defaults of the resumable mode's options.
 const (
 	DefaultResumeBuffer      = 1 << 20 // bytes of unacknowledged outbound frames
-	DefaultBackoffMin        = 100 * time.Millisecond
+	DefaultBackoffBase       = 100 * time.Millisecond
 	DefaultBackoffMax        = 10 * time.Second
 	DefaultKeepaliveInterval = 15 * time.Second
 	DefaultKeepaliveTimeout  = 10 * time.Second
@@ -30,7 +30,7 @@ type resumeConfig struct {
 func defaultResumeConfig() resumeConfig {
 	return resumeConfig{
 		buffer:      DefaultResumeBuffer,
-		backoffMin:  DefaultBackoffMin,
+		backoffMin:  DefaultBackoffBase,
 		backoffMax:  DefaultBackoffMax,
 		keepalive:   DefaultKeepaliveInterval,
 		keepTimeout: DefaultKeepaliveTimeout,
@@ -71,10 +71,11 @@ func WithFailWhenFull() Option {
 }
 
 // WithBackoff sets the reconnect backoff of a Resumable: attempt n (from 0)
-// waits a uniformly random time in [0, min(max, min·2ⁿ)) ("full jitter").
+// waits a uniformly random time in [0, min(ceiling, base·2ⁿ)) ("full
+// jitter").
 // Defaults 100 ms and 10 s. Only DialResumable reads it.
-func WithBackoff(min, max time.Duration) Option {
-	return func(c *config) { c.resume.backoffMin, c.resume.backoffMax = min, max }
+func WithBackoff(base, ceiling time.Duration) Option {
+	return func(c *config) { c.resume.backoffMin, c.resume.backoffMax = base, ceiling }
 }
 
 // WithKeepalive sets the half-open detection of a Resumable: it sends a

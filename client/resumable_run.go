@@ -18,7 +18,7 @@ func (s *Resumable) run(c *rconn, evs []ResumeEvent) {
 		go c.readLoop()
 		go c.writeLoop()
 		<-c.done
-		cause, over := s.connEnded(c)
+		over, cause := s.connEnded(c)
 		if over {
 			break
 		}
@@ -30,7 +30,7 @@ func (s *Resumable) run(c *rconn, evs []ResumeEvent) {
 }
 
 // connEnded retires c and tells whether the session is over.
-func (s *Resumable) connEnded(c *rconn) (cause error, over bool) {
+func (s *Resumable) connEnded(c *rconn) (over bool, cause error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cur == c {
@@ -40,7 +40,7 @@ func (s *Resumable) connEnded(c *rconn) (cause error, over bool) {
 	if cause == nil {
 		cause = c.readErr
 	}
-	return cause, c.goodbyeRecv || s.forced || s.fatal != nil
+	return c.goodbyeRecv || s.forced || s.fatal != nil, cause
 }
 
 // reconnect dials until a connection resumes (returned) or the session

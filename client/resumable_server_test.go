@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/tlsgate/tlsgate/client"
 	"github.com/tlsgate/tlsgate/internal/devcert"
@@ -65,4 +66,57 @@ func TestResumableServerThroughCuts(t *testing.T) {
 	}
 	proxy := gatewaytest.NewProxy(t, addr)
 	runThroughCuts(t, proxy, fp, nil)
+}
+
+// TestResumableIdentityAndReconnectTimeout: a Resumable has the session ID
+// and server fingerprint a v1 Conn with the same key has, and a reconnect
+// attempt to a peer that accepts TCP and then says nothing fails after
+// WithReconnectTimeout, not after the 10 s default.
+func TestResumableIdentityAndReconnectTimeout(t *testing.T) {
+	addr, fp := startEchoServer(t, server.Config{})
+	key := newKey(t)
+	v1, err := client.Dial(testCtx(t), addr, key, client.WithFingerprint(fp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v1.Close(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	proxy := gatewaytest.NewProxy(t, addr)
+	const timeout = 100 * time.Millisecond
+	failed := make(chan client.ResumeEvent, 16)
+	r, err := client.DialResumable(testCtx(t), proxy.Addr(), key,
+		client.WithFingerprint(fp),
+		client.WithReconnectTimeout(timeout),
+		client.WithBackoff(time.Millisecond, time.Millisecond),
+		client.WithResumeEvents(func(ev client.ResumeEvent) {
+			if ev.Kind == client.EventReconnectFailed {
+				select {
+				case failed <- ev:
+				default:
+				}
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = r.Close(ctx)
+	})
+	if r.ID() != v1.ID() || r.ServerFingerprint() != v1.ServerFingerprint() || r.ServerFingerprint() != fp {
+		t.Fatalf("resumable ID %d, fingerprint %s; v1 conn %d, %s", r.ID(), r.ServerFingerprint(), v1.ID(), v1.ServerFingerprint())
+	}
+	proxy.Blackhole()
+	proxy.Cut()
+	cut := time.Now()
+	// Half the 10 s default: far beyond 100 ms however busy the machine,
+	// and short of what an attempt without the option would take.
+	select {
+	case ev := <-failed:
+		t.Logf("the first attempt failed %v after the cut: %v", time.Since(cut), ev.Cause)
+	case <-time.After(client.DefaultReconnectTimeout / 2):
+		t.Fatalf("no reconnect attempt failed within %v of the cut, with a reconnect timeout of %v", client.DefaultReconnectTimeout/2, timeout)
+	}
 }

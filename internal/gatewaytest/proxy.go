@@ -13,9 +13,10 @@ type Proxy struct {
 	ln     net.Listener
 	target string
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu        sync.Mutex
+	conns     map[net.Conn]struct{}
+	blackhole bool // accept, but forward nothing and answer nothing
+	wg        sync.WaitGroup
 }
 
 // NewProxy starts a proxy to target, stopped at the test's end.
@@ -34,6 +35,15 @@ func NewProxy(t testing.TB, target string) *Proxy {
 		p.wg.Wait()
 	})
 	return p
+}
+
+// Blackhole makes the proxy accept new connections and then say nothing
+// (a peer whose packets vanish) until Cut; connections already through it
+// are not touched.
+func (p *Proxy) Blackhole() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.blackhole = true
 }
 
 // Addr is the proxy's address.
@@ -57,6 +67,13 @@ func (p *Proxy) accept() {
 		if err != nil {
 			return
 		}
+		p.mu.Lock()
+		if p.blackhole {
+			p.conns[in] = struct{}{}
+			p.mu.Unlock()
+			continue
+		}
+		p.mu.Unlock()
 		out, err := net.Dial("tcp", p.target)
 		if err != nil {
 			_ = in.Close()
