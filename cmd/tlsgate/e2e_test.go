@@ -267,6 +267,8 @@ func TestBadFlagValues(t *testing.T) {
 		{[]string{"serve", "--linger-timeout=-1s"}, "--linger-timeout must be positive"},
 		{[]string{"serve", "--drain-timeout", "soon"}, "--drain-timeout"},
 		{[]string{"serve", "--shutdown-timeout", "0"}, "--shutdown-timeout must be positive"},
+		{[]string{"serve", "--resume-window", "0s"}, "--resume-window must be positive, got 0s"},
+		{[]string{"serve", "--resume-buffer", "0"}, "--resume-buffer must be positive, got 0"},
 		{[]string{"serve", "--max-streams", "0"}, "--max-streams must be positive, got 0"},
 		{[]string{"serve", "--max-streams=-5"}, "--max-streams must be positive, got -5"},
 		{[]string{"serve", "--control-token", " "}, "--control-token must not start or end with whitespace"},

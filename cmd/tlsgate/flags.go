@@ -43,6 +43,8 @@ func defaultVars(devDir string) kong.Vars {
 		"idleinterval":        s.IdleInterval.String(),
 		"pongtimeout":         s.PongTimeout.String(),
 		"slowconsumertimeout": s.SlowConsumerTimeout.String(),
+		"resumewindow":        s.ResumeWindow.String(),
+		"resumebuffer":        strconv.Itoa(s.ResumeBuffer),
 		"maxconns":            strconv.Itoa(s.MaxConns),
 		"maxconnsperip":       strconv.Itoa(s.MaxConnsPerIP),
 		"noconsumer":          string(d.NoConsumer),
