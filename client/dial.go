@@ -16,17 +16,7 @@ import (
 // Dial connects to the gateway at addr over TLS and authenticates with key.
 // ctx bounds the TCP dial, the TLS handshake and the protocol handshake.
 func Dial(ctx context.Context, addr string, key ed25519.PrivateKey, opts ...Option) (*Conn, error) {
-	cfg := defaultConfig()
-	for _, o := range opts {
-		o(&cfg)
-	}
-	if err := cfg.validate(); err != nil {
-		return nil, err
-	}
-	if len(key) != ed25519.PrivateKeySize {
-		return nil, fmt.Errorf("client: ed25519 private key has %d bytes, want %d", len(key), ed25519.PrivateKeySize)
-	}
-	tlsCfg, err := cfg.buildTLS()
+	cfg, tlsCfg, err := prepareDial(key, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -102,4 +92,21 @@ func authenticate(tc *tls.Conn, key ed25519.PrivateKey) (uint64, *bufio.Reader, 
 		return 0, nil, nil, fmt.Errorf("server sent session id %d, want %d", id, want)
 	}
 	return id, br, leaf, nil
+}
+
+// prepareDial applies opts to the defaults and checks them and key: what
+// Dial and DialResumable share before their first connection.
+func prepareDial(key ed25519.PrivateKey, opts []Option) (config, *tls.Config, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return cfg, nil, err
+	}
+	if len(key) != ed25519.PrivateKeySize {
+		return cfg, nil, fmt.Errorf("client: ed25519 private key has %d bytes, want %d", len(key), ed25519.PrivateKeySize)
+	}
+	tlsCfg, err := cfg.buildTLS()
+	return cfg, tlsCfg, err
 }

@@ -203,21 +203,11 @@ type syncWaiter struct {
 // Every Dial option applies, plus WithResumeBuffer, WithFailWhenFull,
 // WithBackoff, WithKeepalive, WithReconnectTimeout and WithResumeEvents.
 func DialResumable(ctx context.Context, addr string, key ed25519.PrivateKey, opts ...Option) (*Resumable, error) {
-	cfg := defaultConfig()
-	for _, o := range opts {
-		o(&cfg)
-	}
-	if err := cfg.validate(); err != nil {
+	cfg, tlsCfg, err := prepareDial(key, opts)
+	if err != nil {
 		return nil, err
 	}
 	if err := cfg.resume.validate(); err != nil {
-		return nil, err
-	}
-	if len(key) != ed25519.PrivateKeySize {
-		return nil, fmt.Errorf("client: ed25519 private key has %d bytes, want %d", len(key), ed25519.PrivateKeySize)
-	}
-	tlsCfg, err := cfg.buildTLS()
-	if err != nil {
 		return nil, err
 	}
 	tlsCfg.NextProtos = append([]string{wire.ALPNResume}, tlsCfg.NextProtos...)
