@@ -100,11 +100,7 @@ func TestResumableIdentityAndReconnectTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		_ = r.Close(ctx)
-	})
+	closeAtEnd(t, r)
 	if r.ID() != v1.ID() || r.ServerFingerprint() != v1.ServerFingerprint() || r.ServerFingerprint() != fp {
 		t.Fatalf("resumable ID %d, fingerprint %s; v1 conn %d, %s", r.ID(), r.ServerFingerprint(), v1.ID(), v1.ServerFingerprint())
 	}
