@@ -20,8 +20,8 @@ const (
 	// EventResumed: a resumable connection's Resume was answered; Resumed
 	// says whether the client's epoch was resumed.
 	EventResumed
-	// EventExpired: a detached session ended without a Resume; Dropped
-	// and DroppedBytes are what it held.
+	// EventExpired: a detached session ended without a Resume; Ended says
+	// why, and what it held and dropped.
 	EventExpired
 )
 
@@ -57,8 +57,23 @@ type Event struct {
 	Close CloseInfo
 	// Resumed: the client's epoch was resumed (EventResumed).
 	Resumed bool
-	// Dropped and DroppedBytes: what an expired session held (EventExpired).
-	Dropped, DroppedBytes int
+	// Ended: why an expired session ended, and what it dropped
+	// (EventExpired).
+	Ended Ended
+}
+
+// Why a detached session ended without a Resume (Ended.Reason).
+const (
+	EndResumeWindow   = "resume_window"   // no Resume within Config.ResumeWindow
+	EndDisconnect     = "disconnect"      // Session.Close of the detached session
+	EndServerShutdown = "server_shutdown" // the server shut down
+)
+
+// Ended is what a detached session held when it ended without a Resume:
+// its queued and its written but unacked packets, all dropped.
+type Ended struct {
+	Reason         string
+	Packets, Bytes int
 }
 
 func (s *Server) emit(e Event) {

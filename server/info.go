@@ -84,13 +84,18 @@ type SessionInfo struct {
 	LastFlushAck uint64
 	// Takeovers counts how many times this identity was taken over.
 	Takeovers uint64
-	// Resumable sessions only: the epoch, the bytes written and not yet
-	// acked by the client (kept for a replay), and the last Data acked.
-	Epoch        string
-	UnackedBytes int
-	AckedSeq     uint64
-	// DetachedSince is when the session lost its connection (StateDetached).
-	DetachedSince time.Time
+	// Resumable sessions only (Epoch is empty otherwise), numbers of Data
+	// in the epoch: outbound, the last written (SentSeq) and the last the
+	// client acked (AckedSeq), with the bytes written and not yet acked,
+	// kept for a replay; inbound, the last processed (ReceivedSeq) and the
+	// last the server acked (ServerAckedSeq).
+	Epoch                       string
+	SentSeq, AckedSeq           uint64
+	UnackedBytes                int
+	ReceivedSeq, ServerAckedSeq uint64
+	// DetachedSince is when the session lost its connection, and ExpiresAt
+	// when it ends unless a Resume takes it (StateDetached).
+	DetachedSince, ExpiresAt time.Time
 }
 
 // CloseInfo is a connection's final state.
@@ -109,4 +114,7 @@ type CloseInfo struct {
 	// TruncatedFrame: the stream ended inside a frame.
 	TruncatedFrame bool
 	Counters
+	// Ended is set, and nothing else but SessionID and Outcome (forced),
+	// when Session.Close ended a detached session: it had no connection.
+	Ended *Ended
 }

@@ -92,7 +92,7 @@ func (c *conn) process(f wire.Frame, receivedAt time.Time) {
 			Seq: s.inSeq, ConnID: c.id, Type: f.Type, Encoding: f.Encoding, Payload: f.Payload, ReceivedAt: receivedAt, Closing: c.closing,
 		})
 		if c.resumedOK {
-			s.inEpoch++
+			s.inEpoch.Add(1)
 			c.maybeAck(f.Encoding, false)
 		}
 	case f.Type == wire.TypeFlush:

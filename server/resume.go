@@ -215,16 +215,17 @@ func (c *conn) handleResume(f wire.Frame) {
 		return
 	}
 	if !resumed {
-		s.inEpoch = 0
+		s.inEpoch.Store(0)
 	}
 	// Acks written to the lost connection may never have arrived: ack
 	// again, from the next chance on, whatever was acked before.
-	s.inAcked = 0
+	s.inAcked.Store(0)
 	c.resumedOK = true
-	payload, _ := wire.Marshal(f.Encoding, wire.ResumedPayload{Epoch: epoch, Seq: s.inEpoch, Resumed: resumed})
+	inSeq := s.inEpoch.Load()
+	payload, _ := wire.Marshal(f.Encoding, wire.ResumedPayload{Epoch: epoch, Seq: inSeq, Resumed: resumed})
 	c.openGate(payload, f.Encoding)
 	c.srv.counters.resume(resumed)
-	c.log.Info("session resumed", "resumed", resumed, "epoch", epoch, "client_seq", p.Seq, "server_seq", s.inEpoch, "client_epoch", p.Epoch)
+	c.log.Info("session resumed", "resumed", resumed, "epoch", epoch, "client_seq", p.Seq, "server_seq", inSeq, "client_epoch", p.Epoch)
 	c.srv.emit(Event{Kind: EventResumed, SessionID: s.id, ConnID: c.id, Resumed: resumed, Session: s.Info()})
 }
 
@@ -263,11 +264,12 @@ func (c *conn) writeResumed() bool {
 // holds the session's inbound lock.
 func (c *conn) maybeAck(enc wire.Encoding, flush bool) {
 	s := c.sess
-	if !c.resumedOK || s.inEpoch == s.inAcked {
+	in, acked := s.inEpoch.Load(), s.inAcked.Load()
+	if !c.resumedOK || in == acked {
 		return
 	}
 	if !flush {
-		if c.br.Buffered() > 0 && s.inEpoch-s.inAcked < ackEvery {
+		if c.br.Buffered() > 0 && in-acked < ackEvery {
 			return
 		}
 		if fw, ok := c.srv.cfg.Handler.(FlushWaiter); ok {
@@ -277,16 +279,19 @@ func (c *conn) maybeAck(enc wire.Encoding, flush bool) {
 			}
 		}
 	}
-	s.inAcked = s.inEpoch
-	c.replyControl(wire.TypeAck, enc, wire.AckPayload{Seq: s.inAcked})
+	s.inAcked.Store(in)
+	c.replyControl(wire.TypeAck, enc, wire.AckPayload{Seq: in})
 }
 
-// lost reports whether c ended as a lost resumable connection: resumed,
-// and no close started by either side, so its session is kept detached.
+// lost reports whether c ended as a lost resumable connection: no close
+// started by either side, so its session is kept detached. That holds
+// before the connection's Resume was read too: a session taken from its
+// detached state by a connection that is lost at once is detached again,
+// not ended with what it held.
 func (c *conn) lost() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.resumedOK && c.code == "" && !c.goodbyeRecv && !c.goodbyeSent
+	return c.resumable && c.code == "" && !c.goodbyeRecv && !c.goodbyeSent
 }
 
 // detached is a session kept after its resumable connection was lost.
@@ -301,7 +306,7 @@ type detached struct {
 func (s *Server) detach(sess *Session, c *conn) {
 	sess.q.detach(c)
 	d := &detached{since: time.Now()}
-	d.timer = time.AfterFunc(s.cfg.ResumeWindow, func() { s.expire(sess, d) })
+	d.timer = time.AfterFunc(s.cfg.ResumeWindow, func() { s.expire(sess, d, EndResumeWindow) })
 	sess.detached = d
 	sess.detachedSince.Store(d.since.UnixNano())
 	s.counters.detached.Add(1)
@@ -319,12 +324,13 @@ func (s *Server) reattach(sess *Session) {
 }
 
 // expire ends a detached session whose resume window has passed, or that
-// a shutdown ends: what it held is dropped, and counted.
-func (s *Server) expire(sess *Session, d *detached) {
+// a Disconnect or a shutdown ends: what it held is dropped, and counted.
+// It reports false if a connection took the session first.
+func (s *Server) expire(sess *Session, d *detached, reason string) (Ended, bool) {
 	s.mu.Lock()
-	if sess.detached != d {
+	if d == nil || sess.detached != d {
 		s.mu.Unlock()
-		return
+		return Ended{}, false
 	}
 	s.reattach(sess)
 	s.sessMu.Lock()
@@ -334,8 +340,10 @@ func (s *Server) expire(sess *Session, d *detached) {
 	s.mu.Unlock()
 	s.counters.expired.Add(1)
 	s.counters.expiredBytes.Add(uint64(bytes))
-	s.log.Info("detached session expired", "session_id", sess.id, "detached_for", time.Since(d.since), "dropped_packets", packets, "dropped_bytes", bytes)
-	s.emit(Event{Kind: EventExpired, SessionID: sess.id, Dropped: packets, DroppedBytes: bytes})
+	e := Ended{Reason: reason, Packets: packets, Bytes: bytes}
+	s.log.Info("detached session expired", "session_id", sess.id, "reason", reason, "detached_for", time.Since(d.since), "dropped_packets", packets, "dropped_bytes", bytes)
+	s.emit(Event{Kind: EventExpired, SessionID: sess.id, Ended: e})
+	return e, true
 }
 
 // endDetached ends an ownerless queue, dropping what is queued and unacked.
@@ -355,14 +363,13 @@ func (q *queue) endDetached() (packets, bytes int) {
 	return packets, bytes
 }
 
-// expireNow ends a detached session at once (a shutdown).
-func (s *Server) expireNow(sess *Session) {
+// expireNow ends a detached session at once, for reason; it reports false
+// if the session is not detached.
+func (s *Server) expireNow(sess *Session, reason string) (Ended, bool) {
 	s.mu.Lock()
 	d := sess.detached
 	s.mu.Unlock()
-	if d != nil {
-		s.expire(sess, d)
-	}
+	return s.expire(sess, d, reason)
 }
 
 // closeStarted reports whether either side has started to close c.

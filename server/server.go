@@ -277,7 +277,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	for _, sess := range detached {
-		s.expireNow(sess) // no Resume can reach a server that is stopping
+		s.expireNow(sess, EndServerShutdown) // no Resume can reach a server that is stopping
 	}
 	s.refusals.stop() // accepting has stopped: log what is counted
 	s.log.Info("shutting down", "sessions", len(sessions))

@@ -38,9 +38,10 @@ type Session struct {
 	inbound   sync.Mutex
 	inSeq     uint64 // last inbound sequence number; guarded by inbound
 	takeovers atomic.Uint64
-	// Resumable sessions, guarded by inbound: the last client Data
-	// processed in the epoch, and the last the server acked.
-	inEpoch, inAcked uint64
+	// Resumable sessions, written under inbound (atomic for Info): the
+	// last client Data processed in the epoch, and the last the server
+	// acked.
+	inEpoch, inAcked atomic.Uint64
 	// detached is set while the session waits for a Resume; guarded by
 	// the server's mu. detachedSince mirrors it for Info (unix ns, 0: no).
 	detached      *detached
@@ -168,11 +169,20 @@ func (s *Session) Drain(ctx context.Context, ack bool) (DrainResult, error) {
 // bounded by the drain and linger timeouts. With o.Force, or when ctx ends
 // first, it closes at once.
 //
+// A detached session (resumable, its connection lost) has no connection to
+// close: Close ends it at once, and CloseInfo.Ended counts what it dropped.
+//
 // The session's own Handler must not call Close: the connection cannot end
 // while its handler runs. It calls StartClose.
 func (s *Session) Close(ctx context.Context, o CloseOptions) (CloseInfo, error) {
 	start := time.Now()
 	c, err := s.startClose(o)
+	if errors.Is(err, ErrClosed) {
+		if e, ok := s.srv.expireNow(s, EndDisconnect); ok {
+			return CloseInfo{SessionID: s.id, Outcome: OutcomeForced, Ended: &e}, nil
+		}
+		c, err = s.startClose(o) // a Resume may have taken it meanwhile
+	}
 	if err != nil {
 		return CloseInfo{}, err
 	}
@@ -221,13 +231,15 @@ func (s *Session) Info() SessionInfo {
 	info.QueueLimit = s.q.limit
 	s.q.mu.Lock()
 	if rp := s.q.rp; rp != nil {
-		info.Epoch, info.UnackedBytes, info.AckedSeq = rp.epoch, rp.bytes, rp.acked
+		info.Epoch, info.SentSeq, info.AckedSeq, info.UnackedBytes = rp.epoch, rp.sent, rp.acked, rp.bytes
+		info.ReceivedSeq, info.ServerAckedSeq = s.inEpoch.Load(), s.inAcked.Load()
 	}
 	s.q.mu.Unlock()
 	if c := s.cur.Load(); c != nil {
 		c.fillInfo(&info)
 	} else if ns := s.detachedSince.Load(); ns != 0 {
 		info.State, info.DetachedSince = StateDetached, time.Unix(0, ns)
+		info.ExpiresAt = info.DetachedSince.Add(s.srv.cfg.ResumeWindow)
 	}
 	return info
 }

@@ -25,6 +25,11 @@ var (
 	descSlow         = desc("slow_consumer_disconnects_total", "Sessions closed with Goodbye slow_consumer: the client did not read for --slow-consumer-timeout.")
 	descIdle         = desc("idle_timeout_disconnects_total", "Sessions closed with Goodbye idle_timeout: no packet and no Pong after a Ping.")
 	descRejected     = desc("send_rejected_total", "SendAsync calls rejected because the session's queue was full (RESOURCE_EXHAUSTED).")
+	descDetached     = desc("sessions_detached", "Resumable sessions whose connection was lost, kept for a Resume (counted in sessions_active too).")
+	descResumes      = desc("resumes_total", "Resume requests answered: resumed=\"true\" (the client's epoch went on) or \"false\" (a new epoch: a gap is possible).", "resumed")
+	descReplayed     = desc("replayed_packets_total", "Data packets written again after a Resume: written before, never acked.")
+	descExpired      = desc("detached_sessions_ended_total", "Detached sessions that ended without a Resume: the resume window passed, a Disconnect or a shutdown.")
+	descExpiredBytes = desc("detached_dropped_bytes_total", "Bytes (frames, headers included) that detached sessions held, queued or unacked, when they ended without a Resume.")
 	descPacketsIn    = desc("received_packets_total", "Packets received from clients, by packet type.", "type")
 	descBytesIn      = desc("received_bytes_total", "Bytes received from clients in frames (headers included), by packet type.", "type")
 	descPacketsOut   = desc("sent_packets_total", "Packets written to clients, by packet type.", "type")
@@ -72,6 +77,7 @@ func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descAccepted, descRefused, descHandshakeErr, descActive, descQueued, descHighWater,
 		descSlow, descIdle, descRejected, descPacketsIn, descBytesIn, descPacketsOut, descBytesOut,
+		descDetached, descResumes, descReplayed, descExpired, descExpiredBytes,
 	} {
 		ch <- d
 	}
@@ -105,6 +111,12 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 	counter(descIdle, st.IdleTimeouts)
 	counter(descRejected, st.SendRejected)
 	gauge(descHighWater, float64(st.QueueHighWater))
+	gauge(descDetached, float64(st.Detached))
+	counter(descResumes, st.ResumesResumed, "true")
+	counter(descResumes, st.ResumesFresh, "false")
+	counter(descReplayed, st.Replayed)
+	counter(descExpired, st.Expired)
+	counter(descExpiredBytes, st.ExpiredBytes)
 
 	sessions := s.gw.Sessions()
 	queued := 0

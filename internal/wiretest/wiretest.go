@@ -47,6 +47,7 @@ type options struct {
 	pin   *[sha256.Size]byte
 	local net.Addr
 	wait  time.Duration
+	alpn  []string
 }
 
 // Pin makes the TLS handshake fail unless the server's leaf certificate
@@ -59,6 +60,13 @@ func Pin(certHash [sha256.Size]byte) Option {
 // From dials from the local address local (e.g. 127.0.0.2, port 0).
 func From(local net.Addr) Option {
 	return func(o *options) { o.local = local }
+}
+
+// ALPN offers the TLS application protocols protos, such as
+// wire.ALPNResume; NegotiatedProtocol on TLS().ConnectionState() says what
+// the server chose. Without it no ALPN is offered, as by a v1 client.
+func ALPN(protos ...string) Option {
+	return func(o *options) { o.alpn = protos }
 }
 
 // Wait bounds the dial, the handshake, and each Read and ExpectEOF by d
@@ -88,7 +96,7 @@ func DialTLS(addr string, opts ...Option) (*Conn, error) {
 		opt(&o)
 	}
 	// Tests: the certificate is pinned by its hash (Pin), or not verified.
-	cfg := &tls.Config{InsecureSkipVerify: true}
+	cfg := &tls.Config{InsecureSkipVerify: true, NextProtos: o.alpn}
 	if o.pin != nil {
 		pin := *o.pin
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {

@@ -30,6 +30,8 @@ func stateToProto(s server.State) tlsgatev1.SessionState {
 		return tlsgatev1.SessionState_SESSION_STATE_DRAINING
 	case server.StateClosing:
 		return tlsgatev1.SessionState_SESSION_STATE_CLOSING
+	case server.StateDetached:
+		return tlsgatev1.SessionState_SESSION_STATE_DETACHED
 	}
 	return tlsgatev1.SessionState_SESSION_STATE_UNSPECIFIED
 }
@@ -78,7 +80,26 @@ func sessionToProto(i server.SessionInfo) *tlsgatev1.Session {
 		s.ConnectedTime = timestamppb.New(i.ConnectedAt)
 		s.LastActivityTime = timestamppb.New(i.LastActivity)
 	}
+	if i.Epoch != "" || i.State == server.StateDetached {
+		s.Resume = resumeStateToProto(i)
+	}
 	return s
+}
+
+func resumeStateToProto(i server.SessionInfo) *tlsgatev1.ResumeState {
+	r := &tlsgatev1.ResumeState{
+		Epoch: i.Epoch, SentSeq: i.SentSeq, ClientAckedSeq: i.AckedSeq, RetainedBytes: uint64(i.UnackedBytes),
+		ReceivedSeq: i.ReceivedSeq, ServerAckedSeq: i.ServerAckedSeq,
+	}
+	if !i.DetachedSince.IsZero() {
+		r.DetachedTime = timestamppb.New(i.DetachedSince)
+		r.ExpireTime = timestamppb.New(i.ExpiresAt)
+	}
+	return r
+}
+
+func endedToProto(id uint64, e server.Ended) *tlsgatev1.EndedSession {
+	return &tlsgatev1.EndedSession{SessionId: id, Reason: e.Reason, DroppedPackets: uint64(e.Packets), DroppedBytes: uint64(e.Bytes)}
 }
 
 func closedConnection(c server.CloseInfo) *tlsgatev1.ClosedConnection {
@@ -122,6 +143,12 @@ func watchEvent(e server.Event) *tlsgatev1.WatchSessionsResponse {
 		}}
 	case server.EventClosed:
 		r.Event = &tlsgatev1.WatchSessionsResponse_Closed{Closed: closedConnection(e.Close)}
+	case server.EventDetached:
+		r.Event = &tlsgatev1.WatchSessionsResponse_Detached{Detached: &tlsgatev1.SessionDetached{Session: sessionToProto(e.Session)}}
+	case server.EventResumed:
+		r.Event = &tlsgatev1.WatchSessionsResponse_Resumed{Resumed: &tlsgatev1.SessionResumed{Resumed: e.Resumed, Session: sessionToProto(e.Session)}}
+	case server.EventExpired:
+		r.Event = &tlsgatev1.WatchSessionsResponse_Expired{Expired: &tlsgatev1.SessionExpired{Ended: endedToProto(e.SessionID, e.Ended)}}
 	}
 	return r
 }

@@ -162,7 +162,13 @@ func (s *Service) Disconnect(ctx context.Context, req *tlsgatev1.DisconnectReque
 	if err != nil {
 		return nil, statusFor(sess.ID(), err)
 	}
-	return &tlsgatev1.DisconnectResponse{Connection: closedConnection(info), Elapsed: durationpb.New(time.Since(start))}, nil
+	resp := &tlsgatev1.DisconnectResponse{Elapsed: durationpb.New(time.Since(start))}
+	if info.Ended != nil {
+		resp.Ended = endedToProto(sess.ID(), *info.Ended)
+	} else {
+		resp.Connection = closedConnection(info)
+	}
+	return resp, nil
 }
 
 // GetSession returns one session's state.

@@ -925,10 +925,14 @@ func (x *DisconnectRequest) GetForce() bool {
 // DisconnectResponse is the closed connection's final state.
 type DisconnectResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The connection's final counters and outcome.
+	// The connection's final counters and outcome. Not set when the session
+	// was detached: it had no connection.
 	Connection *ClosedConnection `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
 	// How long the close took.
-	Elapsed       *durationpb.Duration `protobuf:"bytes,2,opt,name=elapsed,proto3" json:"elapsed,omitempty"`
+	Elapsed *durationpb.Duration `protobuf:"bytes,2,opt,name=elapsed,proto3" json:"elapsed,omitempty"`
+	// A detached session (no connection, kept for a Resume) is ended at
+	// once: what it held is dropped, and counted here.
+	Ended         *EndedSession `protobuf:"bytes,3,opt,name=ended,proto3" json:"ended,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -973,6 +977,13 @@ func (x *DisconnectResponse) GetConnection() *ClosedConnection {
 func (x *DisconnectResponse) GetElapsed() *durationpb.Duration {
 	if x != nil {
 		return x.Elapsed
+	}
+	return nil
+}
+
+func (x *DisconnectResponse) GetEnded() *EndedSession {
+	if x != nil {
+		return x.Ended
 	}
 	return nil
 }
@@ -1403,6 +1414,157 @@ func (*SnapshotComplete) Descriptor() ([]byte, []int) {
 	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{21}
 }
 
+// SessionDetached: a resumable session lost its connection without a
+// Goodbye (that connection's closed event came first) and is kept for a
+// Resume.
+type SessionDetached struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session's state at that moment: DETACHED, with its resume state.
+	Session       *Session `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionDetached) Reset() {
+	*x = SessionDetached{}
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionDetached) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionDetached) ProtoMessage() {}
+
+func (x *SessionDetached) ProtoReflect() protoreflect.Message {
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionDetached.ProtoReflect.Descriptor instead.
+func (*SessionDetached) Descriptor() ([]byte, []int) {
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SessionDetached) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+// SessionResumed: a connection of a resumable session sent its Resume and
+// the server answered it.
+type SessionResumed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True: the client's epoch was resumed and nothing is lost. False: a new
+	// epoch started, and the client was told that a gap is possible.
+	Resumed bool `protobuf:"varint,1,opt,name=resumed,proto3" json:"resumed,omitempty"`
+	// The session's state at that moment.
+	Session       *Session `protobuf:"bytes,2,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionResumed) Reset() {
+	*x = SessionResumed{}
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionResumed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionResumed) ProtoMessage() {}
+
+func (x *SessionResumed) ProtoReflect() protoreflect.Message {
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionResumed.ProtoReflect.Descriptor instead.
+func (*SessionResumed) Descriptor() ([]byte, []int) {
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SessionResumed) GetResumed() bool {
+	if x != nil {
+		return x.Resumed
+	}
+	return false
+}
+
+func (x *SessionResumed) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+// SessionExpired: a detached session ended without a Resume.
+type SessionExpired struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What it held and dropped, and why it ended.
+	Ended         *EndedSession `protobuf:"bytes,1,opt,name=ended,proto3" json:"ended,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionExpired) Reset() {
+	*x = SessionExpired{}
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionExpired) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionExpired) ProtoMessage() {}
+
+func (x *SessionExpired) ProtoReflect() protoreflect.Message {
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionExpired.ProtoReflect.Descriptor instead.
+func (*SessionExpired) Descriptor() ([]byte, []int) {
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SessionExpired) GetEnded() *EndedSession {
+	if x != nil {
+		return x.Ended
+	}
+	return nil
+}
+
 // WatchSessionsResponse is one lifecycle event.
 type WatchSessionsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1417,6 +1579,9 @@ type WatchSessionsResponse struct {
 	//	*WatchSessionsResponse_Connected
 	//	*WatchSessionsResponse_TakenOver
 	//	*WatchSessionsResponse_Closed
+	//	*WatchSessionsResponse_Detached
+	//	*WatchSessionsResponse_Resumed
+	//	*WatchSessionsResponse_Expired
 	Event         isWatchSessionsResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1424,7 +1589,7 @@ type WatchSessionsResponse struct {
 
 func (x *WatchSessionsResponse) Reset() {
 	*x = WatchSessionsResponse{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[22]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +1601,7 @@ func (x *WatchSessionsResponse) String() string {
 func (*WatchSessionsResponse) ProtoMessage() {}
 
 func (x *WatchSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[22]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +1614,7 @@ func (x *WatchSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionsResponse.ProtoReflect.Descriptor instead.
 func (*WatchSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{22}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchSessionsResponse) GetTime() *timestamppb.Timestamp {
@@ -1511,6 +1676,33 @@ func (x *WatchSessionsResponse) GetClosed() *ClosedConnection {
 	return nil
 }
 
+func (x *WatchSessionsResponse) GetDetached() *SessionDetached {
+	if x != nil {
+		if x, ok := x.Event.(*WatchSessionsResponse_Detached); ok {
+			return x.Detached
+		}
+	}
+	return nil
+}
+
+func (x *WatchSessionsResponse) GetResumed() *SessionResumed {
+	if x != nil {
+		if x, ok := x.Event.(*WatchSessionsResponse_Resumed); ok {
+			return x.Resumed
+		}
+	}
+	return nil
+}
+
+func (x *WatchSessionsResponse) GetExpired() *SessionExpired {
+	if x != nil {
+		if x, ok := x.Event.(*WatchSessionsResponse_Expired); ok {
+			return x.Expired
+		}
+	}
+	return nil
+}
+
 type isWatchSessionsResponse_Event interface {
 	isWatchSessionsResponse_Event()
 }
@@ -1541,6 +1733,21 @@ type WatchSessionsResponse_Closed struct {
 	Closed *ClosedConnection `protobuf:"bytes,6,opt,name=closed,proto3,oneof"`
 }
 
+type WatchSessionsResponse_Detached struct {
+	// A resumable session lost its connection and is kept for a Resume.
+	Detached *SessionDetached `protobuf:"bytes,7,opt,name=detached,proto3,oneof"`
+}
+
+type WatchSessionsResponse_Resumed struct {
+	// A resumable connection's Resume was answered.
+	Resumed *SessionResumed `protobuf:"bytes,8,opt,name=resumed,proto3,oneof"`
+}
+
+type WatchSessionsResponse_Expired struct {
+	// A detached session ended without a Resume.
+	Expired *SessionExpired `protobuf:"bytes,9,opt,name=expired,proto3,oneof"`
+}
+
 func (*WatchSessionsResponse_Snapshot) isWatchSessionsResponse_Event() {}
 
 func (*WatchSessionsResponse_SnapshotComplete) isWatchSessionsResponse_Event() {}
@@ -1550,6 +1757,12 @@ func (*WatchSessionsResponse_Connected) isWatchSessionsResponse_Event() {}
 func (*WatchSessionsResponse_TakenOver) isWatchSessionsResponse_Event() {}
 
 func (*WatchSessionsResponse_Closed) isWatchSessionsResponse_Event() {}
+
+func (*WatchSessionsResponse_Detached) isWatchSessionsResponse_Event() {}
+
+func (*WatchSessionsResponse_Resumed) isWatchSessionsResponse_Event() {}
+
+func (*WatchSessionsResponse_Expired) isWatchSessionsResponse_Event() {}
 
 // ReceiveRequest opens an inbound stream.
 type ReceiveRequest struct {
@@ -1562,7 +1775,7 @@ type ReceiveRequest struct {
 
 func (x *ReceiveRequest) Reset() {
 	*x = ReceiveRequest{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[23]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +1787,7 @@ func (x *ReceiveRequest) String() string {
 func (*ReceiveRequest) ProtoMessage() {}
 
 func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[23]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +1800,7 @@ func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveRequest.ProtoReflect.Descriptor instead.
 func (*ReceiveRequest) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{23}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReceiveRequest) GetSessionIds() []uint64 {
@@ -1613,7 +1826,7 @@ type ReceiveResponse struct {
 
 func (x *ReceiveResponse) Reset() {
 	*x = ReceiveResponse{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[24]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1625,7 +1838,7 @@ func (x *ReceiveResponse) String() string {
 func (*ReceiveResponse) ProtoMessage() {}
 
 func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[24]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1638,7 +1851,7 @@ func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveResponse.ProtoReflect.Descriptor instead.
 func (*ReceiveResponse) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{24}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReceiveResponse) GetItem() isReceiveResponse_Item {
@@ -1709,7 +1922,7 @@ type ConsumeOpen struct {
 
 func (x *ConsumeOpen) Reset() {
 	*x = ConsumeOpen{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[25]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1721,7 +1934,7 @@ func (x *ConsumeOpen) String() string {
 func (*ConsumeOpen) ProtoMessage() {}
 
 func (x *ConsumeOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[25]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1734,7 +1947,7 @@ func (x *ConsumeOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeOpen.ProtoReflect.Descriptor instead.
 func (*ConsumeOpen) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{25}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ConsumeOpen) GetGroup() string {
@@ -1779,7 +1992,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[26]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1791,7 +2004,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[26]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1804,7 +2017,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{26}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Ack) GetSessionId() uint64 {
@@ -1832,7 +2045,7 @@ type ConsumeAcks struct {
 
 func (x *ConsumeAcks) Reset() {
 	*x = ConsumeAcks{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[27]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1844,7 +2057,7 @@ func (x *ConsumeAcks) String() string {
 func (*ConsumeAcks) ProtoMessage() {}
 
 func (x *ConsumeAcks) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[27]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1857,7 +2070,7 @@ func (x *ConsumeAcks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeAcks.ProtoReflect.Descriptor instead.
 func (*ConsumeAcks) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{27}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ConsumeAcks) GetAcks() []*Ack {
@@ -1883,7 +2096,7 @@ type ConsumeRequest struct {
 
 func (x *ConsumeRequest) Reset() {
 	*x = ConsumeRequest{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[28]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1895,7 +2108,7 @@ func (x *ConsumeRequest) String() string {
 func (*ConsumeRequest) ProtoMessage() {}
 
 func (x *ConsumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[28]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1908,7 +2121,7 @@ func (x *ConsumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeRequest.ProtoReflect.Descriptor instead.
 func (*ConsumeRequest) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{28}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ConsumeRequest) GetRequest() isConsumeRequest_Request {
@@ -1974,7 +2187,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[29]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2199,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[29]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2212,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{29}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Delivery) GetItem() isDelivery_Item {
@@ -2064,7 +2277,7 @@ type ConsumeResponse struct {
 
 func (x *ConsumeResponse) Reset() {
 	*x = ConsumeResponse{}
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[30]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2076,7 +2289,7 @@ func (x *ConsumeResponse) String() string {
 func (*ConsumeResponse) ProtoMessage() {}
 
 func (x *ConsumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_control_service_proto_msgTypes[30]
+	mi := &file_tlsgate_v1_control_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2089,7 +2302,7 @@ func (x *ConsumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeResponse.ProtoReflect.Descriptor instead.
 func (*ConsumeResponse) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{30}
+	return file_tlsgate_v1_control_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ConsumeResponse) GetDeliveries() []*Delivery {
@@ -2165,12 +2378,13 @@ const file_tlsgate_v1_control_service_proto_rawDesc = "" +
 	"\rdrain_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\fdrainTimeout\x12\x14\n" +
 	"\x05force\x18\x06 \x01(\bR\x05forceB\f\n" +
 	"\n" +
-	"_reconnect\"\x87\x01\n" +
+	"_reconnect\"\xb7\x01\n" +
 	"\x12DisconnectResponse\x12<\n" +
 	"\n" +
 	"connection\x18\x01 \x01(\v2\x1c.tlsgate.v1.ClosedConnectionR\n" +
 	"connection\x123\n" +
-	"\aelapsed\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\aelapsed\"2\n" +
+	"\aelapsed\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\aelapsed\x12.\n" +
+	"\x05ended\x18\x03 \x01(\v2\x18.tlsgate.v1.EndedSessionR\x05ended\"2\n" +
 	"\x11GetSessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x04R\tsessionId\"C\n" +
@@ -2195,7 +2409,14 @@ const file_tlsgate_v1_control_service_proto_rawDesc = "" +
 	"\x11old_connection_id\x18\x02 \x01(\x04R\x0foldConnectionId\x12*\n" +
 	"\x11new_connection_id\x18\x03 \x01(\x04R\x0fnewConnectionId\x12-\n" +
 	"\asession\x18\x04 \x01(\v2\x13.tlsgate.v1.SessionR\asession\"\x12\n" +
-	"\x10SnapshotComplete\"\x85\x03\n" +
+	"\x10SnapshotComplete\"@\n" +
+	"\x0fSessionDetached\x12-\n" +
+	"\asession\x18\x01 \x01(\v2\x13.tlsgate.v1.SessionR\asession\"Y\n" +
+	"\x0eSessionResumed\x12\x18\n" +
+	"\aresumed\x18\x01 \x01(\bR\aresumed\x12-\n" +
+	"\asession\x18\x02 \x01(\v2\x13.tlsgate.v1.SessionR\asession\"@\n" +
+	"\x0eSessionExpired\x12.\n" +
+	"\x05ended\x18\x01 \x01(\v2\x18.tlsgate.v1.EndedSessionR\x05ended\"\xb0\x04\n" +
 	"\x15WatchSessionsResponse\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x121\n" +
 	"\bsnapshot\x18\x02 \x01(\v2\x13.tlsgate.v1.SessionH\x00R\bsnapshot\x12K\n" +
@@ -2203,7 +2424,10 @@ const file_tlsgate_v1_control_service_proto_rawDesc = "" +
 	"\tconnected\x18\x04 \x01(\v2\x1c.tlsgate.v1.SessionConnectedH\x00R\tconnected\x12=\n" +
 	"\n" +
 	"taken_over\x18\x05 \x01(\v2\x1c.tlsgate.v1.SessionTakenOverH\x00R\ttakenOver\x126\n" +
-	"\x06closed\x18\x06 \x01(\v2\x1c.tlsgate.v1.ClosedConnectionH\x00R\x06closedB\a\n" +
+	"\x06closed\x18\x06 \x01(\v2\x1c.tlsgate.v1.ClosedConnectionH\x00R\x06closed\x129\n" +
+	"\bdetached\x18\a \x01(\v2\x1b.tlsgate.v1.SessionDetachedH\x00R\bdetached\x126\n" +
+	"\aresumed\x18\b \x01(\v2\x1a.tlsgate.v1.SessionResumedH\x00R\aresumed\x126\n" +
+	"\aexpired\x18\t \x01(\v2\x1a.tlsgate.v1.SessionExpiredH\x00R\aexpiredB\a\n" +
 	"\x05event\"1\n" +
 	"\x0eReceiveRequest\x12\x1f\n" +
 	"\vsession_ids\x18\x01 \x03(\x04R\n" +
@@ -2273,7 +2497,7 @@ func file_tlsgate_v1_control_service_proto_rawDescGZIP() []byte {
 }
 
 var file_tlsgate_v1_control_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tlsgate_v1_control_service_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_tlsgate_v1_control_service_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_tlsgate_v1_control_service_proto_goTypes = []any{
 	(FullQueuePolicy)(0),          // 0: tlsgate.v1.FullQueuePolicy
 	(*SendAsyncRequest)(nil),      // 1: tlsgate.v1.SendAsyncRequest
@@ -2298,26 +2522,30 @@ var file_tlsgate_v1_control_service_proto_goTypes = []any{
 	(*SessionConnected)(nil),      // 20: tlsgate.v1.SessionConnected
 	(*SessionTakenOver)(nil),      // 21: tlsgate.v1.SessionTakenOver
 	(*SnapshotComplete)(nil),      // 22: tlsgate.v1.SnapshotComplete
-	(*WatchSessionsResponse)(nil), // 23: tlsgate.v1.WatchSessionsResponse
-	(*ReceiveRequest)(nil),        // 24: tlsgate.v1.ReceiveRequest
-	(*ReceiveResponse)(nil),       // 25: tlsgate.v1.ReceiveResponse
-	(*ConsumeOpen)(nil),           // 26: tlsgate.v1.ConsumeOpen
-	(*Ack)(nil),                   // 27: tlsgate.v1.Ack
-	(*ConsumeAcks)(nil),           // 28: tlsgate.v1.ConsumeAcks
-	(*ConsumeRequest)(nil),        // 29: tlsgate.v1.ConsumeRequest
-	(*Delivery)(nil),              // 30: tlsgate.v1.Delivery
-	(*ConsumeResponse)(nil),       // 31: tlsgate.v1.ConsumeResponse
-	(Encoding)(0),                 // 32: tlsgate.v1.Encoding
-	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
-	(*ClosedConnection)(nil),      // 34: tlsgate.v1.ClosedConnection
-	(*Session)(nil),               // 35: tlsgate.v1.Session
-	(SessionState)(0),             // 36: tlsgate.v1.SessionState
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
-	(*InboundPacket)(nil),         // 38: tlsgate.v1.InboundPacket
+	(*SessionDetached)(nil),       // 23: tlsgate.v1.SessionDetached
+	(*SessionResumed)(nil),        // 24: tlsgate.v1.SessionResumed
+	(*SessionExpired)(nil),        // 25: tlsgate.v1.SessionExpired
+	(*WatchSessionsResponse)(nil), // 26: tlsgate.v1.WatchSessionsResponse
+	(*ReceiveRequest)(nil),        // 27: tlsgate.v1.ReceiveRequest
+	(*ReceiveResponse)(nil),       // 28: tlsgate.v1.ReceiveResponse
+	(*ConsumeOpen)(nil),           // 29: tlsgate.v1.ConsumeOpen
+	(*Ack)(nil),                   // 30: tlsgate.v1.Ack
+	(*ConsumeAcks)(nil),           // 31: tlsgate.v1.ConsumeAcks
+	(*ConsumeRequest)(nil),        // 32: tlsgate.v1.ConsumeRequest
+	(*Delivery)(nil),              // 33: tlsgate.v1.Delivery
+	(*ConsumeResponse)(nil),       // 34: tlsgate.v1.ConsumeResponse
+	(Encoding)(0),                 // 35: tlsgate.v1.Encoding
+	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
+	(*ClosedConnection)(nil),      // 37: tlsgate.v1.ClosedConnection
+	(*EndedSession)(nil),          // 38: tlsgate.v1.EndedSession
+	(*Session)(nil),               // 39: tlsgate.v1.Session
+	(SessionState)(0),             // 40: tlsgate.v1.SessionState
+	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(*InboundPacket)(nil),         // 42: tlsgate.v1.InboundPacket
 }
 var file_tlsgate_v1_control_service_proto_depIdxs = []int32{
-	32, // 0: tlsgate.v1.SendAsyncRequest.encoding:type_name -> tlsgate.v1.Encoding
-	32, // 1: tlsgate.v1.SendItem.encoding:type_name -> tlsgate.v1.Encoding
+	35, // 0: tlsgate.v1.SendAsyncRequest.encoding:type_name -> tlsgate.v1.Encoding
+	35, // 1: tlsgate.v1.SendItem.encoding:type_name -> tlsgate.v1.Encoding
 	3,  // 2: tlsgate.v1.SendBatchRequest.items:type_name -> tlsgate.v1.SendItem
 	0,  // 3: tlsgate.v1.SendBatchRequest.full_queue:type_name -> tlsgate.v1.FullQueuePolicy
 	5,  // 4: tlsgate.v1.SendResult.error:type_name -> tlsgate.v1.ItemError
@@ -2326,54 +2554,61 @@ var file_tlsgate_v1_control_service_proto_depIdxs = []int32{
 	0,  // 7: tlsgate.v1.SendStreamRequest.full_queue:type_name -> tlsgate.v1.FullQueuePolicy
 	6,  // 8: tlsgate.v1.SendStreamResponse.results:type_name -> tlsgate.v1.SendResult
 	11, // 9: tlsgate.v1.DrainResponse.sessions:type_name -> tlsgate.v1.SessionDrain
-	33, // 10: tlsgate.v1.DrainResponse.elapsed:type_name -> google.protobuf.Duration
-	33, // 11: tlsgate.v1.DisconnectRequest.drain_timeout:type_name -> google.protobuf.Duration
-	34, // 12: tlsgate.v1.DisconnectResponse.connection:type_name -> tlsgate.v1.ClosedConnection
-	33, // 13: tlsgate.v1.DisconnectResponse.elapsed:type_name -> google.protobuf.Duration
-	35, // 14: tlsgate.v1.GetSessionResponse.session:type_name -> tlsgate.v1.Session
-	36, // 15: tlsgate.v1.ListSessionsRequest.states:type_name -> tlsgate.v1.SessionState
-	35, // 16: tlsgate.v1.ListSessionsResponse.sessions:type_name -> tlsgate.v1.Session
-	35, // 17: tlsgate.v1.SessionConnected.session:type_name -> tlsgate.v1.Session
-	35, // 18: tlsgate.v1.SessionTakenOver.session:type_name -> tlsgate.v1.Session
-	37, // 19: tlsgate.v1.WatchSessionsResponse.time:type_name -> google.protobuf.Timestamp
-	35, // 20: tlsgate.v1.WatchSessionsResponse.snapshot:type_name -> tlsgate.v1.Session
-	22, // 21: tlsgate.v1.WatchSessionsResponse.snapshot_complete:type_name -> tlsgate.v1.SnapshotComplete
-	20, // 22: tlsgate.v1.WatchSessionsResponse.connected:type_name -> tlsgate.v1.SessionConnected
-	21, // 23: tlsgate.v1.WatchSessionsResponse.taken_over:type_name -> tlsgate.v1.SessionTakenOver
-	34, // 24: tlsgate.v1.WatchSessionsResponse.closed:type_name -> tlsgate.v1.ClosedConnection
-	38, // 25: tlsgate.v1.ReceiveResponse.packet:type_name -> tlsgate.v1.InboundPacket
-	34, // 26: tlsgate.v1.ReceiveResponse.closed:type_name -> tlsgate.v1.ClosedConnection
-	27, // 27: tlsgate.v1.ConsumeAcks.acks:type_name -> tlsgate.v1.Ack
-	26, // 28: tlsgate.v1.ConsumeRequest.open:type_name -> tlsgate.v1.ConsumeOpen
-	28, // 29: tlsgate.v1.ConsumeRequest.acks:type_name -> tlsgate.v1.ConsumeAcks
-	38, // 30: tlsgate.v1.Delivery.packet:type_name -> tlsgate.v1.InboundPacket
-	34, // 31: tlsgate.v1.Delivery.closed:type_name -> tlsgate.v1.ClosedConnection
-	30, // 32: tlsgate.v1.ConsumeResponse.deliveries:type_name -> tlsgate.v1.Delivery
-	1,  // 33: tlsgate.v1.ControlService.SendAsync:input_type -> tlsgate.v1.SendAsyncRequest
-	4,  // 34: tlsgate.v1.ControlService.SendBatch:input_type -> tlsgate.v1.SendBatchRequest
-	8,  // 35: tlsgate.v1.ControlService.SendStream:input_type -> tlsgate.v1.SendStreamRequest
-	10, // 36: tlsgate.v1.ControlService.Drain:input_type -> tlsgate.v1.DrainRequest
-	13, // 37: tlsgate.v1.ControlService.Disconnect:input_type -> tlsgate.v1.DisconnectRequest
-	15, // 38: tlsgate.v1.ControlService.GetSession:input_type -> tlsgate.v1.GetSessionRequest
-	17, // 39: tlsgate.v1.ControlService.ListSessions:input_type -> tlsgate.v1.ListSessionsRequest
-	19, // 40: tlsgate.v1.ControlService.WatchSessions:input_type -> tlsgate.v1.WatchSessionsRequest
-	24, // 41: tlsgate.v1.ControlService.Receive:input_type -> tlsgate.v1.ReceiveRequest
-	29, // 42: tlsgate.v1.ControlService.Consume:input_type -> tlsgate.v1.ConsumeRequest
-	2,  // 43: tlsgate.v1.ControlService.SendAsync:output_type -> tlsgate.v1.SendAsyncResponse
-	7,  // 44: tlsgate.v1.ControlService.SendBatch:output_type -> tlsgate.v1.SendBatchResponse
-	9,  // 45: tlsgate.v1.ControlService.SendStream:output_type -> tlsgate.v1.SendStreamResponse
-	12, // 46: tlsgate.v1.ControlService.Drain:output_type -> tlsgate.v1.DrainResponse
-	14, // 47: tlsgate.v1.ControlService.Disconnect:output_type -> tlsgate.v1.DisconnectResponse
-	16, // 48: tlsgate.v1.ControlService.GetSession:output_type -> tlsgate.v1.GetSessionResponse
-	18, // 49: tlsgate.v1.ControlService.ListSessions:output_type -> tlsgate.v1.ListSessionsResponse
-	23, // 50: tlsgate.v1.ControlService.WatchSessions:output_type -> tlsgate.v1.WatchSessionsResponse
-	25, // 51: tlsgate.v1.ControlService.Receive:output_type -> tlsgate.v1.ReceiveResponse
-	31, // 52: tlsgate.v1.ControlService.Consume:output_type -> tlsgate.v1.ConsumeResponse
-	43, // [43:53] is the sub-list for method output_type
-	33, // [33:43] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	36, // 10: tlsgate.v1.DrainResponse.elapsed:type_name -> google.protobuf.Duration
+	36, // 11: tlsgate.v1.DisconnectRequest.drain_timeout:type_name -> google.protobuf.Duration
+	37, // 12: tlsgate.v1.DisconnectResponse.connection:type_name -> tlsgate.v1.ClosedConnection
+	36, // 13: tlsgate.v1.DisconnectResponse.elapsed:type_name -> google.protobuf.Duration
+	38, // 14: tlsgate.v1.DisconnectResponse.ended:type_name -> tlsgate.v1.EndedSession
+	39, // 15: tlsgate.v1.GetSessionResponse.session:type_name -> tlsgate.v1.Session
+	40, // 16: tlsgate.v1.ListSessionsRequest.states:type_name -> tlsgate.v1.SessionState
+	39, // 17: tlsgate.v1.ListSessionsResponse.sessions:type_name -> tlsgate.v1.Session
+	39, // 18: tlsgate.v1.SessionConnected.session:type_name -> tlsgate.v1.Session
+	39, // 19: tlsgate.v1.SessionTakenOver.session:type_name -> tlsgate.v1.Session
+	39, // 20: tlsgate.v1.SessionDetached.session:type_name -> tlsgate.v1.Session
+	39, // 21: tlsgate.v1.SessionResumed.session:type_name -> tlsgate.v1.Session
+	38, // 22: tlsgate.v1.SessionExpired.ended:type_name -> tlsgate.v1.EndedSession
+	41, // 23: tlsgate.v1.WatchSessionsResponse.time:type_name -> google.protobuf.Timestamp
+	39, // 24: tlsgate.v1.WatchSessionsResponse.snapshot:type_name -> tlsgate.v1.Session
+	22, // 25: tlsgate.v1.WatchSessionsResponse.snapshot_complete:type_name -> tlsgate.v1.SnapshotComplete
+	20, // 26: tlsgate.v1.WatchSessionsResponse.connected:type_name -> tlsgate.v1.SessionConnected
+	21, // 27: tlsgate.v1.WatchSessionsResponse.taken_over:type_name -> tlsgate.v1.SessionTakenOver
+	37, // 28: tlsgate.v1.WatchSessionsResponse.closed:type_name -> tlsgate.v1.ClosedConnection
+	23, // 29: tlsgate.v1.WatchSessionsResponse.detached:type_name -> tlsgate.v1.SessionDetached
+	24, // 30: tlsgate.v1.WatchSessionsResponse.resumed:type_name -> tlsgate.v1.SessionResumed
+	25, // 31: tlsgate.v1.WatchSessionsResponse.expired:type_name -> tlsgate.v1.SessionExpired
+	42, // 32: tlsgate.v1.ReceiveResponse.packet:type_name -> tlsgate.v1.InboundPacket
+	37, // 33: tlsgate.v1.ReceiveResponse.closed:type_name -> tlsgate.v1.ClosedConnection
+	30, // 34: tlsgate.v1.ConsumeAcks.acks:type_name -> tlsgate.v1.Ack
+	29, // 35: tlsgate.v1.ConsumeRequest.open:type_name -> tlsgate.v1.ConsumeOpen
+	31, // 36: tlsgate.v1.ConsumeRequest.acks:type_name -> tlsgate.v1.ConsumeAcks
+	42, // 37: tlsgate.v1.Delivery.packet:type_name -> tlsgate.v1.InboundPacket
+	37, // 38: tlsgate.v1.Delivery.closed:type_name -> tlsgate.v1.ClosedConnection
+	33, // 39: tlsgate.v1.ConsumeResponse.deliveries:type_name -> tlsgate.v1.Delivery
+	1,  // 40: tlsgate.v1.ControlService.SendAsync:input_type -> tlsgate.v1.SendAsyncRequest
+	4,  // 41: tlsgate.v1.ControlService.SendBatch:input_type -> tlsgate.v1.SendBatchRequest
+	8,  // 42: tlsgate.v1.ControlService.SendStream:input_type -> tlsgate.v1.SendStreamRequest
+	10, // 43: tlsgate.v1.ControlService.Drain:input_type -> tlsgate.v1.DrainRequest
+	13, // 44: tlsgate.v1.ControlService.Disconnect:input_type -> tlsgate.v1.DisconnectRequest
+	15, // 45: tlsgate.v1.ControlService.GetSession:input_type -> tlsgate.v1.GetSessionRequest
+	17, // 46: tlsgate.v1.ControlService.ListSessions:input_type -> tlsgate.v1.ListSessionsRequest
+	19, // 47: tlsgate.v1.ControlService.WatchSessions:input_type -> tlsgate.v1.WatchSessionsRequest
+	27, // 48: tlsgate.v1.ControlService.Receive:input_type -> tlsgate.v1.ReceiveRequest
+	32, // 49: tlsgate.v1.ControlService.Consume:input_type -> tlsgate.v1.ConsumeRequest
+	2,  // 50: tlsgate.v1.ControlService.SendAsync:output_type -> tlsgate.v1.SendAsyncResponse
+	7,  // 51: tlsgate.v1.ControlService.SendBatch:output_type -> tlsgate.v1.SendBatchResponse
+	9,  // 52: tlsgate.v1.ControlService.SendStream:output_type -> tlsgate.v1.SendStreamResponse
+	12, // 53: tlsgate.v1.ControlService.Drain:output_type -> tlsgate.v1.DrainResponse
+	14, // 54: tlsgate.v1.ControlService.Disconnect:output_type -> tlsgate.v1.DisconnectResponse
+	16, // 55: tlsgate.v1.ControlService.GetSession:output_type -> tlsgate.v1.GetSessionResponse
+	18, // 56: tlsgate.v1.ControlService.ListSessions:output_type -> tlsgate.v1.ListSessionsResponse
+	26, // 57: tlsgate.v1.ControlService.WatchSessions:output_type -> tlsgate.v1.WatchSessionsResponse
+	28, // 58: tlsgate.v1.ControlService.Receive:output_type -> tlsgate.v1.ReceiveResponse
+	34, // 59: tlsgate.v1.ControlService.Consume:output_type -> tlsgate.v1.ConsumeResponse
+	50, // [50:60] is the sub-list for method output_type
+	40, // [40:50] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_tlsgate_v1_control_service_proto_init() }
@@ -2388,22 +2623,25 @@ func file_tlsgate_v1_control_service_proto_init() {
 		(*DrainRequest_AllSessions)(nil),
 	}
 	file_tlsgate_v1_control_service_proto_msgTypes[12].OneofWrappers = []any{}
-	file_tlsgate_v1_control_service_proto_msgTypes[22].OneofWrappers = []any{
+	file_tlsgate_v1_control_service_proto_msgTypes[25].OneofWrappers = []any{
 		(*WatchSessionsResponse_Snapshot)(nil),
 		(*WatchSessionsResponse_SnapshotComplete)(nil),
 		(*WatchSessionsResponse_Connected)(nil),
 		(*WatchSessionsResponse_TakenOver)(nil),
 		(*WatchSessionsResponse_Closed)(nil),
+		(*WatchSessionsResponse_Detached)(nil),
+		(*WatchSessionsResponse_Resumed)(nil),
+		(*WatchSessionsResponse_Expired)(nil),
 	}
-	file_tlsgate_v1_control_service_proto_msgTypes[24].OneofWrappers = []any{
+	file_tlsgate_v1_control_service_proto_msgTypes[27].OneofWrappers = []any{
 		(*ReceiveResponse_Packet)(nil),
 		(*ReceiveResponse_Closed)(nil),
 	}
-	file_tlsgate_v1_control_service_proto_msgTypes[28].OneofWrappers = []any{
+	file_tlsgate_v1_control_service_proto_msgTypes[31].OneofWrappers = []any{
 		(*ConsumeRequest_Open)(nil),
 		(*ConsumeRequest_Acks)(nil),
 	}
-	file_tlsgate_v1_control_service_proto_msgTypes[29].OneofWrappers = []any{
+	file_tlsgate_v1_control_service_proto_msgTypes[32].OneofWrappers = []any{
 		(*Delivery_Packet)(nil),
 		(*Delivery_Closed)(nil),
 	}
@@ -2413,7 +2651,7 @@ func file_tlsgate_v1_control_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tlsgate_v1_control_service_proto_rawDesc), len(file_tlsgate_v1_control_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   31,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

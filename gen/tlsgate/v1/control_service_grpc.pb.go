@@ -87,7 +87,9 @@ type ControlServiceClient interface {
 	// refused, the queue is written, then the Goodbye exchange with
 	// close_notify and reads until EOF or the linger timeout. With force it
 	// closes at once, and so it does shortly before the call's deadline, still
-	// answering with the final state.
+	// answering with the final state. A detached session (resumable, its
+	// connection lost) has no connection to close: it is ended at once and
+	// the response counts what it dropped.
 	//
 	// Errors: NOT_FOUND, INVALID_ARGUMENT.
 	Disconnect(ctx context.Context, in *DisconnectRequest, opts ...grpc.CallOption) (*DisconnectResponse, error)
@@ -323,7 +325,9 @@ type ControlServiceServer interface {
 	// refused, the queue is written, then the Goodbye exchange with
 	// close_notify and reads until EOF or the linger timeout. With force it
 	// closes at once, and so it does shortly before the call's deadline, still
-	// answering with the final state.
+	// answering with the final state. A detached session (resumable, its
+	// connection lost) has no connection to close: it is ended at once and
+	// the response counts what it dropped.
 	//
 	// Errors: NOT_FOUND, INVALID_ARGUMENT.
 	Disconnect(context.Context, *DisconnectRequest) (*DisconnectResponse, error)

@@ -38,6 +38,10 @@ const (
 	SessionState_SESSION_STATE_DRAINING SessionState = 3
 	// The Goodbye is written; waiting for the client's Goodbye or EOF.
 	SessionState_SESSION_STATE_CLOSING SessionState = 4
+	// A resumable session whose connection was lost without a Goodbye: it
+	// has no connection and is kept, with its queue and unacked packets, for
+	// a Resume until the resume window passes (docs/protocol.md §15).
+	SessionState_SESSION_STATE_DETACHED SessionState = 5
 )
 
 // Enum value maps for SessionState.
@@ -48,6 +52,7 @@ var (
 		2: "SESSION_STATE_ACTIVE",
 		3: "SESSION_STATE_DRAINING",
 		4: "SESSION_STATE_CLOSING",
+		5: "SESSION_STATE_DETACHED",
 	}
 	SessionState_value = map[string]int32{
 		"SESSION_STATE_UNSPECIFIED": 0,
@@ -55,6 +60,7 @@ var (
 		"SESSION_STATE_ACTIVE":      2,
 		"SESSION_STATE_DRAINING":    3,
 		"SESSION_STATE_CLOSING":     4,
+		"SESSION_STATE_DETACHED":    5,
 	}
 )
 
@@ -282,7 +288,10 @@ type Session struct {
 	// ack), or 0.
 	LastFlushAckSeq uint64 `protobuf:"varint,14,opt,name=last_flush_ack_seq,json=lastFlushAckSeq,proto3" json:"last_flush_ack_seq,omitempty"`
 	// How many times a new connection took this identity over.
-	Takeovers     uint64 `protobuf:"varint,15,opt,name=takeovers,proto3" json:"takeovers,omitempty"`
+	Takeovers uint64 `protobuf:"varint,15,opt,name=takeovers,proto3" json:"takeovers,omitempty"`
+	// The resume state, set only for a session whose client opted in to the
+	// resume extension.
+	Resume        *ResumeState `protobuf:"bytes,16,opt,name=resume,proto3" json:"resume,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -422,6 +431,127 @@ func (x *Session) GetTakeovers() uint64 {
 	return 0
 }
 
+func (x *Session) GetResume() *ResumeState {
+	if x != nil {
+		return x.Resume
+	}
+	return nil
+}
+
+// ResumeState is where a resumable session's two directions are in its
+// current epoch (docs/protocol.md §15). Numbers count Data packets per
+// epoch, from 1.
+type ResumeState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The epoch: a new one after every Resume answered with resumed=false.
+	Epoch string `protobuf:"bytes,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The number of the last Data written to the client in the epoch.
+	SentSeq uint64 `protobuf:"varint,2,opt,name=sent_seq,json=sentSeq,proto3" json:"sent_seq,omitempty"`
+	// The last Data the client acked: written Data after it is retained for
+	// a replay.
+	ClientAckedSeq uint64 `protobuf:"varint,3,opt,name=client_acked_seq,json=clientAckedSeq,proto3" json:"client_acked_seq,omitempty"`
+	// Bytes (frames, headers included) of the written and unacked Data
+	// retained for a replay. The queue's own bytes are in queue_bytes.
+	RetainedBytes uint64 `protobuf:"varint,4,opt,name=retained_bytes,json=retainedBytes,proto3" json:"retained_bytes,omitempty"`
+	// The number of the last client Data the server processed in the epoch.
+	ReceivedSeq uint64 `protobuf:"varint,5,opt,name=received_seq,json=receivedSeq,proto3" json:"received_seq,omitempty"`
+	// The last client Data the server acked to the client.
+	ServerAckedSeq uint64 `protobuf:"varint,6,opt,name=server_acked_seq,json=serverAckedSeq,proto3" json:"server_acked_seq,omitempty"`
+	// When the session lost its connection (state DETACHED only).
+	DetachedTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=detached_time,json=detachedTime,proto3" json:"detached_time,omitempty"`
+	// When a detached session expires unless a Resume takes it (state
+	// DETACHED only).
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeState) Reset() {
+	*x = ResumeState{}
+	mi := &file_tlsgate_v1_session_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeState) ProtoMessage() {}
+
+func (x *ResumeState) ProtoReflect() protoreflect.Message {
+	mi := &file_tlsgate_v1_session_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeState.ProtoReflect.Descriptor instead.
+func (*ResumeState) Descriptor() ([]byte, []int) {
+	return file_tlsgate_v1_session_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ResumeState) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *ResumeState) GetSentSeq() uint64 {
+	if x != nil {
+		return x.SentSeq
+	}
+	return 0
+}
+
+func (x *ResumeState) GetClientAckedSeq() uint64 {
+	if x != nil {
+		return x.ClientAckedSeq
+	}
+	return 0
+}
+
+func (x *ResumeState) GetRetainedBytes() uint64 {
+	if x != nil {
+		return x.RetainedBytes
+	}
+	return 0
+}
+
+func (x *ResumeState) GetReceivedSeq() uint64 {
+	if x != nil {
+		return x.ReceivedSeq
+	}
+	return 0
+}
+
+func (x *ResumeState) GetServerAckedSeq() uint64 {
+	if x != nil {
+		return x.ServerAckedSeq
+	}
+	return 0
+}
+
+func (x *ResumeState) GetDetachedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DetachedTime
+	}
+	return nil
+}
+
+func (x *ResumeState) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
 // ClosedConnection is the final state of a connection that has ended.
 type ClosedConnection struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -452,7 +582,7 @@ type ClosedConnection struct {
 
 func (x *ClosedConnection) Reset() {
 	*x = ClosedConnection{}
-	mi := &file_tlsgate_v1_session_proto_msgTypes[2]
+	mi := &file_tlsgate_v1_session_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +594,7 @@ func (x *ClosedConnection) String() string {
 func (*ClosedConnection) ProtoMessage() {}
 
 func (x *ClosedConnection) ProtoReflect() protoreflect.Message {
-	mi := &file_tlsgate_v1_session_proto_msgTypes[2]
+	mi := &file_tlsgate_v1_session_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +607,7 @@ func (x *ClosedConnection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClosedConnection.ProtoReflect.Descriptor instead.
 func (*ClosedConnection) Descriptor() ([]byte, []int) {
-	return file_tlsgate_v1_session_proto_rawDescGZIP(), []int{2}
+	return file_tlsgate_v1_session_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ClosedConnection) GetSessionId() uint64 {
@@ -543,6 +673,82 @@ func (x *ClosedConnection) GetGoodbyeSent() bool {
 	return false
 }
 
+// EndedSession is what a detached session held when it ended without a
+// Resume: its packets are dropped, and counted here.
+type EndedSession struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session.
+	SessionId uint64 `protobuf:"varint,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// Why it ended: "resume_window" (no Resume in --resume-window),
+	// "disconnect" (a Disconnect of the detached session) or
+	// "server_shutdown".
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Packets dropped: queued, or written and never acked.
+	DroppedPackets uint64 `protobuf:"varint,3,opt,name=dropped_packets,json=droppedPackets,proto3" json:"dropped_packets,omitempty"`
+	// Their bytes, frames and headers included.
+	DroppedBytes  uint64 `protobuf:"varint,4,opt,name=dropped_bytes,json=droppedBytes,proto3" json:"dropped_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndedSession) Reset() {
+	*x = EndedSession{}
+	mi := &file_tlsgate_v1_session_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndedSession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndedSession) ProtoMessage() {}
+
+func (x *EndedSession) ProtoReflect() protoreflect.Message {
+	mi := &file_tlsgate_v1_session_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndedSession.ProtoReflect.Descriptor instead.
+func (*EndedSession) Descriptor() ([]byte, []int) {
+	return file_tlsgate_v1_session_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *EndedSession) GetSessionId() uint64 {
+	if x != nil {
+		return x.SessionId
+	}
+	return 0
+}
+
+func (x *EndedSession) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *EndedSession) GetDroppedPackets() uint64 {
+	if x != nil {
+		return x.DroppedPackets
+	}
+	return 0
+}
+
+func (x *EndedSession) GetDroppedBytes() uint64 {
+	if x != nil {
+		return x.DroppedBytes
+	}
+	return 0
+}
+
 var File_tlsgate_v1_session_proto protoreflect.FileDescriptor
 
 const file_tlsgate_v1_session_proto_rawDesc = "" +
@@ -558,7 +764,7 @@ const file_tlsgate_v1_session_proto_rawDesc = "" +
 	"\tbytes_out\x18\x04 \x01(\x04R\bbytesOut\x12\x1c\n" +
 	"\tdiscarded\x18\x05 \x01(\x04R\tdiscarded\x12'\n" +
 	"\x0freplies_dropped\x18\x06 \x01(\x04R\x0erepliesDropped\x12\x1c\n" +
-	"\tunwritten\x18\a \x01(\x04R\tunwritten\"\xfd\x04\n" +
+	"\tunwritten\x18\a \x01(\x04R\tunwritten\"\xae\x05\n" +
 	"\aSession\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x04R\tsessionId\x12\x1d\n" +
@@ -580,7 +786,18 @@ const file_tlsgate_v1_session_proto_rawDesc = "" +
 	"queueBytes\x12*\n" +
 	"\x11queue_limit_bytes\x18\r \x01(\x04R\x0fqueueLimitBytes\x12+\n" +
 	"\x12last_flush_ack_seq\x18\x0e \x01(\x04R\x0flastFlushAckSeq\x12\x1c\n" +
-	"\ttakeovers\x18\x0f \x01(\x04R\ttakeovers\"\xf9\x02\n" +
+	"\ttakeovers\x18\x0f \x01(\x04R\ttakeovers\x12/\n" +
+	"\x06resume\x18\x10 \x01(\v2\x17.tlsgate.v1.ResumeStateR\x06resume\"\xda\x02\n" +
+	"\vResumeState\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x19\n" +
+	"\bsent_seq\x18\x02 \x01(\x04R\asentSeq\x12(\n" +
+	"\x10client_acked_seq\x18\x03 \x01(\x04R\x0eclientAckedSeq\x12%\n" +
+	"\x0eretained_bytes\x18\x04 \x01(\x04R\rretainedBytes\x12!\n" +
+	"\freceived_seq\x18\x05 \x01(\x04R\vreceivedSeq\x12(\n" +
+	"\x10server_acked_seq\x18\x06 \x01(\x04R\x0eserverAckedSeq\x12?\n" +
+	"\rdetached_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\fdetachedTime\x12;\n" +
+	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"\xf9\x02\n" +
 	"\x10ClosedConnection\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x04R\tsessionId\x12#\n" +
@@ -591,13 +808,20 @@ const file_tlsgate_v1_session_proto_rawDesc = "" +
 	"\aoutcome\x18\x06 \x01(\x0e2\x13.tlsgate.v1.OutcomeR\aoutcome\x12'\n" +
 	"\x0ftruncated_frame\x18\a \x01(\bR\x0etruncatedFrame\x120\n" +
 	"\bcounters\x18\b \x01(\v2\x14.tlsgate.v1.CountersR\bcounters\x12!\n" +
-	"\fgoodbye_sent\x18\t \x01(\bR\vgoodbyeSent*\x9d\x01\n" +
+	"\fgoodbye_sent\x18\t \x01(\bR\vgoodbyeSent\"\x93\x01\n" +
+	"\fEndedSession\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\x04R\tsessionId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12'\n" +
+	"\x0fdropped_packets\x18\x03 \x01(\x04R\x0edroppedPackets\x12#\n" +
+	"\rdropped_bytes\x18\x04 \x01(\x04R\fdroppedBytes*\xb9\x01\n" +
 	"\fSessionState\x12\x1d\n" +
 	"\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19SESSION_STATE_HANDSHAKING\x10\x01\x12\x18\n" +
 	"\x14SESSION_STATE_ACTIVE\x10\x02\x12\x1a\n" +
 	"\x16SESSION_STATE_DRAINING\x10\x03\x12\x19\n" +
-	"\x15SESSION_STATE_CLOSING\x10\x04*w\n" +
+	"\x15SESSION_STATE_CLOSING\x10\x04\x12\x1a\n" +
+	"\x16SESSION_STATE_DETACHED\x10\x05*w\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rOUTCOME_CLEAN\x10\x01\x12\x17\n" +
@@ -621,27 +845,32 @@ func file_tlsgate_v1_session_proto_rawDescGZIP() []byte {
 }
 
 var file_tlsgate_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tlsgate_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_tlsgate_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_tlsgate_v1_session_proto_goTypes = []any{
 	(SessionState)(0),             // 0: tlsgate.v1.SessionState
 	(Outcome)(0),                  // 1: tlsgate.v1.Outcome
 	(*Counters)(nil),              // 2: tlsgate.v1.Counters
 	(*Session)(nil),               // 3: tlsgate.v1.Session
-	(*ClosedConnection)(nil),      // 4: tlsgate.v1.ClosedConnection
-	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*ResumeState)(nil),           // 4: tlsgate.v1.ResumeState
+	(*ClosedConnection)(nil),      // 5: tlsgate.v1.ClosedConnection
+	(*EndedSession)(nil),          // 6: tlsgate.v1.EndedSession
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
 }
 var file_tlsgate_v1_session_proto_depIdxs = []int32{
 	0, // 0: tlsgate.v1.Session.state:type_name -> tlsgate.v1.SessionState
-	5, // 1: tlsgate.v1.Session.connected_time:type_name -> google.protobuf.Timestamp
-	5, // 2: tlsgate.v1.Session.last_activity_time:type_name -> google.protobuf.Timestamp
+	7, // 1: tlsgate.v1.Session.connected_time:type_name -> google.protobuf.Timestamp
+	7, // 2: tlsgate.v1.Session.last_activity_time:type_name -> google.protobuf.Timestamp
 	2, // 3: tlsgate.v1.Session.counters:type_name -> tlsgate.v1.Counters
-	1, // 4: tlsgate.v1.ClosedConnection.outcome:type_name -> tlsgate.v1.Outcome
-	2, // 5: tlsgate.v1.ClosedConnection.counters:type_name -> tlsgate.v1.Counters
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	4, // 4: tlsgate.v1.Session.resume:type_name -> tlsgate.v1.ResumeState
+	7, // 5: tlsgate.v1.ResumeState.detached_time:type_name -> google.protobuf.Timestamp
+	7, // 6: tlsgate.v1.ResumeState.expire_time:type_name -> google.protobuf.Timestamp
+	1, // 7: tlsgate.v1.ClosedConnection.outcome:type_name -> tlsgate.v1.Outcome
+	2, // 8: tlsgate.v1.ClosedConnection.counters:type_name -> tlsgate.v1.Counters
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_tlsgate_v1_session_proto_init() }
@@ -655,7 +884,7 @@ func file_tlsgate_v1_session_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tlsgate_v1_session_proto_rawDesc), len(file_tlsgate_v1_session_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   3,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -6,7 +6,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import type { Message } from "@bufbuild/protobuf";
 import type { Encoding, InboundPacket } from "./packet_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
-import type { ClosedConnection, Session, SessionState } from "./session_pb.js";
+import type { ClosedConnection, EndedSession, Session, SessionState } from "./session_pb.js";
 
 /**
  * Describes the file tlsgate/v1/control_service.proto.
@@ -459,7 +459,8 @@ export declare const DisconnectRequestSchema: GenMessage<DisconnectRequest>;
  */
 export declare type DisconnectResponse = Message<"tlsgate.v1.DisconnectResponse"> & {
   /**
-   * The connection's final counters and outcome.
+   * The connection's final counters and outcome. Not set when the session
+   * was detached: it had no connection.
    *
    * @generated from field: tlsgate.v1.ClosedConnection connection = 1;
    */
@@ -471,6 +472,14 @@ export declare type DisconnectResponse = Message<"tlsgate.v1.DisconnectResponse"
    * @generated from field: google.protobuf.Duration elapsed = 2;
    */
   elapsed?: Duration | undefined;
+
+  /**
+   * A detached session (no connection, kept for a Resume) is ended at
+   * once: what it held is dropped, and counted here.
+   *
+   * @generated from field: tlsgate.v1.EndedSession ended = 3;
+   */
+  ended?: EndedSession | undefined;
 };
 
 /**
@@ -687,6 +696,77 @@ export declare type SnapshotComplete = Message<"tlsgate.v1.SnapshotComplete"> & 
 export declare const SnapshotCompleteSchema: GenMessage<SnapshotComplete>;
 
 /**
+ * SessionDetached: a resumable session lost its connection without a
+ * Goodbye (that connection's closed event came first) and is kept for a
+ * Resume.
+ *
+ * @generated from message tlsgate.v1.SessionDetached
+ */
+export declare type SessionDetached = Message<"tlsgate.v1.SessionDetached"> & {
+  /**
+   * The session's state at that moment: DETACHED, with its resume state.
+   *
+   * @generated from field: tlsgate.v1.Session session = 1;
+   */
+  session?: Session | undefined;
+};
+
+/**
+ * Describes the message tlsgate.v1.SessionDetached.
+ * Use `create(SessionDetachedSchema)` to create a new message.
+ */
+export declare const SessionDetachedSchema: GenMessage<SessionDetached>;
+
+/**
+ * SessionResumed: a connection of a resumable session sent its Resume and
+ * the server answered it.
+ *
+ * @generated from message tlsgate.v1.SessionResumed
+ */
+export declare type SessionResumed = Message<"tlsgate.v1.SessionResumed"> & {
+  /**
+   * True: the client's epoch was resumed and nothing is lost. False: a new
+   * epoch started, and the client was told that a gap is possible.
+   *
+   * @generated from field: bool resumed = 1;
+   */
+  resumed: boolean;
+
+  /**
+   * The session's state at that moment.
+   *
+   * @generated from field: tlsgate.v1.Session session = 2;
+   */
+  session?: Session | undefined;
+};
+
+/**
+ * Describes the message tlsgate.v1.SessionResumed.
+ * Use `create(SessionResumedSchema)` to create a new message.
+ */
+export declare const SessionResumedSchema: GenMessage<SessionResumed>;
+
+/**
+ * SessionExpired: a detached session ended without a Resume.
+ *
+ * @generated from message tlsgate.v1.SessionExpired
+ */
+export declare type SessionExpired = Message<"tlsgate.v1.SessionExpired"> & {
+  /**
+   * What it held and dropped, and why it ended.
+   *
+   * @generated from field: tlsgate.v1.EndedSession ended = 1;
+   */
+  ended?: EndedSession | undefined;
+};
+
+/**
+ * Describes the message tlsgate.v1.SessionExpired.
+ * Use `create(SessionExpiredSchema)` to create a new message.
+ */
+export declare const SessionExpiredSchema: GenMessage<SessionExpired>;
+
+/**
  * WatchSessionsResponse is one lifecycle event.
  *
  * @generated from message tlsgate.v1.WatchSessionsResponse
@@ -745,6 +825,30 @@ export declare type WatchSessionsResponse = Message<"tlsgate.v1.WatchSessionsRes
      */
     value: ClosedConnection;
     case: "closed";
+  } | {
+    /**
+     * A resumable session lost its connection and is kept for a Resume.
+     *
+     * @generated from field: tlsgate.v1.SessionDetached detached = 7;
+     */
+    value: SessionDetached;
+    case: "detached";
+  } | {
+    /**
+     * A resumable connection's Resume was answered.
+     *
+     * @generated from field: tlsgate.v1.SessionResumed resumed = 8;
+     */
+    value: SessionResumed;
+    case: "resumed";
+  } | {
+    /**
+     * A detached session ended without a Resume.
+     *
+     * @generated from field: tlsgate.v1.SessionExpired expired = 9;
+     */
+    value: SessionExpired;
+    case: "expired";
   } | { case: undefined; value?: undefined };
 };
 
@@ -1133,7 +1237,9 @@ export declare const ControlService: GenService<{
    * refused, the queue is written, then the Goodbye exchange with
    * close_notify and reads until EOF or the linger timeout. With force it
    * closes at once, and so it does shortly before the call's deadline, still
-   * answering with the final state.
+   * answering with the final state. A detached session (resumable, its
+   * connection lost) has no connection to close: it is ended at once and
+   * the response counts what it dropped.
    *
    * Errors: NOT_FOUND, INVALID_ARGUMENT.
    *

@@ -185,6 +185,14 @@ export declare type Session = Message<"tlsgate.v1.Session"> & {
    * @generated from field: uint64 takeovers = 15;
    */
   takeovers: bigint;
+
+  /**
+   * The resume state, set only for a session whose client opted in to the
+   * resume extension.
+   *
+   * @generated from field: tlsgate.v1.ResumeState resume = 16;
+   */
+  resume?: ResumeState | undefined;
 };
 
 /**
@@ -192,6 +200,80 @@ export declare type Session = Message<"tlsgate.v1.Session"> & {
  * Use `create(SessionSchema)` to create a new message.
  */
 export declare const SessionSchema: GenMessage<Session>;
+
+/**
+ * ResumeState is where a resumable session's two directions are in its
+ * current epoch (docs/protocol.md §15). Numbers count Data packets per
+ * epoch, from 1.
+ *
+ * @generated from message tlsgate.v1.ResumeState
+ */
+export declare type ResumeState = Message<"tlsgate.v1.ResumeState"> & {
+  /**
+   * The epoch: a new one after every Resume answered with resumed=false.
+   *
+   * @generated from field: string epoch = 1;
+   */
+  epoch: string;
+
+  /**
+   * The number of the last Data written to the client in the epoch.
+   *
+   * @generated from field: uint64 sent_seq = 2;
+   */
+  sentSeq: bigint;
+
+  /**
+   * The last Data the client acked: written Data after it is retained for
+   * a replay.
+   *
+   * @generated from field: uint64 client_acked_seq = 3;
+   */
+  clientAckedSeq: bigint;
+
+  /**
+   * Bytes (frames, headers included) of the written and unacked Data
+   * retained for a replay. The queue's own bytes are in queue_bytes.
+   *
+   * @generated from field: uint64 retained_bytes = 4;
+   */
+  retainedBytes: bigint;
+
+  /**
+   * The number of the last client Data the server processed in the epoch.
+   *
+   * @generated from field: uint64 received_seq = 5;
+   */
+  receivedSeq: bigint;
+
+  /**
+   * The last client Data the server acked to the client.
+   *
+   * @generated from field: uint64 server_acked_seq = 6;
+   */
+  serverAckedSeq: bigint;
+
+  /**
+   * When the session lost its connection (state DETACHED only).
+   *
+   * @generated from field: google.protobuf.Timestamp detached_time = 7;
+   */
+  detachedTime?: Timestamp | undefined;
+
+  /**
+   * When a detached session expires unless a Resume takes it (state
+   * DETACHED only).
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 8;
+   */
+  expireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message tlsgate.v1.ResumeState.
+ * Use `create(ResumeStateSchema)` to create a new message.
+ */
+export declare const ResumeStateSchema: GenMessage<ResumeState>;
 
 /**
  * ClosedConnection is the final state of a connection that has ended.
@@ -273,6 +355,50 @@ export declare type ClosedConnection = Message<"tlsgate.v1.ClosedConnection"> & 
 export declare const ClosedConnectionSchema: GenMessage<ClosedConnection>;
 
 /**
+ * EndedSession is what a detached session held when it ended without a
+ * Resume: its packets are dropped, and counted here.
+ *
+ * @generated from message tlsgate.v1.EndedSession
+ */
+export declare type EndedSession = Message<"tlsgate.v1.EndedSession"> & {
+  /**
+   * The session.
+   *
+   * @generated from field: uint64 session_id = 1;
+   */
+  sessionId: bigint;
+
+  /**
+   * Why it ended: "resume_window" (no Resume in --resume-window),
+   * "disconnect" (a Disconnect of the detached session) or
+   * "server_shutdown".
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+
+  /**
+   * Packets dropped: queued, or written and never acked.
+   *
+   * @generated from field: uint64 dropped_packets = 3;
+   */
+  droppedPackets: bigint;
+
+  /**
+   * Their bytes, frames and headers included.
+   *
+   * @generated from field: uint64 dropped_bytes = 4;
+   */
+  droppedBytes: bigint;
+};
+
+/**
+ * Describes the message tlsgate.v1.EndedSession.
+ * Use `create(EndedSessionSchema)` to create a new message.
+ */
+export declare const EndedSessionSchema: GenMessage<EndedSession>;
+
+/**
  * SessionState is where a session's current connection is in its lifecycle.
  *
  * @generated from enum tlsgate.v1.SessionState
@@ -314,6 +440,15 @@ export enum SessionState {
    * @generated from enum value: SESSION_STATE_CLOSING = 4;
    */
   CLOSING = 4,
+
+  /**
+   * A resumable session whose connection was lost without a Goodbye: it
+   * has no connection and is kept, with its queue and unacked packets, for
+   * a Resume until the resume window passes (docs/protocol.md §15).
+   *
+   * @generated from enum value: SESSION_STATE_DETACHED = 5;
+   */
+  DETACHED = 5,
 }
 
 /**

@@ -1,0 +1,437 @@
+package server_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/tlsgate/tlsgate/internal/wiretest"
+	"github.com/tlsgate/tlsgate/server"
+	"github.com/tlsgate/tlsgate/wire"
+)
+
+// The resume extension (docs/protocol.md §15), on the raw wire: what the
+// server answers, keeps and replays. The Go client's resumable mode is
+// tested through faults in package client.
+
+// dialResume connects a resumable raw connection (ALPN wire.ALPNResume),
+// sends Resume{epoch, seq} and returns the server's Resumed.
+func dialResume(t *testing.T, ts *testServer, key ed25519.PrivateKey, epoch string, seq uint64) (*wiretest.Conn, wire.ResumedPayload) {
+	t.Helper()
+	c := wiretest.Connect(t, ts.addr, key, wiretest.ALPN(wire.ALPNResume))
+	if got := c.TLS().ConnectionState().NegotiatedProtocol; got != wire.ALPNResume {
+		t.Fatalf("negotiated ALPN %q, want %q", got, wire.ALPNResume)
+	}
+	c.WriteControl(t, wire.TypeResume, wire.JSON, wire.ResumePayload{Epoch: epoch, Seq: seq})
+	f := c.Read(t)
+	if f.Type != wire.TypeResumed {
+		t.Fatalf("first frame after Resume: %s %q, want Resumed", f.Type, f.Payload)
+	}
+	p, err := wire.DecodeResumed(f.Encoding, f.Payload)
+	if err != nil {
+		t.Fatalf("Resumed %q: %v", f.Payload, err)
+	}
+	return c, p
+}
+
+// readData reads until it has n Data frames and an Ack of at least ack
+// (0: no Ack awaited), failing on any other frame; it returns the Data
+// payloads in order.
+func readData(t *testing.T, c *wiretest.Conn, n int, ack uint64) []string {
+	t.Helper()
+	var data []string
+	var acked uint64
+	for len(data) < n || acked < ack {
+		f := c.Read(t)
+		switch f.Type {
+		case wire.TypeData:
+			data = append(data, string(f.Payload))
+		case wire.TypeAck:
+			p, err := wire.DecodeAck(f.Encoding, f.Payload)
+			if err != nil {
+				t.Fatalf("Ack %q: %v", f.Payload, err)
+			}
+			if p.Seq < acked {
+				t.Fatalf("Ack %d after Ack %d: acks are cumulative", p.Seq, acked)
+			}
+			acked = p.Seq
+		default:
+			t.Fatalf("got %s %q while reading %d Data (have %d) and Ack %d (have %d)", f.Type, f.Payload, n, len(data), ack, acked)
+		}
+	}
+	return data
+}
+
+// expectProtocolError reads the Error with code, then the Goodbye
+// protocol_error of the v1 protocol-error treatment.
+func expectProtocolError(t *testing.T, c *wiretest.Conn, code string) {
+	t.Helper()
+	f := c.Read(t)
+	if f.Type != wire.TypeError {
+		t.Fatalf("got %s %q, want an Error %s", f.Type, f.Payload, code)
+	}
+	e, err := wire.DecodeError(f.Encoding, f.Payload)
+	if err != nil || e.Code != code {
+		t.Fatalf("Error %q (%v), want code %s", f.Payload, err, code)
+	}
+	f = c.Read(t)
+	g, err := wire.DecodeGoodbye(f.Encoding, f.Payload)
+	if f.Type != wire.TypeGoodbye || err != nil || g.Code != wire.GoodbyeProtocolError {
+		t.Fatalf("got %s %q, want Goodbye protocol_error", f.Type, f.Payload)
+	}
+	t.Logf("error %q", e.Error)
+}
+
+func sendData(t *testing.T, c *wiretest.Conn, payloads ...string) {
+	t.Helper()
+	for _, p := range payloads {
+		c.WriteFrame(t, wire.TypeData, wire.JSON, []byte(p))
+	}
+}
+
+func mustSession(t *testing.T, ts *testServer, id uint64) *server.Session {
+	t.Helper()
+	s, ok := ts.Session(id)
+	if !ok {
+		t.Fatalf("session %d not found", id)
+	}
+	return s
+}
+
+func equalStrings(got []string, want ...string) error {
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		return fmt.Errorf("got %q, want %q", got, want)
+	}
+	return nil
+}
+
+// TestResumeFreshStartNumbersAndAcks: a fresh Resume starts an epoch; the
+// client's Data is acked once processed, the echoes are numbered and kept
+// until the client acks them, and the session's info says so.
+func TestResumeFreshStartNumbersAndAcks(t *testing.T) {
+	ts := startServer(t, server.Config{Handler: server.Echo{}})
+	c, r := dialResume(t, ts, newKey(t), "", 0)
+	if r.Resumed || r.Seq != 0 || len(r.Epoch) != 16 {
+		t.Fatalf("Resumed %+v, want a new 16-digit epoch, seq 0, resumed false", r)
+	}
+	sendData(t, c, "a", "b")
+	if err := equalStrings(readData(t, c, 2, 2), "a", "b"); err != nil {
+		t.Fatal(err)
+	}
+	info := mustSession(t, ts, c.ID()).Info()
+	if info.Epoch != r.Epoch || info.SentSeq != 2 || info.AckedSeq != 0 || info.UnackedBytes != 2*(wire.HeaderLen+1) ||
+		info.ReceivedSeq != 2 || info.ServerAckedSeq != 2 {
+		t.Fatalf("info %+v: want epoch %s, 2 sent, 0 acked, %d bytes retained, 2 received and acked", info, r.Epoch, 2*(wire.HeaderLen+1))
+	}
+	// The client's Ack frees the retained bytes; the FlushAck behind it
+	// proves the server processed it.
+	c.WriteControl(t, wire.TypeAck, wire.JSON, wire.AckPayload{Seq: 2})
+	c.WriteControl(t, wire.TypeFlush, wire.JSON, wire.FlushPayload{Seq: 1})
+	if f := c.Read(t); f.Type != wire.TypeFlushAck {
+		t.Fatalf("got %s %q, want FlushAck", f.Type, f.Payload)
+	}
+	if info := mustSession(t, ts, c.ID()).Info(); info.AckedSeq != 2 || info.UnackedBytes != 0 {
+		t.Fatalf("after the client's Ack: %d acked, %d bytes retained; want 2 and 0", info.AckedSeq, info.UnackedBytes)
+	}
+}
+
+// TestResumeAfterLossReplaysInOrder: a resumable connection lost without a
+// Goodbye leaves its session detached; sends still queue into it, and a
+// Resume on a new connection replays what the client had not processed,
+// then the queue, in order, with resumed=true.
+func TestResumeAfterLossReplaysInOrder(t *testing.T) {
+	ts := startServer(t, server.Config{Handler: server.Echo{}})
+	key := newKey(t)
+	c1, r1 := dialResume(t, ts, key, "", 0)
+	sendData(t, c1, "a", "b")
+	readData(t, c1, 2, 2)
+	_ = c1.Abort()
+	ts.waitEvent(t, server.EventDetached, c1.ID())
+	sess := mustSession(t, ts, c1.ID())
+	if info := sess.Info(); info.State != server.StateDetached || info.DetachedSince.IsZero() ||
+		info.ExpiresAt.Sub(info.DetachedSince) != server.DefaultResumeWindow {
+		t.Fatalf("after the loss: state %s, detached %v, expires %v; want detached for the %v window", info.State, info.DetachedSince, info.ExpiresAt, server.DefaultResumeWindow)
+	}
+	if _, err := sess.SendAsync(wire.JSON, []byte("c")); err != nil {
+		t.Fatalf("SendAsync to a detached session: %v", err)
+	}
+	replayed := ts.Stats().Replayed
+
+	// The client processed the echo of "a" only.
+	c2, r2 := dialResume(t, ts, key, r1.Epoch, 1)
+	if !r2.Resumed || r2.Epoch != r1.Epoch || r2.Seq != 2 {
+		t.Fatalf("Resumed %+v, want epoch %s resumed with the server at seq 2", r2, r1.Epoch)
+	}
+	if e := ts.waitEvent(t, server.EventResumed, c2.ID()); !e.Resumed || e.Session.Epoch != r1.Epoch {
+		t.Fatalf("resumed event %+v", e)
+	}
+	if err := equalStrings(readData(t, c2, 2, 0), "b", "c"); err != nil {
+		t.Fatalf("after the Resume: %v", err)
+	}
+	if got := ts.Stats().Replayed - replayed; got != 1 {
+		t.Fatalf("%d packets counted as replayed, want 1 (the echo of b)", got)
+	}
+	// Numbering went on: the next echo is Data 4 of the epoch.
+	sendData(t, c2, "d")
+	readData(t, c2, 1, 3)
+	if info := sess.Info(); info.State != server.StateActive || info.SentSeq != 4 || info.ReceivedSeq != 3 {
+		t.Fatalf("info %+v: want active, 4 sent, 3 received", info)
+	}
+}
+
+// TestResumeAfterExpiry: once the resume window passes, the session ends
+// and counts what it dropped; a Resume of its epoch then gets resumed=false
+// and a new epoch, never a silent partial replay.
+func TestResumeAfterExpiry(t *testing.T) {
+	ts := startServer(t, server.Config{Handler: server.Echo{}, ResumeWindow: 50 * time.Millisecond})
+	key := newKey(t)
+	c1, r1 := dialResume(t, ts, key, "", 0)
+	sendData(t, c1, "a", "b")
+	readData(t, c1, 2, 2)
+	_ = c1.Abort()
+	e := ts.waitEvent(t, server.EventExpired, c1.ID())
+	if e.Ended.Reason != server.EndResumeWindow || e.Ended.Packets != 2 || e.Ended.Bytes != 2*(wire.HeaderLen+1) {
+		t.Fatalf("expired %+v, want the resume window, 2 packets, %d bytes", e.Ended, 2*(wire.HeaderLen+1))
+	}
+	if _, ok := ts.Session(c1.ID()); ok {
+		t.Fatal("the expired session is still listed")
+	}
+	if st := ts.Stats(); st.Expired != 1 || st.ExpiredBytes != uint64(e.Ended.Bytes) || st.Detached != 0 {
+		t.Fatalf("stats %+v: want 1 expired, its bytes, none detached", st)
+	}
+	c2, r2 := dialResume(t, ts, key, r1.Epoch, 2)
+	if r2.Resumed || r2.Epoch == r1.Epoch || r2.Seq != 0 {
+		t.Fatalf("Resumed %+v after expiry, want a new epoch, seq 0, resumed false", r2)
+	}
+	sendData(t, c2, "x")
+	if err := equalStrings(readData(t, c2, 1, 1), "x"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestResumeAfterRestart: a server that never knew the epoch (another
+// process, after a restart) answers resumed=false with a new epoch.
+func TestResumeAfterRestart(t *testing.T) {
+	key := newKey(t)
+	first := startServer(t, server.Config{Handler: server.Echo{}})
+	c1, r1 := dialResume(t, first, key, "", 0)
+	sendData(t, c1, "a")
+	readData(t, c1, 1, 1)
+
+	second := startServer(t, server.Config{Handler: server.Echo{}})
+	_, r2 := dialResume(t, second, key, r1.Epoch, 1)
+	if r2.Resumed || r2.Epoch == r1.Epoch || r2.Seq != 0 {
+		t.Fatalf("Resumed %+v from a server that never saw epoch %s, want a new epoch, seq 0, resumed false", r2, r1.Epoch)
+	}
+	if st := second.Stats(); st.ResumesFresh != 1 || st.ResumesResumed != 0 {
+		t.Fatalf("stats %+v: want 1 fresh resume", st)
+	}
+}
+
+// TestResumeBufferFullRefusesNotDrops: a detached session's sends stop at
+// the resume buffer with ErrQueueFull; nothing accepted is dropped, so the
+// Resume is resumed=true and delivers every accepted packet.
+func TestResumeBufferFullRefusesNotDrops(t *testing.T) {
+	const limit = 1 << 10
+	ts := startServer(t, server.Config{Handler: server.Echo{}, ResumeBuffer: limit})
+	key := newKey(t)
+	c1, r1 := dialResume(t, ts, key, "", 0)
+	_ = c1.Abort()
+	ts.waitEvent(t, server.EventDetached, c1.ID())
+	sess := mustSession(t, ts, c1.ID())
+	var accepted []string
+	for i := 0; ; i++ {
+		p := fmt.Sprintf("packet-%03d", i)
+		_, err := sess.SendAsync(wire.JSON, []byte(p))
+		if errors.Is(err, server.ErrQueueFull) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("SendAsync %d: %v", i, err)
+		}
+		accepted = append(accepted, p)
+		if i > limit {
+			t.Fatalf("%d sends accepted into a %d-byte resume buffer", i, limit)
+		}
+	}
+	if held := len(accepted) * (wire.HeaderLen + len("packet-000")); held > limit {
+		t.Fatalf("%d bytes accepted, over the %d-byte bound", held, limit)
+	}
+	c2, r2 := dialResume(t, ts, key, r1.Epoch, 0)
+	if !r2.Resumed {
+		t.Fatalf("Resumed %+v after refused sends, want resumed=true: nothing was dropped", r2)
+	}
+	if err := equalStrings(readData(t, c2, len(accepted), 0), accepted...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestResumeTakesOverHalfOpenConnection: a Resume on a second connection
+// while the first still looks alive (it went silent, no FIN, no RST) takes
+// the session over: the old connection is told, and the new one gets the
+// replay of what the client had not processed.
+func TestResumeTakesOverHalfOpenConnection(t *testing.T) {
+	ts := startServer(t, server.Config{Handler: server.Echo{}})
+	key := newKey(t)
+	c1, r1 := dialResume(t, ts, key, "", 0)
+	sendData(t, c1, "a", "b")
+	readData(t, c1, 2, 2)
+
+	c2, r2 := dialResume(t, ts, key, r1.Epoch, 0)
+	if !r2.Resumed || r2.Seq != 2 {
+		t.Fatalf("Resumed %+v, want resumed at seq 2", r2)
+	}
+	if e := ts.waitEvent(t, server.EventTakenOver, c2.ID()); e.Session.Takeovers != 1 {
+		t.Fatalf("taken over event %+v", e)
+	}
+	f := c1.Read(t)
+	if e, err := wire.DecodeError(f.Encoding, f.Payload); f.Type != wire.TypeError || err != nil || e.Code != wire.GoodbyeSessionTakenOver {
+		t.Fatalf("the old connection got %s %q, want the takeover notice, Error session_taken_over", f.Type, f.Payload)
+	}
+	f = c1.Read(t)
+	if g, err := wire.DecodeGoodbye(f.Encoding, f.Payload); f.Type != wire.TypeGoodbye || err != nil || g.Code != wire.GoodbyeSessionTakenOver {
+		t.Fatalf("the old connection got %s %q, want Goodbye session_taken_over", f.Type, f.Payload)
+	}
+	if err := equalStrings(readData(t, c2, 2, 0), "a", "b"); err != nil {
+		t.Fatalf("replay on the new connection: %v", err)
+	}
+}
+
+// TestResumeConnectionLostBeforeItsResume: a connection that takes a
+// detached session and is lost before it sends its Resume leaves the
+// session detached, with everything it held.
+func TestResumeConnectionLostBeforeItsResume(t *testing.T) {
+	ts := startServer(t, server.Config{Handler: server.Echo{}})
+	key := newKey(t)
+	c1, r1 := dialResume(t, ts, key, "", 0)
+	sendData(t, c1, "a")
+	readData(t, c1, 1, 1)
+	_ = c1.Abort()
+	ts.waitEvent(t, server.EventDetached, c1.ID())
+
+	c2 := wiretest.Connect(t, ts.addr, key, wiretest.ALPN(wire.ALPNResume))
+	_ = c2.Abort()
+	ts.waitEvent(t, server.EventDetached, c2.ID())
+
+	c3, r3 := dialResume(t, ts, key, r1.Epoch, 0)
+	if !r3.Resumed || r3.Seq != 1 {
+		t.Fatalf("Resumed %+v, want resumed at seq 1", r3)
+	}
+	if err := equalStrings(readData(t, c3, 1, 0), "a"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestResumeDisconnectDetached: Close (the control plane's Disconnect) of a
+// detached session ends it at once and reports what it dropped.
+func TestResumeDisconnectDetached(t *testing.T) {
+	ts := startServer(t, server.Config{Handler: server.Echo{}})
+	c1, _ := dialResume(t, ts, newKey(t), "", 0)
+	sendData(t, c1, "a")
+	readData(t, c1, 1, 1)
+	_ = c1.Abort()
+	ts.waitEvent(t, server.EventDetached, c1.ID())
+	sess := mustSession(t, ts, c1.ID())
+	if _, err := sess.SendAsync(wire.JSON, []byte("bc")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	info, err := sess.Close(ctx, server.CloseOptions{})
+	if err != nil {
+		t.Fatalf("Close of a detached session: %v", err)
+	}
+	want := server.Ended{Reason: server.EndDisconnect, Packets: 2, Bytes: 2*wire.HeaderLen + 3}
+	if info.Ended == nil || *info.Ended != want {
+		t.Fatalf("Close: %+v, want Ended %+v", info, want)
+	}
+	if e := ts.waitEvent(t, server.EventExpired, c1.ID()); e.Ended != want {
+		t.Fatalf("expired event %+v, want %+v", e.Ended, want)
+	}
+	if _, err := sess.Close(ctx, server.CloseOptions{}); !errors.Is(err, server.ErrClosed) {
+		t.Fatalf("second Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestResumeProtocolErrors: a Resume that does not decode, comes anywhere
+// but first, or claims more than the server sent, and a resumable
+// connection that does not start with Resume, get the v1 protocol-error
+// treatment: an Error naming the problem, then Goodbye protocol_error.
+func TestResumeProtocolErrors(t *testing.T) {
+	ts := startServer(t, server.Config{Handler: server.Echo{}})
+	resumable := func(t *testing.T) *wiretest.Conn {
+		return wiretest.Connect(t, ts.addr, newKey(t), wiretest.ALPN(wire.ALPNResume))
+	}
+	t.Run("bad payload", func(t *testing.T) {
+		c := resumable(t)
+		c.WriteFrame(t, wire.TypeResume, wire.JSON, []byte(`{"epoch": 1, "seq": 0}`))
+		expectProtocolError(t, c, wire.CodeBadPayload)
+	})
+	t.Run("missing field", func(t *testing.T) {
+		c := resumable(t)
+		c.WriteFrame(t, wire.TypeResume, wire.JSON, []byte(`{"epoch": ""}`))
+		expectProtocolError(t, c, wire.CodeBadPayload)
+	})
+	t.Run("not first", func(t *testing.T) {
+		c := resumable(t)
+		sendData(t, c, "a")
+		expectProtocolError(t, c, wire.CodeProtocolError)
+	})
+	t.Run("twice", func(t *testing.T) {
+		c, _ := dialResume(t, ts, newKey(t), "", 0)
+		c.WriteControl(t, wire.TypeResume, wire.JSON, wire.ResumePayload{})
+		expectProtocolError(t, c, wire.CodeProtocolError)
+	})
+	t.Run("seq beyond what was sent", func(t *testing.T) {
+		key := newKey(t)
+		c1, r1 := dialResume(t, ts, key, "", 0)
+		_ = c1.Abort()
+		ts.waitEvent(t, server.EventDetached, c1.ID())
+		c2 := wiretest.Connect(t, ts.addr, key, wiretest.ALPN(wire.ALPNResume))
+		c2.WriteControl(t, wire.TypeResume, wire.JSON, wire.ResumePayload{Epoch: r1.Epoch, Seq: 5})
+		expectProtocolError(t, c2, wire.CodeProtocolError)
+	})
+	// A bad Ack is logged and dropped, never answered (§15): the echo
+	// and the Ack of the next Data are all that comes.
+	t.Run("ack beyond what was sent", func(t *testing.T) {
+		c, _ := dialResume(t, ts, newKey(t), "", 0)
+		c.WriteControl(t, wire.TypeAck, wire.JSON, wire.AckPayload{Seq: 1})
+		sendData(t, c, "still served")
+		if err := equalStrings(readData(t, c, 1, 1), "still served"); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestResumeV1Unaffected: a client that offers no ALPN gets none, and the
+// resume extension's types are unknown to its connection, answered with
+// unknown_type as before the extension existed; it never gets an Ack.
+func TestResumeV1Unaffected(t *testing.T) {
+	ts := startServer(t, server.Config{Handler: server.Echo{}})
+	c := wiretest.Connect(t, ts.addr, newKey(t))
+	if p := c.TLS().ConnectionState().NegotiatedProtocol; p != "" {
+		t.Fatalf("a v1 client got ALPN %q", p)
+	}
+	for _, typ := range []wire.Type{wire.TypeResume, wire.TypeAck, wire.TypeResumed} {
+		c.WriteControl(t, typ, wire.JSON, wire.AckPayload{Seq: 1})
+		f := c.Read(t)
+		e, err := wire.DecodeError(f.Encoding, f.Payload)
+		if f.Type != wire.TypeError || err != nil || e.Code != wire.CodeUnknownType {
+			t.Fatalf("%s on a v1 connection: got %s %q, want Error unknown_type", typ, f.Type, f.Payload)
+		}
+	}
+	sendData(t, c, "a")
+	c.WriteControl(t, wire.TypeFlush, wire.JSON, wire.FlushPayload{Seq: 1})
+	if f := c.Read(t); f.Type != wire.TypeData || string(f.Payload) != "a" {
+		t.Fatalf("got %s %q, want the echo", f.Type, f.Payload)
+	}
+	if f := c.Read(t); f.Type != wire.TypeFlushAck {
+		t.Fatalf("got %s %q, want FlushAck (and no Ack)", f.Type, f.Payload)
+	}
+	if info := mustSession(t, ts, c.ID()).Info(); info.Epoch != "" || info.SentSeq != 0 {
+		t.Fatalf("a v1 session has resume state: %+v", info)
+	}
+}
