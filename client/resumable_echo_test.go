@@ -167,13 +167,35 @@ func TestResumableThroughCuts(t *testing.T) {
 	})
 }
 
-// runThroughCuts is the body of the cut tests: processed returns what the
-// server processed, in order, once the client has closed; without it, the
-// echoes alone show what the server processed.
+// runThroughCuts is runThroughFaults with 2,000 packets each way and 5
+// cuts.
 func runThroughCuts(t *testing.T, proxy *gatewaytest.Proxy, fingerprint string, processed func() []string, opts ...client.Option) {
-	const n, cuts = 2000, 5
+	faults := make([]func(), 5)
+	for i := range faults {
+		faults[i] = proxy.Cut
+	}
+	runThroughFaults(t, proxy, fingerprint, faultRun{n: 2000, faults: faults, processed: processed}, opts...)
+}
+
+// faultRun is what runThroughFaults does: n packets each way, with the
+// faults spread evenly over the echoes, each on a connection that is up.
+// processed, if set, returns what the server processed, in order, once the
+// client has closed; without it, the echoes alone show it. after, if set,
+// runs once every echo has arrived, before the close.
+type faultRun struct {
+	n         int
+	faults    []func()
+	processed func() []string
+	after     func(context.Context, *client.Resumable)
+}
+
+// runThroughFaults is the body of the fault tests: every packet is
+// processed once, in order, both ways, and every fault is a reported loss
+// followed by a resume, never a gap.
+func runThroughFaults(t *testing.T, proxy *gatewaytest.Proxy, fingerprint string, run faultRun, opts ...client.Option) {
+	n, cuts, processed := run.n, len(run.faults), run.processed
 	var lost, reconnected atomic.Int64
-	up := make(chan struct{}, 100)
+	var conns connState
 	opts = append([]client.Option{
 		client.WithFingerprint(fingerprint),
 		client.WithBackoff(time.Millisecond, 50*time.Millisecond),
@@ -182,6 +204,7 @@ func runThroughCuts(t *testing.T, proxy *gatewaytest.Proxy, fingerprint string, 
 			switch ev.Kind {
 			case client.EventLost:
 				lost.Add(1)
+				conns.set(false)
 			case client.EventResumed:
 				if ev.Attempt > 0 {
 					reconnected.Add(1)
@@ -189,35 +212,30 @@ func runThroughCuts(t *testing.T, proxy *gatewaytest.Proxy, fingerprint string, 
 				if !ev.Resumed && ev.PrevEpoch != "" {
 					t.Errorf("gap: %+v", ev)
 				}
-				up <- struct{}{}
+				conns.set(true)
 			case client.EventGap:
 				t.Errorf("gap: %+v", ev)
 			}
 		}),
 	}, opts...)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	t.Cleanup(cancel)
 	r, err := client.DialResumable(ctx, proxy.Addr(), newKey(t), opts...)
 	if err != nil {
 		t.Fatalf("DialResumable: %v", err)
 	}
 	closeAtEnd(t, r)
-	// Cuts happen as echoes arrive, each on a connection that is up.
+	// Faults happen as echoes arrive, fault k on connection k+1 or a later
+	// one, while it is up.
 	received := make(chan error, 1)
 	go func() {
-		connections := 0
 		for i := range n {
-			if i > 0 && i%(n/(cuts+1)) == 0 && i/(n/(cuts+1)) <= cuts {
-				for connections < i/(n/(cuts+1)) {
-					select {
-					case <-up:
-						connections++
-					case <-ctx.Done():
-						received <- fmt.Errorf("connection %d never up", connections+1)
-						return
-					}
+			if k := i / (n / (cuts + 1)); i > 0 && i%(n/(cuts+1)) == 0 && k <= cuts {
+				if err := conns.waitUp(ctx, k); err != nil {
+					received <- fmt.Errorf("before fault %d: %w", k, err)
+					return
 				}
-				proxy.Cut()
+				run.faults[k-1]()
 			}
 			p, err := r.Recv(ctx)
 			if err != nil {
@@ -244,11 +262,14 @@ func runThroughCuts(t *testing.T, proxy *gatewaytest.Proxy, fingerprint string, 
 		t.Fatal(err)
 	}
 	elapsed := time.Since(start)
+	if run.after != nil {
+		run.after(ctx, r)
+	}
 	if err := r.Close(ctx); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 	if processed == nil {
-		t.Logf("%d packets each way in %v through %d cuts: %+v", n, elapsed, cuts, r.Stats())
+		t.Logf("%d packets each way in %v through %d faults: %+v", n, elapsed, cuts, r.Stats())
 		return
 	}
 	got := processed()
@@ -261,10 +282,53 @@ func runThroughCuts(t *testing.T, proxy *gatewaytest.Proxy, fingerprint string, 
 		}
 	}
 	st := r.Stats()
-	if lost.Load() < cuts || reconnected.Load() != lost.Load() || st.Reconnects != uint64(lost.Load()) {
+	if lost.Load() < int64(cuts) || reconnected.Load() != lost.Load() || st.Reconnects != uint64(lost.Load()) {
 		t.Fatalf("%d losses, %d reconnects reported, %d counted; want at least %d, all reported", lost.Load(), reconnected.Load(), st.Reconnects, cuts)
 	}
-	t.Logf("%d packets each way in %v through %d cuts: %d reconnects, %d resent, %d duplicates dropped", n, elapsed, cuts, st.Reconnects, st.Resent, st.DuplicatesDropped)
+	t.Logf("%d packets each way in %v through %d faults: %d reconnects, %d resent, %d duplicates dropped", n, elapsed, cuts, st.Reconnects, st.Resent, st.DuplicatesDropped)
+}
+
+// connState follows a Resumable's connection through its events: whether
+// one is up, and how many have come up.
+type connState struct {
+	mu      sync.Mutex
+	up      bool
+	ups     int
+	changed chan struct{} // closed and replaced on every change
+}
+
+func (s *connState) set(up bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.up = up
+	if up {
+		s.ups++
+	}
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
+}
+
+// waitUp waits until at least k connections have come up and one is up.
+func (s *connState) waitUp(ctx context.Context, k int) error {
+	for {
+		s.mu.Lock()
+		if s.up && s.ups >= k {
+			s.mu.Unlock()
+			return nil
+		}
+		if s.changed == nil {
+			s.changed = make(chan struct{})
+		}
+		ch, ups := s.changed, s.ups
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%d connections up, waiting for connection %d: %w", ups, k, ctx.Err())
+		}
+	}
 }
 
 // TestResumableCloseWhileDisconnected: Close on a lost connection
