@@ -398,9 +398,16 @@ func (c *rconn) dispatch(f wire.Frame) error {
 
 func (c *rconn) replyError(f wire.Frame, code string, err error) {
 	c.s.log.Warn("bad packet from server", "type", f.Type, "code", code, "err", err)
-	c.s.mu.Lock()
-	defer c.s.mu.Unlock()
-	c.controlLocked(wire.TypeError, f.Encoding, wire.ErrorPayload{Error: err.Error(), PktType: int(f.Type), Code: code})
+	// The server numbers every Error it receives like Data (§15), so the
+	// Error goes through the resume buffer, numbered, not as a control
+	// frame. If the buffer is full it is only logged.
+	payload, merr := wire.Marshal(f.Encoding, wire.ErrorPayload{Error: err.Error(), PktType: int(f.Type), Code: code})
+	if merr == nil {
+		merr = c.s.enqueue(context.Background(), Packet{Type: wire.TypeError, Encoding: f.Encoding, Payload: payload}, nil, false)
+	}
+	if merr != nil {
+		c.s.log.Warn("error for the server not sent", "err", merr)
+	}
 }
 
 // deliver hands a received packet to the handler or the receive queue,

@@ -542,3 +542,37 @@ func TestResumableBufferFull(t *testing.T) {
 		})
 	}
 }
+
+// TestResumableErrorRepliesAreNumbered: the Error a resumable client sends
+// about a bad server frame counts like Data, as the server counts every
+// Error it receives: it is kept until acked, and the next Data is number 2.
+func TestResumableErrorRepliesAreNumbered(t *testing.T) {
+	p := newPeerALPN(t, wire.ALPNResume)
+	r, pc, _ := dialResumable(t, p, wire.ResumedPayload{Epoch: "e1"})
+	pc.send(wire.Type(0x30), wire.JSON, []byte("from the future"))
+	f := pc.nextData()
+	e, err := wire.DecodeError(f.Encoding, f.Payload)
+	if f.Type != wire.TypeError || err != nil || e.Code != wire.CodeUnknownType {
+		t.Fatalf("peer got %s %q, want an Error unknown_type", f.Type, f.Payload)
+	}
+	if err := r.Send(testCtx(t), client.Data([]byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	if f := pc.nextData(); string(f.Payload) != "x" {
+		t.Fatalf("peer got %q, want x", f.Payload)
+	}
+	if st := r.Stats(); st.Unacked != 2 {
+		t.Fatalf("Unacked %d, want 2: the Error and the Data", st.Unacked)
+	}
+	pc.send(wire.TypeAck, wire.JSON, wire.AckPayload{Seq: 2})
+	synced := make(chan error, 1)
+	go func() { synced <- r.Sync(testCtx(t)) }()
+	select {
+	case err := <-synced:
+		if err != nil {
+			t.Fatalf("Sync after the Ack of both: %v", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Sync did not return after the Ack of 2")
+	}
+}

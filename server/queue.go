@@ -299,7 +299,10 @@ func (q *queue) take(c *conn, batch []entry, maxBytes int) (_ []entry, owned boo
 	if q.owner != c {
 		return batch, false, nil
 	}
-	if q.rp != nil && c.resumable {
+	// A resumable connection whose Resume failed (the writer's gate is
+	// open, resumedOK false) is closing with a protocol error: it writes
+	// the queue as a v1 connection would, and replays nothing.
+	if q.rp != nil && c.resumable && c.resumedOK {
 		return q.takeResumable(c, batch, maxBytes), true, nil
 	}
 	if q.inflight != nil && q.inflight != c {

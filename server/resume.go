@@ -152,6 +152,9 @@ func (q *queue) resumeOutbound(c *conn, p wire.ResumePayload) (epoch string, res
 		if p.Seq > rp.sent {
 			return "", false, fmt.Errorf("a Resume with seq %d, but the server has sent %d Data in epoch %s", p.Seq, rp.sent, rp.epoch)
 		}
+		if p.Seq < rp.acked {
+			return "", false, fmt.Errorf("a Resume with seq %d, but the client has acked %d Data in epoch %s", p.Seq, rp.acked, rp.epoch)
+		}
 		rp.dropThrough(p.Seq) // the client has them: an implicit Ack
 		c.replayNext = max(p.Seq, rp.acked) + 1
 		q.notify()

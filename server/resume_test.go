@@ -385,15 +385,28 @@ func TestResumeProtocolErrors(t *testing.T) {
 		c.WriteControl(t, wire.TypeResume, wire.JSON, wire.ResumePayload{})
 		expectProtocolError(t, c, wire.CodeProtocolError)
 	})
-	t.Run("seq beyond what was sent", func(t *testing.T) {
+	// A failed Resume replays nothing: the Error comes first, though the
+	// session holds unacked Data.
+	badSeq := func(t *testing.T, acked, seq uint64) {
 		key := newKey(t)
 		c1, r1 := dialResume(t, ts, key, "", 0)
+		sendData(t, c1, "a", "b")
+		readData(t, c1, 2, 2)
+		if acked > 0 {
+			c1.WriteControl(t, wire.TypeAck, wire.JSON, wire.AckPayload{Seq: acked})
+			c1.WriteControl(t, wire.TypeFlush, wire.JSON, wire.FlushPayload{Seq: 1})
+			if f := c1.Read(t); f.Type != wire.TypeFlushAck {
+				t.Fatalf("got %s, want FlushAck", f.Type)
+			}
+		}
 		_ = c1.Abort()
 		ts.waitEvent(t, server.EventDetached, c1.ID())
 		c2 := wiretest.Connect(t, ts.addr, key, wiretest.ALPN(wire.ALPNResume))
-		c2.WriteControl(t, wire.TypeResume, wire.JSON, wire.ResumePayload{Epoch: r1.Epoch, Seq: 5})
+		c2.WriteControl(t, wire.TypeResume, wire.JSON, wire.ResumePayload{Epoch: r1.Epoch, Seq: seq})
 		expectProtocolError(t, c2, wire.CodeProtocolError)
-	})
+	}
+	t.Run("seq beyond what was sent", func(t *testing.T) { badSeq(t, 0, 5) })
+	t.Run("seq below what was acked", func(t *testing.T) { badSeq(t, 2, 1) })
 	// A bad Ack is logged and dropped, never answered (§15): the echo
 	// and the Ack of the next Data are all that comes.
 	t.Run("ack beyond what was sent", func(t *testing.T) {
