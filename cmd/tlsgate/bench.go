@@ -16,7 +16,7 @@ import (
 
 // benchCmd is `tlsgate bench`: the load generator of docs/performance.md.
 type benchCmd struct {
-	Scenario        string        `enum:"${scenarios},all" default:"all" help:"Scenario: ${enum} (default: ${default})."`
+	Scenario        string        `enum:"${scenarios},all" default:"all" help:"Scenario: ${enum} (default: ${default}; all runs every scenario but resume, which runs only when named)."`
 	JSON            bool          `name:"json" help:"Print the results as JSON on stdout instead of a table (and no progress bar)."`
 	Duration        time.Duration `default:"3s" help:"Length of each throughput and echo measurement; throughput's is shared by its rounds (default: ${default})."`
 	Rounds          int           `default:"3" help:"Alternating rounds of baseline and gateway per throughput figure; the ratio is the median of the rounds' (default: ${default})."`
@@ -31,6 +31,9 @@ type benchCmd struct {
 	SendItems       int           `placeholder:"N" help:"Items a SendStream request or SendBatch call carries, 1..10000 (default: 1024 for SendStream, as backend.Sender batches; 256 for SendBatch)."`
 	SendInFlight    int           `default:"4" placeholder:"N" help:"SendStream requests or SendBatch calls awaiting their answer at once (default: ${default})."`
 	ConsumeConns    int           `default:"8" placeholder:"N" help:"Clients sending in consume (default: ${default})."`
+	ResumeSessions  int           `default:"1000" placeholder:"N" help:"Resumable sessions of resume (default: ${default})."`
+	ResumeCuts      int           `default:"3" placeholder:"N" help:"Times resume's proxy cuts every connection (default: ${default})."`
+	ResumeCutEvery  time.Duration `default:"2s" help:"Traffic in resume before each cut (counted from the last session's resume from the cut before) and after the last; its no-faults run lasts (cuts+1) times it (default: ${default})."`
 	Addr            string        `placeholder:"HOST:PORT" help:"Drive a running gateway's data plane instead of starting one in-process (its handler must be echo for the echo scenario)."`
 	ControlAddr     string        `placeholder:"HOST:PORT" help:"The running gateway's control plane (plaintext gRPC), for outbound's SendAsync and close."`
 	NoProgress      bool          `help:"No progress bar (it is off anyway when stderr is not a terminal or with --json)."`
@@ -50,12 +53,16 @@ func (c *benchCmd) Validate() error {
 	if c.SendItems < 0 || c.SendItems > 10000 {
 		return fmt.Errorf("--send-items must be 1..10000 (0: each scenario's default), got %d", c.SendItems)
 	}
-	for name, v := range map[string]int{"--send-sessions": c.SendSessions, "--send-in-flight": c.SendInFlight, "--consume-conns": c.ConsumeConns} {
+	for name, v := range map[string]int{"--send-sessions": c.SendSessions, "--send-in-flight": c.SendInFlight, "--consume-conns": c.ConsumeConns,
+		"--resume-sessions": c.ResumeSessions, "--resume-cuts": c.ResumeCuts} {
 		if v < 1 {
 			return fmt.Errorf("%s must be positive, got %d", name, v)
 		}
 	}
-	interleaved := c.Scenario != "echo" && c.Scenario != "close" && c.Scenario != "connections"
+	if c.ResumeCutEvery <= 0 {
+		return fmt.Errorf("--resume-cut-every must be positive, got %s", c.ResumeCutEvery)
+	}
+	interleaved := c.Scenario != "echo" && c.Scenario != "close" && c.Scenario != "connections" && c.Scenario != "resume"
 	if interleaved && c.Duration/time.Duration(c.Rounds) < 100*time.Millisecond {
 		return fmt.Errorf("--duration %s over --rounds %d leaves rounds under 100ms; lengthen --duration or lower --rounds", c.Duration, c.Rounds)
 	}
@@ -105,10 +112,13 @@ func (c *benchCmd) Run(rt *runtime) error {
 		SendItems:       c.SendItems,
 		SendInFlight:    c.SendInFlight,
 		ConsumeConns:    c.ConsumeConns,
+		ResumeSessions:  c.ResumeSessions,
+		ResumeCuts:      c.ResumeCuts,
+		ResumeCutEvery:  c.ResumeCutEvery,
 		Logger:          log,
 	}
 	if c.Scenario == "all" {
-		opts.Scenarios = loadgen.Scenarios
+		opts.Scenarios = loadgen.AllScenarios
 	}
 	if f, ok := rt.stderr.(*os.File); ok && !c.JSON && !c.NoProgress && term.IsTerminal(int(f.Fd())) {
 		opts.Progress = f

@@ -39,6 +39,7 @@ type clientCmd struct {
 	Encoding     string        `env:"TLSGATE_CLIENT_ENCODING" enum:"json,msgpack" default:"json" help:"Encoding bits of the Data packets sent: ${enum}; the payload is the line as is (default: ${default})."`
 	DialTimeout  time.Duration `env:"TLSGATE_DIAL_TIMEOUT" default:"10s" help:"Bound of the connection and handshake (default: ${default})."`
 	CloseTimeout time.Duration `env:"TLSGATE_CLOSE_TIMEOUT" default:"30s" help:"Bound of the graceful close after end of input (default: ${default})."`
+	Resume       bool          `env:"TLSGATE_CLIENT_RESUME" help:"Use a resumable session (docs/protocol.md §15): after a lost connection, reconnect and resume it, so that every line and every packet from the server arrives exactly once, in order; each reconnect and each gap is reported on stderr (default: off)."`
 }
 
 // Validate checks the values kong cannot, naming the flag at fault.
@@ -81,20 +82,50 @@ func (c *clientCmd) Run(rt *runtime) error {
 	if err != nil {
 		return err
 	}
-	opts = append(opts, client.WithLogger(log))
+	libLog := log
+	if c.Resume && rt.globals.LogLevel == "info" {
+		// The resumable mode logs each loss, reconnect and resume at info:
+		// the lines of resumeReporter say the same, once.
+		g := *rt.globals
+		g.LogLevel = "warn"
+		if libLog, err = g.logger(rt.stderr); err != nil {
+			return err
+		}
+	}
+	opts = append(opts, client.WithLogger(libLog))
 
+	s := &clientSession{stdout: rt.stdout, stderr: rt.stderr}
+	var conn interface {
+		clientConn
+		ID() uint64
+		ServerFingerprint() string
+	}
 	dctx, cancel := context.WithTimeout(rt.ctx, c.DialTimeout)
-	conn, err := client.Dial(dctx, c.Addr, key, opts...)
+	if c.Resume {
+		s.events = &resumeReporter{w: rt.stderr}
+		var res *client.Resumable
+		res, err = client.DialResumable(dctx, c.Addr, key, append(opts, client.WithResumeEvents(s.events.event))...)
+		conn, s.res = res, res
+	} else {
+		conn, err = client.Dial(dctx, c.Addr, key, opts...)
+	}
 	cancel()
 	if err != nil {
-		if errors.Is(err, client.ErrFingerprintMismatch) {
+		switch {
+		case errors.Is(err, client.ErrFingerprintMismatch):
 			return fmt.Errorf("%w\n(the server is not the one pinned: check --fingerprint, or that serve and client use the same --dev-dir)", err)
+		case errors.Is(err, client.ErrResumeUnsupported):
+			return fmt.Errorf("%w\n(the server cannot resume sessions: run without --resume)", err)
 		}
 		return err
 	}
-	fmt.Fprintf(rt.stderr, "connected: session %d server fingerprint %s\n", conn.ID(), conn.ServerFingerprint())
-
-	s := &clientSession{conn: conn, stdout: rt.stdout, stderr: rt.stderr}
+	s.conn = conn
+	connected := fmt.Sprintf("connected: session %d server fingerprint %s\n", conn.ID(), conn.ServerFingerprint())
+	if s.events != nil {
+		s.events.start(connected)
+	} else {
+		fmt.Fprint(rt.stderr, connected)
+	}
 	enc := wire.JSON
 	if c.Encoding == "msgpack" {
 		enc = wire.MsgPack
@@ -123,7 +154,7 @@ func (c *clientCmd) Run(rt *runtime) error {
 		fmt.Fprintln(rt.stderr, "interrupted: closing gracefully; signal again to force")
 	}
 	cctx, cancel := context.WithTimeout(context.Background(), c.CloseTimeout)
-	_ = conn.Close(cctx) // the outcome is read from conn.Err below
+	closeErr := conn.Close(cctx) // the outcome is read from conn.Err below
 	cancel()
 	if !pumpDone {
 		close(stop)
@@ -138,11 +169,17 @@ func (c *clientCmd) Run(rt *runtime) error {
 	if pumpErr != nil && !errors.Is(pumpErr, client.ErrClosing) && !errors.Is(pumpErr, client.ErrClosed) {
 		fmt.Fprintf(rt.stderr, "stopped sending: %v\n", pumpErr)
 	}
+	unacked := errors.Is(closeErr, client.ErrUnacknowledged) // --resume only
+	if unacked {
+		fmt.Fprintf(rt.stderr, "tlsgate: %v\n", closeErr)
+	}
 	s.report(ce)
 	switch {
 	case interrupted:
 		return exitError(exitInterrupted)
 	case pumpErr != nil || ce.Outcome != client.OutcomeClean || ce.Initiator != client.InitiatorLocal:
+		return exitError(1)
+	case unacked, s.res != nil && s.res.Stats().Gaps > 0: // lines may be missing or repeated
 		return exitError(1)
 	}
 	return nil
@@ -183,11 +220,23 @@ func (c *clientCmd) trust(g *globals, log *slog.Logger) ([]client.Option, error)
 	return []client.Option{client.WithFingerprint(fp)}, nil
 }
 
+// clientConn is what a clientSession uses of a *client.Conn or, with
+// --resume, a *client.Resumable.
+type clientConn interface {
+	SendAsync(p client.Packet) <-chan error
+	Recv(ctx context.Context) (client.Packet, error)
+	Done() <-chan struct{}
+	Err() error
+	Close(ctx context.Context) error
+}
+
 // clientSession is one connection's input and output.
 type clientSession struct {
-	conn           *client.Conn
+	conn           clientConn
+	res            *client.Resumable // with --resume: conn
+	events         *resumeReporter   // with --resume
 	stdout, stderr io.Writer
-	sent           int // packets written; owned by pump until it returns
+	sent           int // packets written (acknowledged, with --resume); owned by pump until it returns
 	received       int // owned by receive until it returns
 }
 
@@ -222,15 +271,40 @@ func readLines(in io.Reader, stop <-chan struct{}) (lines <-chan []byte, err *er
 // returns once all are written: nil at the end of input, else why it
 // stopped. When stop is closed (the connection has ended) it counts what
 // it had in flight, each of which then completes at once, and returns nil.
+//
+// With --resume a send completes when the server acknowledges it, which
+// it may do only when asked: a full window asks with Sync. A send
+// acknowledged after a gap counts as sent (the gap is reported, and fails
+// the run, on its own).
 func (s *clientSession) pump(lines <-chan []byte, inputErr *error, enc wire.Encoding, stop <-chan struct{}) error {
 	var inflight []<-chan error
 	pop := func(err error) {
 		inflight[0] = nil
 		inflight = inflight[1:]
-		if err == nil {
+		if err == nil || errors.Is(err, client.ErrGap) {
 			s.sent++
 		}
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var syncing chan struct{} // closed when the Sync in flight returns
+	askAcks := func() {
+		if s.res == nil || syncing != nil {
+			return
+		}
+		done := make(chan struct{})
+		syncing = done
+		go func() {
+			defer close(done)
+			_ = s.res.Sync(ctx) // the sends' channels carry the outcome
+		}()
+	}
+	defer func() {
+		if syncing != nil {
+			cancel()
+			<-syncing
+		}
+	}()
 	for lines != nil || len(inflight) > 0 {
 		var oldest <-chan error
 		if len(inflight) > 0 {
@@ -239,8 +313,11 @@ func (s *clientSession) pump(lines <-chan []byte, inputErr *error, enc wire.Enco
 		next := lines
 		if len(inflight) == sendWindow {
 			next = nil
+			askAcks()
 		}
 		select {
+		case <-syncing: // nil, blocking, when none is in flight
+			syncing = nil
 		case line, ok := <-next:
 			if !ok {
 				lines = nil
@@ -249,7 +326,7 @@ func (s *clientSession) pump(lines <-chan []byte, inputErr *error, enc wire.Enco
 			inflight = append(inflight, s.conn.SendAsync(client.Packet{Type: wire.TypeData, Encoding: enc, Payload: line}))
 		case err := <-oldest:
 			pop(err)
-			if err != nil {
+			if err != nil && !errors.Is(err, client.ErrGap) {
 				return err
 			}
 		case <-stop:
@@ -303,6 +380,10 @@ func (s *clientSession) report(ce *client.CloseError) {
 	}
 	line := fmt.Sprintf("closed: outcome=%s initiator=%s goodbye=%s reason=%s reconnect=%t sent=%d received=%d",
 		ce.Outcome, ce.Initiator, code, strconv.Quote(ce.Reason), ce.Reconnect, s.sent, s.received)
+	if s.res != nil {
+		st := s.res.Stats()
+		line += fmt.Sprintf(" reconnects=%d resent=%d duplicates=%d gaps=%d", st.Reconnects, st.Resent, st.DuplicatesDropped, st.Gaps)
+	}
 	if ce.Cause != nil {
 		line += " cause=" + strconv.Quote(ce.Cause.Error())
 	}

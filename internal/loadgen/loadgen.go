@@ -52,22 +52,35 @@ var scenarios = []scenario{
 	{"consume", (*env).consume, (*env).consumeSteps},
 }
 
-// Scenarios are the scenarios' names, in the order "all" runs them.
-var Scenarios = func() []string {
-	names := make([]string, len(scenarios))
-	for i, sc := range scenarios {
-		names[i] = sc.name
+// explicitScenarios run only when asked for by name, not in "all": they
+// take long at their defaults.
+var explicitScenarios = []scenario{
+	{"resume", (*env).resume, func(*env) int { return 2 }},
+}
+
+func names(scs []scenario) []string {
+	out := make([]string, len(scs))
+	for i, sc := range scs {
+		out[i] = sc.name
 	}
-	return names
-}()
+	return out
+}
+
+// AllScenarios are the names of the scenarios "all" runs, in its order.
+var AllScenarios = names(scenarios)
+
+// Scenarios are every scenario's name: AllScenarios, then the ones that
+// run only when named.
+var Scenarios = append(slices.Clone(AllScenarios), names(explicitScenarios)...)
 
 // scenarioNamed returns the scenario called name.
 func scenarioNamed(name string) (scenario, bool) {
-	i := slices.IndexFunc(scenarios, func(sc scenario) bool { return sc.name == name })
-	if i < 0 {
-		return scenario{}, false
+	for _, scs := range [][]scenario{scenarios, explicitScenarios} {
+		if i := slices.IndexFunc(scs, func(sc scenario) bool { return sc.name == name }); i >= 0 {
+			return scs[i], true
+		}
 	}
-	return scenarios[i], true
+	return scenario{}, false
 }
 
 // Options configure a run. The zero value of a field means its default.
@@ -122,6 +135,14 @@ type Options struct {
 	SendItems, SendInFlight int
 	// ConsumeConns is how many clients send in consume. Default 8.
 	ConsumeConns int
+	// ResumeSessions is how many resumable sessions resume runs. Default
+	// 1000.
+	ResumeSessions int
+	// ResumeCuts is how many times resume cuts every connection, and
+	// ResumeCutEvery the traffic before each cut (from the last session's
+	// resume from the one before) and after the last. Defaults 3 and 2 s.
+	ResumeCuts     int
+	ResumeCutEvery time.Duration
 	// Logger receives the gateway's logs and the tool's. Default: discard.
 	Logger *slog.Logger
 	// Progress, when set, receives progress (on a terminal: a bar).
@@ -168,6 +189,9 @@ func (o *Options) setDefaults() error {
 	o.SendItems = max(o.SendItems, 0)
 	o.SendInFlight = cmp.Or(max(o.SendInFlight, 0), 4)
 	o.ConsumeConns = cmp.Or(max(o.ConsumeConns, 0), 8)
+	o.ResumeSessions = cmp.Or(max(o.ResumeSessions, 0), 1000)
+	o.ResumeCuts = cmp.Or(max(o.ResumeCuts, 0), 3)
+	o.ResumeCutEvery = cmp.Or(max(o.ResumeCutEvery, 0), 2*time.Second)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

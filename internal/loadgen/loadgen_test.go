@@ -59,6 +59,9 @@ func TestScenarios(t *testing.T) {
 				SendSessions:    4,
 				SendItems:       16,
 				ConsumeConns:    2,
+				ResumeSessions:  4,
+				ResumeCuts:      1,
+				ResumeCutEvery:  50 * time.Millisecond,
 				Progress:        &progress,
 			})
 			if err != nil {
