@@ -42,6 +42,31 @@ func (c *conn) barrier(ctx context.Context) error {
 	return err
 }
 
+// askAck sends a resumable client a Flush, which it answers with its Ack
+// of everything it processed, then a FlushAck that nobody waits for. It
+// gives up quietly if the connection is closing.
+func (c *conn) askAck(ctx context.Context) {
+	c.mu.Lock()
+	if !c.resumedOK.Load() || c.goodbyeRecv || c.state != StateActive {
+		c.mu.Unlock()
+		return
+	}
+	c.flushSeq++
+	seq := c.flushSeq
+	if c.flushWaiters == nil {
+		c.flushWaiters = make(map[uint64]chan error)
+	}
+	c.flushWaiters[seq] = make(chan error, 1) // answered into its buffer
+	c.mu.Unlock()
+	enc := c.encoding()
+	payload, _ := wire.Marshal(enc, wire.FlushPayload{Seq: seq})
+	if _, _, err := c.sess.q.enqueueWait(ctx, entry{typ: wire.TypeFlush, enc: enc, payload: payload, only: c}); err != nil {
+		c.mu.Lock()
+		delete(c.flushWaiters, seq)
+		c.mu.Unlock()
+	}
+}
+
 // flushAcked resolves the barrier the client acknowledged. The reader
 // calls it.
 func (c *conn) flushAcked(seq uint64) {

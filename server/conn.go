@@ -60,7 +60,7 @@ type conn struct {
 	gate         chan struct{}
 	resumedFrame []byte
 	resumedEnc   wire.Encoding
-	resumedOK    bool
+	resumedOK    atomic.Bool
 	replayNext   uint64
 
 	// slipLogged: a peer's protocol slip was logged at warn; the reader,

@@ -22,7 +22,14 @@ var (
 
 // entry is one queued outbound packet.
 type entry struct {
+	// seq is the entry's position among everything queued in the session,
+	// control frames included: what Drain waits on.
 	seq uint64
+	// num is the packet number of a Data entry: its place among the
+	// session's outbound Data (in the epoch, for a resumable session),
+	// what SendAsync returns and what a resumable client counts. A
+	// control entry carries the number of the last Data before it.
+	num uint64
 	// dseq is a resumable session's delivery number of a Data entry,
 	// assigned when it is taken for writing; 0 otherwise.
 	dseq    uint64
@@ -49,11 +56,13 @@ type queue struct {
 	// highWater, shared by every session of a server, is raised to the
 	// most bytes a queue has held.
 	highWater *atomic.Uint64
-	seq       uint64 // last sequence number assigned
-	// written is the sequence number through which every entry was written
-	// to the connection and flushed (or dropped as not its own).
-	written uint64
-	owner   *conn
+	seq       uint64 // last position assigned
+	num       uint64 // last packet number assigned to a Data entry
+	// written is the position through which every entry was written to the
+	// connection and flushed (or dropped as not its own), and writtenNum
+	// the packet number of the last Data among them.
+	written, writtenNum uint64
+	owner               *conn
 	// inflight is the connection whose writer holds a taken batch not yet
 	// written. After a takeover the new owner waits for it: the batch is
 	// either written to the old connection or handed back to the front.
@@ -244,25 +253,35 @@ func (q *queue) putWait(ctx context.Context, e entry, p producer) (seq uint64, d
 	return seq, depth, nil
 }
 
-// appendUnlock assigns e the next sequence number, appends it and raises
-// the high-water mark, then unlocks q.mu and, outside the lock, wakes the
-// owner's writer if e is the only pending entry (otherwise the writer is
-// busy or already woken). Call with q.mu held.
-func (q *queue) appendUnlock(e entry) (seq uint64, depth int) {
+// number assigns e the next position and, if it is Data, the next packet
+// number. Call with q.mu held.
+func (q *queue) number(e *entry) {
 	q.seq++
 	e.seq = q.seq
+	if e.typ == wire.TypeData {
+		q.num++
+	}
+	e.num = q.num
+}
+
+// appendUnlock numbers e, appends it and raises the high-water mark, then
+// unlocks q.mu and, outside the lock, wakes the owner's writer if e is the
+// only pending entry (otherwise the writer is busy or already woken). It
+// returns e's packet number. Call with q.mu held.
+func (q *queue) appendUnlock(e entry) (num uint64, depth int) {
+	q.number(&e)
 	q.items = append(q.items, e)
 	q.bytes += e.size()
 	if q.highWater != nil && uint64(q.bytes) > q.highWater.Load() {
 		raiseTo(q.highWater, uint64(q.bytes))
 	}
-	seq, depth = q.seq, q.len()
+	num, depth = e.num, q.len()
 	owner := q.owner
 	q.mu.Unlock()
 	if depth == 1 && owner != nil {
 		owner.wakeWriter()
 	}
-	return seq, depth
+	return num, depth
 }
 
 // seal queues c's Goodbye behind everything already queued, whatever the
@@ -275,8 +294,7 @@ func (q *queue) seal(c *conn, e entry) bool {
 		return false
 	}
 	q.state = queueSealed
-	q.seq++
-	e.seq = q.seq
+	q.number(&e)
 	q.items = append(q.items, e)
 	q.bytes += e.size()
 	wake := q.len() == 1
@@ -302,7 +320,7 @@ func (q *queue) take(c *conn, batch []entry, maxBytes int) (_ []entry, owned boo
 	// A resumable connection whose Resume failed (the writer's gate is
 	// open, resumedOK false) is closing with a protocol error: it writes
 	// the queue as a v1 connection would, and replays nothing.
-	if q.rp != nil && c.resumable && c.resumedOK {
+	if q.rp != nil && c.resumable && c.resumedOK.Load() {
 		return q.takeResumable(c, batch, maxBytes), true, nil
 	}
 	if q.inflight != nil && q.inflight != c {
@@ -341,12 +359,11 @@ func (q *queue) removeTaken(c *conn, batch []entry, n, size int) []entry {
 	return batch
 }
 
-// markWritten records that c's batch, through seq, is on the wire.
-func (q *queue) markWritten(c *conn, seq uint64) {
+// markWritten records that c's batch, through last, is on the wire.
+func (q *queue) markWritten(c *conn, last *entry) {
 	q.mu.Lock()
-	if seq > q.written {
-		q.written = seq
-	}
+	q.written = max(q.written, last.seq)
+	q.writtenNum = max(q.writtenNum, last.num)
 	if q.inflight == c {
 		q.inflight = nil
 	}
@@ -437,15 +454,15 @@ func (q *queue) depth() (n, bytes int) {
 	return q.len(), q.bytes
 }
 
-// waitWritten waits until everything through seq is written, or the
-// session ends, or ctx ends. It returns the sequence written so far.
+// waitWritten waits until everything through position seq is written, or
+// the session ends, or ctx ends. It returns the packet number of the last
+// Data written so far.
 func (q *queue) waitWritten(ctx context.Context, seq uint64) (uint64, error) {
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	for q.written < seq {
 		if q.state == queueEnded {
-			w := q.written
-			q.mu.Unlock()
-			return w, ErrClosed
+			return q.writtenNum, ErrClosed
 		}
 		ch := q.waitChan()
 		q.mu.Unlock()
@@ -453,20 +470,20 @@ func (q *queue) waitWritten(ctx context.Context, seq uint64) (uint64, error) {
 		case <-ch:
 		case <-ctx.Done():
 			q.mu.Lock()
-			w := q.written
-			q.mu.Unlock()
-			return w, ctx.Err()
+			return q.writtenNum, ctx.Err()
 		}
 		q.mu.Lock()
 	}
-	w := q.written
-	q.mu.Unlock()
-	return w, nil
+	return q.writtenNum, nil
 }
 
-// lastSeq returns the last sequence number assigned.
-func (q *queue) lastSeq() uint64 {
+// last returns the last position and packet number assigned, and the
+// epoch they belong to (empty for a session that is not resumable).
+func (q *queue) last() (seq, num uint64, epoch string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.seq
+	if q.rp != nil {
+		epoch = q.rp.epoch
+	}
+	return q.seq, q.num, epoch
 }

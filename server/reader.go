@@ -91,7 +91,7 @@ func (c *conn) process(f wire.Frame, receivedAt time.Time) {
 		s.srv.cfg.Handler.Handle(c.ctx, s, Packet{
 			Seq: s.inSeq, ConnID: c.id, Type: f.Type, Encoding: f.Encoding, Payload: f.Payload, ReceivedAt: receivedAt, Closing: c.closing,
 		})
-		if c.resumedOK {
+		if c.resumedOK.Load() {
 			s.inEpoch.Add(1)
 			c.maybeAck(f.Encoding, false)
 		}
@@ -103,10 +103,13 @@ func (c *conn) process(f wire.Frame, receivedAt time.Time) {
 		}
 		// Everything before the Flush is processed, and its replies are
 		// queued: the FlushAck goes behind them.
+		processed := true
 		if fw, ok := c.srv.cfg.Handler.(FlushWaiter); ok {
-			c.waitProcessed(fw)
+			processed = c.waitProcessed(fw)
 		}
-		c.maybeAck(f.Encoding, true)
+		if processed { // an Ack means processed, end to end
+			c.maybeAck(f.Encoding, true)
+		}
 		c.replyControl(wire.TypeFlushAck, f.Encoding, wire.FlushPayload{Seq: p.Seq})
 	case f.Type == wire.TypePing:
 		p, err := wire.DecodePing(f.Encoding, f.Payload)
@@ -130,7 +133,7 @@ func (c *conn) process(f wire.Frame, receivedAt time.Time) {
 		c.peerGoodbye(f)
 	case c.resumable && f.Type == wire.TypeResume:
 		c.protocolError(wire.CodeProtocolError, errResumeAgain.Error(), f.Type, f.Encoding)
-	case c.resumedOK && f.Type == wire.TypeAck:
+	case c.resumedOK.Load() && f.Type == wire.TypeAck:
 		p, err := wire.DecodeAck(f.Encoding, f.Payload)
 		if err == nil {
 			err = c.sess.q.ack(p.Seq)
@@ -148,7 +151,10 @@ func (c *conn) process(f wire.Frame, receivedAt time.Time) {
 // waitProcessed waits until fw has processed everything before a Flush,
 // or the connection starts to close: then the FlushAck would come after
 // this side's Goodbye (and be dropped), and the close must read on.
-func (c *conn) waitProcessed(fw FlushWaiter) {
+//
+// It reports whether the wait ended because the packets were processed,
+// not because the connection started to close first.
+func (c *conn) waitProcessed(fw FlushWaiter) bool {
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
 	go func() {
@@ -159,6 +165,13 @@ func (c *conn) waitProcessed(fw FlushWaiter) {
 		}
 	}()
 	fw.WaitProcessed(ctx, c.sess, c.sess.inSeq)
+	if ctx.Err() != nil {
+		return false
+	}
+	if pr, ok := fw.(ProcessedReporter); ok { // it may have given up (a stall)
+		return pr.ProcessedThrough(c.sess, c.sess.inSeq)
+	}
+	return true
 }
 
 // badControl records an undecodable FlushAck or Pong. These are never

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -18,6 +19,11 @@ import (
 // it, so that a session whose connection is lost without a Goodbye is kept,
 // detached, for the resume window, and a Resume on a new connection picks
 // it up where the client left off.
+
+// ErrNewEpoch: a resumable session's client came back in a new epoch
+// (resumed=false) before it acked the packets waited for; it may not have
+// them.
+var ErrNewEpoch = errors.New("server: the session went on in a new epoch before the client acked")
 
 // Errors of the resume extension.
 var (
@@ -162,8 +168,51 @@ func (q *queue) resumeOutbound(c *conn, p wire.ResumePayload) (epoch string, res
 	}
 	q.requeueUnacked()
 	q.rp = &replay{epoch: newEpoch()}
+	q.renumber()
 	c.replayNext = 1
 	return q.rp.epoch, false, nil
+}
+
+// renumber gives the pending Data the packet numbers of a new epoch, from
+// 1, in order: the numbers the client will count them by. Call with q.mu
+// held.
+func (q *queue) renumber() {
+	q.num, q.writtenNum = 0, 0
+	for i := range q.items[q.head:] {
+		e := &q.items[q.head+i]
+		if e.typ == wire.TypeData {
+			q.num++
+		}
+		e.num = q.num
+	}
+}
+
+// waitAcked waits until the client has acked the Data through packet
+// number num of epoch, across reconnects. It fails with ErrNewEpoch if the
+// session went on in another epoch first (the client may not have them),
+// and with ErrClosed if it ended.
+func (q *queue) waitAcked(ctx context.Context, epoch string, num uint64) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for {
+		switch rp := q.rp; {
+		case q.state == queueEnded:
+			return ErrClosed
+		case rp == nil || rp.epoch != epoch:
+			return ErrNewEpoch
+		case rp.acked >= num:
+			return nil
+		}
+		ch := q.waitChan()
+		q.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			q.mu.Lock()
+			return ctx.Err()
+		}
+		q.mu.Lock()
+	}
 }
 
 // requeueUnacked puts the written but unacked Data back at the front of
@@ -223,7 +272,7 @@ func (c *conn) handleResume(f wire.Frame) {
 	// Acks written to the lost connection may never have arrived: ack
 	// again, from the next chance on, whatever was acked before.
 	s.inAcked.Store(0)
-	c.resumedOK = true
+	c.resumedOK.Store(true)
 	inSeq := s.inEpoch.Load()
 	payload, _ := wire.Marshal(f.Encoding, wire.ResumedPayload{Epoch: epoch, Seq: inSeq, Resumed: resumed})
 	c.openGate(payload, f.Encoding)
@@ -268,7 +317,7 @@ func (c *conn) writeResumed() bool {
 func (c *conn) maybeAck(enc wire.Encoding, flush bool) {
 	s := c.sess
 	in, acked := s.inEpoch.Load(), s.inAcked.Load()
-	if !c.resumedOK || in == acked {
+	if !c.resumedOK.Load() || in == acked {
 		return
 	}
 	if !flush {

@@ -448,3 +448,152 @@ func TestResumeV1Unaffected(t *testing.T) {
 		t.Fatalf("a v1 session has resume state: %+v", info)
 	}
 }
+
+// drainAsync runs sess.Drain(ack) and delivers its result.
+func drainAsync(t *testing.T, sess *server.Session) <-chan error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	done := make(chan error, 1)
+	go func() {
+		res, err := sess.Drain(ctx, true)
+		if err == nil && !res.Acked {
+			err = fmt.Errorf("drain %+v not acked", res)
+		}
+		done <- err
+	}()
+	return done
+}
+
+// readUntilFlush reads frames until a Flush, returning its seq.
+func readUntilFlush(t *testing.T, c *wiretest.Conn) uint64 {
+	t.Helper()
+	for {
+		f := c.Read(t)
+		if f.Type == wire.TypeFlush {
+			p, err := wire.DecodeFlush(f.Encoding, f.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p.Seq
+		}
+		if f.Type != wire.TypeAck {
+			t.Fatalf("got %s %q, want a Flush", f.Type, f.Payload)
+		}
+	}
+}
+
+func sendAsyncSeq(t *testing.T, sess *server.Session, payload string) uint64 {
+	t.Helper()
+	e, err := sess.SendAsync(wire.JSON, []byte(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.Seq
+}
+
+// TestSendAsyncSeqIsTheDeliveryNumber: SendAsync's seq is the number the
+// resumable client counts the packet by: replies count, Drain's Flush
+// does not; and Drain with ack returns on the client's Ack of it.
+func TestSendAsyncSeqIsTheDeliveryNumber(t *testing.T) {
+	ts := startServer(t, server.Config{Handler: server.Echo{}})
+	c, _ := dialResume(t, ts, newKey(t), "", 0)
+	sess := mustSession(t, ts, c.ID())
+	for i := range uint64(3) {
+		if seq := sendAsyncSeq(t, sess, "s"); seq != i+1 {
+			t.Fatalf("SendAsync %d: seq %d", i+1, seq)
+		}
+	}
+	readData(t, c, 3, 0)
+	sendData(t, c, "e") // its echo is Data 4
+	readData(t, c, 1, 1)
+	drained := drainAsync(t, sess)
+	flush := readUntilFlush(t, c)
+	c.WriteControl(t, wire.TypeAck, wire.JSON, wire.AckPayload{Seq: 4})
+	c.WriteControl(t, wire.TypeFlushAck, wire.JSON, wire.FlushPayload{Seq: flush})
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	if seq := sendAsyncSeq(t, sess, "s"); seq != 5 {
+		t.Fatalf("SendAsync after the echo and a Drain: seq %d, want 5", seq)
+	}
+	if n := readData(t, c, 1, 0); n[0] != "s" || mustSession(t, ts, c.ID()).Info().SentSeq != 5 {
+		t.Fatalf("the server sent %d Data, want 5", mustSession(t, ts, c.ID()).Info().SentSeq)
+	}
+}
+
+// TestSendAsyncSeqSkipsBarriersV1: on a v1 session too, seq counts the
+// Data packets only: a Drain's Flush barrier takes no number.
+func TestSendAsyncSeqSkipsBarriersV1(t *testing.T) {
+	ts := startServer(t, server.Config{Handler: server.Echo{}})
+	c := wiretest.Connect(t, ts.addr, newKey(t))
+	sess := mustSession(t, ts, c.ID())
+	sendAsyncSeq(t, sess, "a")
+	sendAsyncSeq(t, sess, "b")
+	drained := drainAsync(t, sess)
+	for range 2 {
+		if f := c.Read(t); f.Type != wire.TypeData {
+			t.Fatalf("got %s, want Data", f.Type)
+		}
+	}
+	flush := readUntilFlush(t, c)
+	c.WriteControl(t, wire.TypeFlushAck, wire.JSON, wire.FlushPayload{Seq: flush})
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	if seq := sendAsyncSeq(t, sess, "c"); seq != 3 {
+		t.Fatalf("SendAsync after a Drain with ack: seq %d, want 3", seq)
+	}
+}
+
+// TestResumeDrainAckSurvivesReconnect: a Drain with ack waiting on a
+// connection that is lost returns once the client, resumed on a new
+// connection, has acked (here by its Resume's seq).
+func TestResumeDrainAckSurvivesReconnect(t *testing.T) {
+	ts := startServer(t, server.Config{Handler: server.Echo{}})
+	key := newKey(t)
+	c1, r1 := dialResume(t, ts, key, "", 0)
+	sess := mustSession(t, ts, c1.ID())
+	sendAsyncSeq(t, sess, "a")
+	readData(t, c1, 1, 0)
+	drained := drainAsync(t, sess)
+	readUntilFlush(t, c1)
+	_ = c1.Abort() // unanswered
+	ts.waitEvent(t, server.EventDetached, c1.ID())
+	dialResume(t, ts, key, r1.Epoch, 1)
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+}
+
+// TestResumeNewEpochRenumbers: after resumed=false, what the session still
+// held is numbered from 1 again, SendAsync goes on from there, and a Drain
+// with ack waiting for the old epoch fails with ErrNewEpoch.
+func TestResumeNewEpochRenumbers(t *testing.T) {
+	ts := startServer(t, server.Config{Handler: server.Echo{}})
+	key := newKey(t)
+	c1, _ := dialResume(t, ts, key, "", 0)
+	sess := mustSession(t, ts, c1.ID())
+	sendAsyncSeq(t, sess, "a")
+	readData(t, c1, 1, 0)
+	drained := drainAsync(t, sess)
+	readUntilFlush(t, c1)
+	_ = c1.Abort()
+	ts.waitEvent(t, server.EventDetached, c1.ID())
+	if seq := sendAsyncSeq(t, sess, "b"); seq != 2 {
+		t.Fatalf("SendAsync to the detached session: seq %d, want 2", seq)
+	}
+	c2, r2 := dialResume(t, ts, key, "", 0) // the client lost its state
+	if r2.Resumed {
+		t.Fatalf("Resumed %+v, want a new epoch", r2)
+	}
+	if err := <-drained; !errors.Is(err, server.ErrNewEpoch) {
+		t.Fatalf("Drain across a new epoch: %v, want ErrNewEpoch", err)
+	}
+	if err := equalStrings(readData(t, c2, 2, 0), "a", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if seq := sendAsyncSeq(t, sess, "c"); seq != 3 {
+		t.Fatalf("SendAsync in the new epoch after 2 resent: seq %d, want 3", seq)
+	}
+}

@@ -73,7 +73,11 @@ func (s *Session) checkPacket(typ wire.Type, enc wire.Encoding, payload []byte) 
 
 // Enqueued describes a packet accepted by SendAsync.
 type Enqueued struct {
-	// Seq is the packet's per-session outbound sequence number.
+	// Seq is the packet's number among the session's outbound Data, from 1;
+	// replies count, Flush barriers and other control frames do not. For
+	// a resumable session it is the number the client counts the packet by
+	// in the epoch (docs/protocol.md §15), and a new epoch renumbers what
+	// is still queued.
 	Seq uint64
 	// Depth is the queue length right after the enqueue.
 	Depth int
@@ -126,13 +130,13 @@ func (s *Session) Reply(ctx context.Context, typ wire.Type, enc wire.Encoding, p
 	return err
 }
 
-// DrainResult reports a completed (or interrupted) Drain.
+// DrainResult reports a completed (or interrupted) Drain. Its numbers are
+// packet numbers, as Enqueued.Seq.
 type DrainResult struct {
-	// Target is the sequence number Drain waited for: the last packet
-	// accepted before the call.
+	// Target is the number Drain waited for: the last Data accepted before
+	// the call.
 	Target uint64
-	// Seq: every packet through this outbound sequence number is written
-	// and flushed.
+	// Seq: every Data through this number is written and flushed.
 	Seq uint64
 	// Acked: with ack, the client acknowledged the barrier, proving it
 	// processed everything through Target.
@@ -141,15 +145,28 @@ type DrainResult struct {
 }
 
 // Drain returns once every packet queued before the call is written to the
-// connection and flushed. With ack it then sends a Flush barrier and waits
-// for the client's FlushAck, proving the client processed them. On ctx's
-// end it returns how far it got with ctx's error.
+// connection and flushed. With ack it then waits for the client's proof
+// that it processed them: for a resumable session, its Ack of the last
+// one (Drain sends a Flush to ask for it, and waits across reconnects;
+// ErrNewEpoch if the client comes back in a new epoch first), otherwise
+// its FlushAck of a Flush barrier. On ctx's end it returns how far it got
+// with ctx's error.
 func (s *Session) Drain(ctx context.Context, ack bool) (DrainResult, error) {
 	start := time.Now()
-	res := DrainResult{Target: s.q.lastSeq()}
+	pos, num, epoch := s.q.last()
+	res := DrainResult{Target: num}
 	var err error
-	res.Seq, err = s.q.waitWritten(ctx, res.Target)
-	if err == nil && ack {
+	res.Seq, err = s.q.waitWritten(ctx, pos)
+	switch {
+	case err != nil || !ack:
+	case epoch != "":
+		if c := s.cur.Load(); c != nil {
+			c.askAck(ctx)
+		}
+		if err = s.q.waitAcked(ctx, epoch, num); err == nil {
+			res.Acked = true
+		}
+	default:
 		if c := s.cur.Load(); c == nil {
 			err = ErrClosed
 		} else if err = c.barrier(ctx); err == nil {

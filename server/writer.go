@@ -57,7 +57,7 @@ func (c *conn) writeLoop() {
 			c.writeFailed(err)
 			return
 		}
-		c.sess.q.markWritten(c, batch[len(batch)-1].seq)
+		c.sess.q.markWritten(c, &batch[len(batch)-1])
 		clear(batch)
 		if goodbye {
 			c.mu.Lock()

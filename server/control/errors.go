@@ -20,6 +20,8 @@ func statusFor(sessionID uint64, err error) error {
 		code = codes.ResourceExhausted
 	case errors.Is(err, server.ErrClosing):
 		code = codes.FailedPrecondition
+	case errors.Is(err, server.ErrNewEpoch):
+		code = codes.Aborted
 	case errors.Is(err, server.ErrClosed):
 		code = codes.NotFound
 	case errors.Is(err, server.ErrPayloadTooLarge), errors.Is(err, server.ErrBadEncoding):

@@ -146,8 +146,11 @@ func (x *SendAsyncRequest) GetEncoding() Encoding {
 // SendAsyncResponse describes the queued packet.
 type SendAsyncResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The packet's per-session outbound sequence number. Drain reports
-	// progress in the same numbers.
+	// The packet's number among the session's outbound Data packets, from 1:
+	// replies to the client's packets count, Flush barriers and other control
+	// packets do not. For a resumable session it is the number the client
+	// counts the packet by in the current epoch (a new epoch renumbers what
+	// is still queued). Drain reports progress in the same numbers.
 	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	// The queue's length, in packets, right after the enqueue.
 	QueueLength   uint32 `protobuf:"varint,2,opt,name=queue_length,json=queueLength,proto3" json:"queue_length,omitempty"`
@@ -381,7 +384,7 @@ func (x *ItemError) GetMessage() string {
 // not (error set, seq 0).
 type SendResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The packet's per-session outbound sequence number, as SendAsync
+	// The packet's number among the session's outbound Data, as SendAsync
 	// returns it; 0 when the item failed.
 	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	// The queue's length, in packets, right after the enqueue.
@@ -601,8 +604,9 @@ type DrainRequest struct {
 	//	*DrainRequest_SessionId
 	//	*DrainRequest_AllSessions
 	Target isDrainRequest_Target `protobuf_oneof:"target"`
-	// Also send a Flush barrier and wait for the client's FlushAck.
-	// Default false.
+	// Also wait for the client's proof that it processed the packets: its
+	// Ack (resumable sessions) or its FlushAck of a Flush barrier. Default
+	// false.
 	Ack           bool `protobuf:"varint,3,opt,name=ack,proto3" json:"ack,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -693,12 +697,13 @@ type SessionDrain struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The session.
 	SessionId uint64 `protobuf:"varint,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	// Every packet through this outbound seq is written and flushed (and,
-	// with ack and acknowledged set, processed by the client).
+	// Every Data packet through this seq (SendAsync's numbers) is written
+	// and flushed (and, with ack and acknowledged set, processed by the
+	// client).
 	FlushedSeq uint64 `protobuf:"varint,2,opt,name=flushed_seq,json=flushedSeq,proto3" json:"flushed_seq,omitempty"`
-	// The seq the drain waited for: the last packet accepted before the call.
+	// The seq the drain waited for: the last Data accepted before the call.
 	TargetSeq uint64 `protobuf:"varint,3,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
-	// True when the client acknowledged the barrier (ack only).
+	// True when the client acknowledged the packets (ack only).
 	Acknowledged bool `protobuf:"varint,4,opt,name=acknowledged,proto3" json:"acknowledged,omitempty"`
 	// Empty on success; otherwise why this session's drain did not complete
 	// (for example "session closed").

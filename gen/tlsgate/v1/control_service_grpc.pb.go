@@ -71,16 +71,20 @@ type ControlServiceClient interface {
 	// of sessions), items on other streams do not.
 	SendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SendStreamRequest, SendStreamResponse], error)
 	// Drain returns once every packet accepted for the session before the call
-	// is written to its TLS connection and flushed. With ack it then sends a
-	// Flush barrier and waits for the client's FlushAck, which proves the
-	// client processed them.
+	// is written to its TLS connection and flushed. With ack it then waits
+	// for the client's proof that it processed them: for a resumable session
+	// (docs/protocol.md §15), the client's Ack of the last one, waited for
+	// across reconnects (Drain sends a Flush to ask for it); otherwise the
+	// client's FlushAck of a Flush barrier.
 	//
 	// It honours the call's deadline: shortly before it (a tenth of the time
 	// left, at most 500 ms) it gives up with DEADLINE_EXCEEDED, saying how
 	// far it got in the message and as a DrainResponse in the status details.
 	// Errors: NOT_FOUND (no such session, or it ended before the drain
 	// completed), FAILED_PRECONDITION (with ack: the session is closing and
-	// cannot take a barrier), INVALID_ARGUMENT.
+	// cannot take a barrier), ABORTED (with ack, resumable: the client came
+	// back in a new epoch before it acked; it may not have the packets),
+	// INVALID_ARGUMENT.
 	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
 	// Disconnect closes a session and returns once its connection has ended,
 	// with its final state. By default the close is graceful: new sends are
@@ -309,16 +313,20 @@ type ControlServiceServer interface {
 	// of sessions), items on other streams do not.
 	SendStream(grpc.BidiStreamingServer[SendStreamRequest, SendStreamResponse]) error
 	// Drain returns once every packet accepted for the session before the call
-	// is written to its TLS connection and flushed. With ack it then sends a
-	// Flush barrier and waits for the client's FlushAck, which proves the
-	// client processed them.
+	// is written to its TLS connection and flushed. With ack it then waits
+	// for the client's proof that it processed them: for a resumable session
+	// (docs/protocol.md §15), the client's Ack of the last one, waited for
+	// across reconnects (Drain sends a Flush to ask for it); otherwise the
+	// client's FlushAck of a Flush barrier.
 	//
 	// It honours the call's deadline: shortly before it (a tenth of the time
 	// left, at most 500 ms) it gives up with DEADLINE_EXCEEDED, saying how
 	// far it got in the message and as a DrainResponse in the status details.
 	// Errors: NOT_FOUND (no such session, or it ended before the drain
 	// completed), FAILED_PRECONDITION (with ack: the session is closing and
-	// cannot take a barrier), INVALID_ARGUMENT.
+	// cannot take a barrier), ABORTED (with ack, resumable: the client came
+	// back in a new epoch before it acked; it may not have the packets),
+	// INVALID_ARGUMENT.
 	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
 	// Disconnect closes a session and returns once its connection has ended,
 	// with its final state. By default the close is graceful: new sends are

@@ -55,8 +55,11 @@ export declare const SendAsyncRequestSchema: GenMessage<SendAsyncRequest>;
  */
 export declare type SendAsyncResponse = Message<"tlsgate.v1.SendAsyncResponse"> & {
   /**
-   * The packet's per-session outbound sequence number. Drain reports
-   * progress in the same numbers.
+   * The packet's number among the session's outbound Data packets, from 1:
+   * replies to the client's packets count, Flush barriers and other control
+   * packets do not. For a resumable session it is the number the client
+   * counts the packet by in the current epoch (a new epoch renumbers what
+   * is still queued). Drain reports progress in the same numbers.
    *
    * @generated from field: uint64 seq = 1;
    */
@@ -176,7 +179,7 @@ export declare const ItemErrorSchema: GenMessage<ItemError>;
  */
 export declare type SendResult = Message<"tlsgate.v1.SendResult"> & {
   /**
-   * The packet's per-session outbound sequence number, as SendAsync
+   * The packet's number among the session's outbound Data, as SendAsync
    * returns it; 0 when the item failed.
    *
    * @generated from field: uint64 seq = 1;
@@ -302,8 +305,9 @@ export declare type DrainRequest = Message<"tlsgate.v1.DrainRequest"> & {
   } | { case: undefined; value?: undefined };
 
   /**
-   * Also send a Flush barrier and wait for the client's FlushAck.
-   * Default false.
+   * Also wait for the client's proof that it processed the packets: its
+   * Ack (resumable sessions) or its FlushAck of a Flush barrier. Default
+   * false.
    *
    * @generated from field: bool ack = 3;
    */
@@ -330,22 +334,23 @@ export declare type SessionDrain = Message<"tlsgate.v1.SessionDrain"> & {
   sessionId: bigint;
 
   /**
-   * Every packet through this outbound seq is written and flushed (and,
-   * with ack and acknowledged set, processed by the client).
+   * Every Data packet through this seq (SendAsync's numbers) is written
+   * and flushed (and, with ack and acknowledged set, processed by the
+   * client).
    *
    * @generated from field: uint64 flushed_seq = 2;
    */
   flushedSeq: bigint;
 
   /**
-   * The seq the drain waited for: the last packet accepted before the call.
+   * The seq the drain waited for: the last Data accepted before the call.
    *
    * @generated from field: uint64 target_seq = 3;
    */
   targetSeq: bigint;
 
   /**
-   * True when the client acknowledged the barrier (ack only).
+   * True when the client acknowledged the packets (ack only).
    *
    * @generated from field: bool acknowledged = 4;
    */
@@ -1213,16 +1218,20 @@ export declare const ControlService: GenService<{
   },
   /**
    * Drain returns once every packet accepted for the session before the call
-   * is written to its TLS connection and flushed. With ack it then sends a
-   * Flush barrier and waits for the client's FlushAck, which proves the
-   * client processed them.
+   * is written to its TLS connection and flushed. With ack it then waits
+   * for the client's proof that it processed them: for a resumable session
+   * (docs/protocol.md §15), the client's Ack of the last one, waited for
+   * across reconnects (Drain sends a Flush to ask for it); otherwise the
+   * client's FlushAck of a Flush barrier.
    *
    * It honours the call's deadline: shortly before it (a tenth of the time
    * left, at most 500 ms) it gives up with DEADLINE_EXCEEDED, saying how
    * far it got in the message and as a DrainResponse in the status details.
    * Errors: NOT_FOUND (no such session, or it ended before the drain
    * completed), FAILED_PRECONDITION (with ack: the session is closing and
-   * cannot take a barrier), INVALID_ARGUMENT.
+   * cannot take a barrier), ABORTED (with ack, resumable: the client came
+   * back in a new epoch before it acked; it may not have the packets),
+   * INVALID_ARGUMENT.
    *
    * @generated from rpc tlsgate.v1.ControlService.Drain
    */
