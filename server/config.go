@@ -25,8 +25,11 @@ const (
 	DefaultMaxConns         = 100000
 	DefaultResumeWindow     = 2 * time.Minute
 	DefaultResumeBuffer     = 1 << 20
-	// ReadBufferSize and WriteBufferSize are the per-connection buffer sizes.
-	ReadBufferSize  = 64 << 10
+	// WriteBufferSize bounds what a connection's writer takes from its
+	// queue for one write (at least one frame). Its buffer is pooled and
+	// held only during the write; the read buffer grows from
+	// wire.MinReadBuffer to a frame of MaxPayload and shrinks back when the
+	// connection is quiet.
 	WriteBufferSize = 64 << 10
 )
 

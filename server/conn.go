@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"log/slog"
@@ -18,14 +17,14 @@ import (
 // processes inbound packets in order, and the writer, which owns every
 // write. Producers only enqueue on the session's queue.
 type conn struct {
-	srv    *Server
-	id     uint64
-	sess   *Session
-	nc     net.Conn
-	tc     *tls.Conn
-	br     *bufio.Reader
-	bw     *bufio.Writer
-	hdr    [wire.HeaderLen]byte // the writer's frame header scratch
+	srv  *Server
+	id   uint64
+	sess *Session
+	nc   net.Conn
+	tc   *tls.Conn
+	// br is the reader's buffer, which follows the traffic (small while
+	// idle); the writer has none of its own between batches (writer.go).
+	br     *wire.ReadBuffer
 	log    *slog.Logger
 	remote string
 

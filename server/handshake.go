@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -89,8 +88,7 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 		id:          s.nextConnID.Add(1),
 		nc:          nc,
 		tc:          tc,
-		br:          bufio.NewReaderSize(tc, ReadBufferSize),
-		bw:          bufio.NewWriterSize(tc, WriteBufferSize),
+		br:          wire.NewReadBuffer(tc, wire.MinReadBuffer, wire.HeaderLen+s.cfg.MaxPayload),
 		remote:      remote,
 		connectedAt: time.Now(),
 		tlsVersion:  st.Version,

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/tlsgate/tlsgate/wire"
@@ -69,15 +70,23 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// writeBatch writes a taken batch and flushes it. A batch fits the buffer
-// (take takes at most WriteBufferSize bytes), so the flush is the only I/O
-// and a failed batch was not written as a whole. It reports whether the
+// writeBatch writes a taken batch in one write, from a pooled buffer: take
+// takes at most WriteBufferSize bytes (or one frame), so the write is the
+// only I/O and a failed batch was not written as a whole. (A writev of the
+// payloads would save the copy on a plain socket, but over TLS each slice
+// would be a record of its own.) It reports whether the
 // batch ended with this side's Goodbye, which the queue seals behind.
 func (c *conn) writeBatch(batch []entry) (goodbye bool, err error) {
 	c.mu.Lock()
 	peerGoodbye := c.goodbyeRecv
 	c.mu.Unlock()
 	var written [TypeSlots]struct{ packets, bytes uint64 }
+	size := 0
+	for i := range batch {
+		size += batch[i].size()
+	}
+	bp := getWriteBuf(size)
+	buf := (*bp)[:0]
 	for i := range batch {
 		e := &batch[i]
 		switch {
@@ -86,9 +95,8 @@ func (c *conn) writeBatch(batch []entry) (goodbye bool, err error) {
 		case e.typ == wire.TypeFlush && peerGoodbye:
 			continue // no Flush after the peer's Goodbye; its waiter has failed
 		}
-		c.hdr = wire.Header(e.typ, e.enc, len(e.payload)) // a field: no allocation per frame
-		_, _ = c.bw.Write(c.hdr[:])
-		_, _ = c.bw.Write(e.payload)
+		h := wire.Header(e.typ, e.enc, len(e.payload))
+		buf = append(append(buf, h[:]...), e.payload...)
 		w := &written[typeSlot(e.typ)]
 		w.packets++
 		w.bytes += uint64(wire.HeaderLen + len(e.payload))
@@ -98,8 +106,9 @@ func (c *conn) writeBatch(batch []entry) (goodbye bool, err error) {
 		}
 	}
 	c.flushingSince.Store(time.Now().UnixNano())
-	err = c.bw.Flush()
+	_, err = c.tc.Write(buf)
 	c.flushingSince.Store(0)
+	putWriteBuf(bp, buf)
 	if err != nil {
 		return false, err
 	}
@@ -192,5 +201,40 @@ func (c *conn) linger() {
 			c.abort(OutcomeTimeout)
 		}
 	case <-c.ctx.Done():
+	}
+}
+
+// writeBufClasses are the sizes of the pooled write buffers: a batch takes
+// the smallest that fits it, so that a connection holds a buffer only
+// while it writes, and a small batch does not pin a large one.
+var writeBufClasses = [...]int{4 << 10, 16 << 10, WriteBufferSize + wire.HeaderLen + wire.MaxPayload}
+
+var writeBufs [len(writeBufClasses)]sync.Pool
+
+// getWriteBuf returns a pooled buffer of at least n bytes (a fresh one
+// beyond the largest class).
+func getWriteBuf(n int) *[]byte {
+	for i, size := range writeBufClasses {
+		if n <= size {
+			if bp, ok := writeBufs[i].Get().(*[]byte); ok {
+				return bp
+			}
+			b := make([]byte, 0, size)
+			return &b
+		}
+	}
+	b := make([]byte, 0, n)
+	return &b
+}
+
+// putWriteBuf returns a buffer from getWriteBuf, as buf grew it, to its
+// pool.
+func putWriteBuf(bp *[]byte, buf []byte) {
+	for i, size := range writeBufClasses {
+		if cap(buf) == size {
+			*bp = buf[:0]
+			writeBufs[i].Put(bp)
+			return
+		}
 	}
 }

@@ -5,7 +5,6 @@
 package wire
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -152,16 +151,16 @@ var ErrTruncated = errors.New("wire: stream ended inside a frame")
 
 // Reader decodes frames from a buffered stream.
 type Reader struct {
-	br      *bufio.Reader
+	br      Source
 	max     int
 	scratch []byte // ReadFrameBorrowed's payloads that do not fit br's buffer
 }
 
 // NewReader returns a Reader that refuses payloads over maxPayload
-// (clamped to MaxPayload). Frames that fit br's buffer are decoded in
-// place; give br 64 KiB (bufio.NewReaderSize) for the fast path on every
-// frame.
-func NewReader(br *bufio.Reader, maxPayload int) *Reader {
+// (clamped to MaxPayload). Frames that fit br's buffer (Size) are decoded
+// in place: give br MaxReadBuffer (a ReadBuffer's default maximum, or
+// bufio.NewReaderSize with 64 KiB) for the fast path on every frame.
+func NewReader(br Source, maxPayload int) *Reader {
 	if maxPayload <= 0 || maxPayload > MaxPayload {
 		maxPayload = MaxPayload
 	}

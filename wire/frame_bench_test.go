@@ -74,34 +74,49 @@ func (r *repeatReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// BenchmarkReadFrame reads frames through a 64 KiB bufio.Reader and
+// through a ReadBuffer (the server's), which must be as fast.
 func BenchmarkReadFrame(b *testing.B) {
-	for _, borrow := range []bool{false, true} {
-		for _, sz := range benchSizes {
-			name := sz.name
-			if borrow {
-				name = "borrowed/" + name
-			}
-			b.Run(name, func(b *testing.B) {
-				var stream []byte
-				for range max(1, (64<<10)/(wire.HeaderLen+sz.n)) {
-					stream = wire.AppendFrame(stream, wire.TypeData, wire.MsgPack, bytes.Repeat([]byte{'x'}, sz.n))
-				}
-				fr := wire.NewReader(bufio.NewReaderSize(&repeatReader{data: stream}, 64<<10), wire.MaxPayload)
-				read := fr.ReadFrame
+	sources := []struct {
+		name string
+		new  func(io.Reader) wire.Source
+	}{
+		{"bufio", func(r io.Reader) wire.Source { return bufio.NewReaderSize(r, 64<<10) }},
+		{"readbuffer", func(r io.Reader) wire.Source { return wire.NewReadBuffer(r, 0, 0) }},
+	}
+	for _, src := range sources {
+		for _, borrow := range []bool{false, true} {
+			for _, sz := range benchSizes {
+				name := src.name + "/" + sz.name
 				if borrow {
-					read = fr.ReadFrameBorrowed
+					name = src.name + "/borrowed/" + sz.name
 				}
-				b.SetBytes(int64(wire.HeaderLen + sz.n))
-				b.ReportAllocs()
-				for b.Loop() {
-					f, err := read()
-					if err != nil || len(f.Payload) != sz.n {
-						b.Fatalf("frame %d bytes, err %v", len(f.Payload), err)
-					}
-				}
-			})
+				benchReadFrame(b, name, src.new, borrow, sz.n)
+			}
 		}
 	}
+}
+
+func benchReadFrame(b *testing.B, name string, newSource func(io.Reader) wire.Source, borrow bool, n int) {
+	b.Run(name, func(b *testing.B) {
+		var stream []byte
+		for range max(1, (64<<10)/(wire.HeaderLen+n)) {
+			stream = wire.AppendFrame(stream, wire.TypeData, wire.MsgPack, bytes.Repeat([]byte{'x'}, n))
+		}
+		fr := wire.NewReader(newSource(&repeatReader{data: stream}), wire.MaxPayload)
+		read := fr.ReadFrame
+		if borrow {
+			read = fr.ReadFrameBorrowed
+		}
+		b.SetBytes(int64(wire.HeaderLen + n))
+		b.ReportAllocs()
+		for b.Loop() {
+			f, err := read()
+			if err != nil || len(f.Payload) != n {
+				b.Fatalf("frame %d bytes, err %v", len(f.Payload), err)
+			}
+		}
+	})
 }
 
 func BenchmarkMarshalControl(b *testing.B) {

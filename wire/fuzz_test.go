@@ -184,6 +184,7 @@ func FuzzFrameReader(f *testing.F) {
 		{nil, nil, 0, 0, endBroken},
 	} {
 		f.Add(s.data, s.sizes, s.max, s.bufSize, s.mode)
+		f.Add(s.data, s.sizes, s.max, s.bufSize|0x8000, s.mode) // through a ReadBuffer
 	}
 	f.Fuzz(func(t *testing.T, data, sizes []byte, maxPayload, bufSize uint16, mode uint8) {
 		maxP := max(1, min(int(maxPayload), wire.MaxPayload)) // 1..65531
@@ -195,8 +196,14 @@ func FuzzFrameReader(f *testing.F) {
 		checkFrames(t, data, maxP, end, wantFrames, wantErr)
 
 		// bufio's minimum size is 16; a read of at least the buffer's size
-		// bypasses it, so small buffers exercise both paths.
-		br := bufio.NewReaderSize(&chunkReader{data: data, sizes: sizes, mode: end}, 16+int(bufSize)%4096)
+		// bypasses it, so small buffers exercise both paths. With the top
+		// bit of bufSize, the source is a ReadBuffer that grows from a
+		// minimum of that size and shrinks back after short reads.
+		src := &chunkReader{data: data, sizes: sizes, mode: end}
+		var br wire.Source = bufio.NewReaderSize(src, 16+int(bufSize)%4096)
+		if bufSize&0x8000 != 0 {
+			br = wire.NewReadBuffer(src, 1+int(bufSize)%4096, 0)
+		}
 		r := wire.NewReader(br, maxP)
 		var got []wire.Frame
 		var err error
