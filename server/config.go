@@ -55,8 +55,10 @@ type Config struct {
 	// MaxPayload is the largest frame payload accepted, in bytes.
 	// Default and upper bound wire.MaxPayload.
 	MaxPayload int
-	// QueueBytes bounds each session's outbound queue, in frame bytes.
-	// Default 4 MiB; at least one full frame.
+	// QueueBytes bounds the memory each session's outbound queue holds: a
+	// packet counts its payload's allocation plus EntryOverhead (64 bytes),
+	// whether queued or taken by the writer and not yet written. Default
+	// 4 MiB; at least one full frame.
 	QueueBytes int
 	// HandshakeTimeout bounds the whole handshake, TLS included, from
 	// accept. Default 5 s.
@@ -96,7 +98,8 @@ type Config struct {
 	// lost without a Goodbye is kept for a Resume. Default 2 min.
 	ResumeWindow time.Duration
 	// ResumeBuffer bounds what a resumable session holds for its client:
-	// the frame bytes queued plus those written and not yet acked. A send
+	// the memory of what is queued plus what is written and not yet acked,
+	// counted as QueueBytes counts it. A send
 	// past it waits (SendWait) or fails with ErrQueueFull (SendAsync),
 	// until the client's Acks make room. Default 1 MiB.
 	ResumeBuffer int

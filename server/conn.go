@@ -62,6 +62,10 @@ type conn struct {
 	resumedOK    atomic.Bool
 	replayNext   uint64
 
+	// held is the cost of the batch this connection's writer has taken
+	// from the queue and not yet written; under the queue's mu.
+	held int
+
 	// slipLogged: a peer's protocol slip was logged at warn; the reader,
 	// which alone logs them, logs the rest at debug (see peerSlip).
 	slipLogged bool

@@ -42,7 +42,7 @@ type Stats struct {
 	// Replayed counts Data packets written again after a Resume.
 	Replayed uint64
 	// Expired counts detached sessions that ended without a Resume, and
-	// ExpiredBytes the frame bytes they held.
+	// ExpiredBytes the bytes they held, as the bounds count them.
 	Expired, ExpiredBytes uint64
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/tlsgate/tlsgate/wire"
 )
@@ -42,7 +43,19 @@ type entry struct {
 	only *conn
 }
 
+// size is the entry's frame on the wire: what a write batch is made of.
 func (e *entry) size() int { return wire.HeaderLen + len(e.payload) }
+
+// EntryOverhead is what a queue charges a packet beyond its payload's
+// allocation: the entry itself, in the queue's array (64 bytes on 64-bit
+// platforms). Every bound and figure of queued or retained bytes counts a
+// packet as EntryOverhead plus its payload's capacity, so that no mix of
+// frame sizes (a flood of empty frames, say) holds more memory than the
+// bound says.
+const EntryOverhead = int(unsafe.Sizeof(entry{}))
+
+// cost is what the entry holds in memory, as the queue's bounds count it.
+func (e *entry) cost() int { return EntryOverhead + cap(e.payload) }
 
 // queue is a session's ordered, byte-bounded outbound queue. It belongs to
 // the session, not to a socket: on takeover, what is not yet taken moves to
@@ -63,6 +76,11 @@ type queue struct {
 	// the packet number of the last Data among them.
 	written, writtenNum uint64
 	owner               *conn
+	// held is the cost of the batches writers have taken and not yet
+	// written (each conn's share in its held field): what leaves the queue
+	// stays charged to it until it is written, so that a writer blocked on
+	// a full socket cannot double what the session holds.
+	held int
 	// inflight is the connection whose writer holds a taken batch not yet
 	// written. After a takeover the new owner waits for it: the batch is
 	// either written to the old connection or handed back to the front.
@@ -201,11 +219,11 @@ func (q *queue) refusal(p producer) error {
 // them (by reading Acks), and the reader may be the one waiting to queue a
 // reply. Call with q.mu held.
 func (q *queue) fits(n int, p producer) bool {
-	if q.bytes+n > q.limit && q.len() > 0 {
+	if q.bytes+q.held+n > q.limit && q.len() > 0 {
 		return false
 	}
 	if rp := q.rp; rp != nil && p == newWork {
-		held := q.bytes + rp.bytes
+		held := q.bytes + q.held + rp.bytes
 		return held+n <= q.rpLimit || held == 0
 	}
 	return true
@@ -218,7 +236,7 @@ func (q *queue) tryPut(e entry, p producer) (seq uint64, depth int, err error) {
 		q.mu.Unlock()
 		return 0, 0, err
 	}
-	if !q.fits(e.size(), p) {
+	if !q.fits(e.cost(), p) {
 		q.mu.Unlock()
 		return 0, 0, ErrQueueFull
 	}
@@ -230,7 +248,7 @@ func (q *queue) tryPut(e entry, p producer) (seq uint64, depth int, err error) {
 // allows. It waits without the lock, and looks at the refusal again after
 // every wake-up: a seal or the end wakes it.
 func (q *queue) putWait(ctx context.Context, e entry, p producer) (seq uint64, depth int, err error) {
-	n := e.size()
+	n := e.cost()
 	q.mu.Lock()
 	for {
 		if err := q.refusal(p); err != nil {
@@ -271,9 +289,9 @@ func (q *queue) number(e *entry) {
 func (q *queue) appendUnlock(e entry) (num uint64, depth int) {
 	q.number(&e)
 	q.items = append(q.items, e)
-	q.bytes += e.size()
-	if q.highWater != nil && uint64(q.bytes) > q.highWater.Load() {
-		raiseTo(q.highWater, uint64(q.bytes))
+	q.bytes += e.cost()
+	if b := uint64(q.bytes + q.held); q.highWater != nil && b > q.highWater.Load() {
+		raiseTo(q.highWater, b)
 	}
 	num, depth = e.num, q.len()
 	owner := q.owner
@@ -296,7 +314,7 @@ func (q *queue) seal(c *conn, e entry) bool {
 	q.state = queueSealed
 	q.number(&e)
 	q.items = append(q.items, e)
-	q.bytes += e.size()
+	q.bytes += e.cost()
 	wake := q.len() == 1
 	q.notify() // blocked replies now fail fast
 	q.mu.Unlock()
@@ -332,16 +350,27 @@ func (q *queue) take(c *conn, batch []entry, maxBytes int) (_ []entry, owned boo
 		size += pending[n].size()
 		n++
 	}
-	return q.removeTaken(c, batch, n, size), true, nil
+	return q.removeTaken(c, batch, n), true, nil
 }
 
-// removeTaken moves the first n pending entries, size bytes, into batch
-// for c's writer. Call with q.mu held.
-func (q *queue) removeTaken(c *conn, batch []entry, n, size int) []entry {
+// removeTaken moves the first n pending entries into batch for c's
+// writer. Call with q.mu held.
+func (q *queue) removeTaken(c *conn, batch []entry, n int) []entry {
 	if n == 0 {
 		return batch
 	}
 	pending := q.items[q.head:]
+	for i := range pending[:n] {
+		e := &pending[i]
+		q.bytes -= e.cost()
+		// Numbered Data stays in the replay buffer, charged there: the
+		// batch holds only its entry.
+		h := EntryOverhead
+		if e.dseq == 0 {
+			h = e.cost()
+		}
+		q.hold(c, h)
+	}
 	batch = append(batch, pending[:n]...)
 	clear(pending[:n])
 	q.head += n
@@ -353,15 +382,29 @@ func (q *queue) removeTaken(c *conn, batch []entry, n, size int) []entry {
 		clear(q.items[rest:])
 		q.items, q.head = q.items[:rest], 0
 	}
-	q.bytes -= size
 	q.inflight = c
 	q.notify()
 	return batch
 }
 
+// hold charges cost to the batch c's writer has taken. Call with q.mu
+// held.
+func (q *queue) hold(c *conn, cost int) {
+	c.held += cost
+	q.held += cost
+}
+
+// release ends the charge of c's taken batch: written or handed back.
+// Call with q.mu held.
+func (q *queue) release(c *conn) {
+	q.held -= c.held
+	c.held = 0
+}
+
 // markWritten records that c's batch, through last, is on the wire.
 func (q *queue) markWritten(c *conn, last *entry) {
 	q.mu.Lock()
+	q.release(c)
 	q.written = max(q.written, last.seq)
 	q.writtenNum = max(q.writtenNum, last.num)
 	if q.inflight == c {
@@ -379,6 +422,7 @@ func (q *queue) markWritten(c *conn, last *entry) {
 func (q *queue) handBack(c *conn, batch []entry) (lost int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.release(c)
 	if q.inflight == c {
 		q.inflight = nil
 	}
@@ -395,7 +439,7 @@ func (q *queue) handBack(c *conn, batch []entry) (lost int) {
 	for _, e := range batch {
 		if e.only == nil && e.dseq == 0 { // numbered Data is in the replay buffer
 			keep = append(keep, e)
-			q.bytes += e.size()
+			q.bytes += e.cost()
 		}
 	}
 	keep = append(keep, q.items[q.head:]...)
@@ -447,11 +491,12 @@ func (q *queue) end(c *conn) (dropped int) {
 	return dropped
 }
 
-// depth returns the queue's length and bytes.
+// depth returns the queue's length, and the bytes its bound counts: the
+// queued entries' cost and that of the batches being written.
 func (q *queue) depth() (n, bytes int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.len(), q.bytes
+	return q.len(), q.bytes + q.held
 }
 
 // waitWritten waits until everything through position seq is written, or

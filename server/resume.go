@@ -66,7 +66,7 @@ func (rp *replay) dropThrough(seq uint64) {
 	p := rp.pending()
 	n := int(min(seq, rp.sent) - rp.acked)
 	for i := range p[:n] {
-		rp.bytes -= p[i].size()
+		rp.bytes -= p[i].cost()
 	}
 	clear(p[:n])
 	rp.head += n
@@ -107,6 +107,7 @@ func (q *queue) takeResumable(c *conn, batch []entry, maxBytes int) []entry {
 		if len(batch) > 0 {
 			c.replayNext = batch[len(batch)-1].dseq + 1
 			c.srv.counters.replayed.Add(uint64(len(batch)))
+			q.hold(c, len(batch)*EntryOverhead) // the payloads are the replay buffer's
 			return batch
 		}
 	}
@@ -118,13 +119,13 @@ func (q *queue) takeResumable(c *conn, batch []entry, maxBytes int) []entry {
 			rp.sent++
 			e.dseq = rp.sent
 			rp.unacked = append(rp.unacked, *e)
-			rp.bytes += e.size()
+			rp.bytes += e.cost()
 		}
 		size += e.size()
 		n++
 	}
 	c.replayNext = rp.sent + 1
-	return q.removeTaken(c, batch, n, size)
+	return q.removeTaken(c, batch, n)
 }
 
 // ack applies the client's Ack: the Data through seq is processed and
@@ -232,7 +233,7 @@ func (q *queue) requeueUnacked() {
 	for _, e := range back {
 		e.dseq = 0
 		items = append(items, e)
-		q.bytes += e.size()
+		q.bytes += e.cost()
 	}
 	q.items, q.head = append(items, q.items[q.head:]...), 0
 }

@@ -17,6 +17,10 @@ import (
 // server answers, keeps and replays. The Go client's resumable mode is
 // tested through faults in package client.
 
+// smallCost is what a queue charges a packet of 1 to 8 payload bytes: its
+// entry and the smallest allocation size class.
+const smallCost = server.EntryOverhead + 8
+
 // dialResume connects a resumable raw connection (ALPN wire.ALPNResume),
 // sends Resume{epoch, seq} and returns the server's Resumed.
 func dialResume(t *testing.T, ts *testServer, key ed25519.PrivateKey, epoch string, seq uint64) (*wiretest.Conn, wire.ResumedPayload) {
@@ -122,9 +126,9 @@ func TestResumeFreshStartNumbersAndAcks(t *testing.T) {
 		t.Fatal(err)
 	}
 	info := mustSession(t, ts, c.ID()).Info()
-	if info.Epoch != r.Epoch || info.SentSeq != 2 || info.AckedSeq != 0 || info.UnackedBytes != 2*(wire.HeaderLen+1) ||
+	if info.Epoch != r.Epoch || info.SentSeq != 2 || info.AckedSeq != 0 || info.UnackedBytes != 2*smallCost ||
 		info.ReceivedSeq != 2 || info.ServerAckedSeq != 2 {
-		t.Fatalf("info %+v: want epoch %s, 2 sent, 0 acked, %d bytes retained, 2 received and acked", info, r.Epoch, 2*(wire.HeaderLen+1))
+		t.Fatalf("info %+v: want epoch %s, 2 sent, 0 acked, %d bytes retained, 2 received and acked", info, r.Epoch, 2*smallCost)
 	}
 	// The client's Ack frees the retained bytes; the FlushAck behind it
 	// proves the server processed it.
@@ -193,8 +197,8 @@ func TestResumeAfterExpiry(t *testing.T) {
 	readData(t, c1, 2, 2)
 	_ = c1.Abort()
 	e := ts.waitEvent(t, server.EventExpired, c1.ID())
-	if e.Ended.Reason != server.EndResumeWindow || e.Ended.Packets != 2 || e.Ended.Bytes != 2*(wire.HeaderLen+1) {
-		t.Fatalf("expired %+v, want the resume window, 2 packets, %d bytes", e.Ended, 2*(wire.HeaderLen+1))
+	if e.Ended.Reason != server.EndResumeWindow || e.Ended.Packets != 2 || e.Ended.Bytes != 2*smallCost {
+		t.Fatalf("expired %+v, want the resume window, 2 packets, %d bytes", e.Ended, 2*smallCost)
 	}
 	if _, ok := ts.Session(c1.ID()); ok {
 		t.Fatal("the expired session is still listed")
@@ -257,7 +261,7 @@ func TestResumeBufferFullRefusesNotDrops(t *testing.T) {
 			t.Fatalf("%d sends accepted into a %d-byte resume buffer", i, limit)
 		}
 	}
-	if held := len(accepted) * (wire.HeaderLen + len("packet-000")); held > limit {
+	if held := len(accepted) * (server.EntryOverhead + len("packet-000")); held > limit {
 		t.Fatalf("%d bytes accepted, over the %d-byte bound", held, limit)
 	}
 	c2, r2 := dialResume(t, ts, key, r1.Epoch, 0)
@@ -335,7 +339,8 @@ func TestResumeDisconnectDetached(t *testing.T) {
 	_ = c1.Abort()
 	ts.waitEvent(t, server.EventDetached, c1.ID())
 	sess := mustSession(t, ts, c1.ID())
-	if _, err := sess.SendAsync(wire.JSON, []byte("bc")); err != nil {
+	bc := []byte("bc")
+	if _, err := sess.SendAsync(wire.JSON, bc); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -344,9 +349,9 @@ func TestResumeDisconnectDetached(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Close of a detached session: %v", err)
 	}
-	want := server.Ended{Reason: server.EndDisconnect, Packets: 2, Bytes: 2*wire.HeaderLen + 3}
+	want := server.Ended{Reason: server.EndDisconnect, Packets: 2, Bytes: smallCost + server.EntryOverhead + cap(bc)}
 	if info.Ended == nil || *info.Ended != want {
-		t.Fatalf("Close: %+v, want Ended %+v", info, want)
+		t.Fatalf("Close: %+v (ended %+v), want Ended %+v", info, info.Ended, want)
 	}
 	if e := ts.waitEvent(t, server.EventExpired, c1.ID()); e.Ended != want {
 		t.Fatalf("expired event %+v, want %+v", e.Ended, want)

@@ -261,7 +261,7 @@ func (s *Session) Info() SessionInfo {
 	return info
 }
 
-// QueueDepth returns what the session's outbound queue holds: packets and
-// frame bytes. It is Info's QueueLen and QueueBytes without the rest, for
+// QueueDepth returns what the session's outbound queue holds: packets, and
+// the bytes its bound counts (see Config.QueueBytes). It is Info's QueueLen and QueueBytes without the rest, for
 // callers that sum it over every session (a metrics scrape).
 func (s *Session) QueueDepth() (packets, bytes int) { return s.q.depth() }

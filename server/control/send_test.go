@@ -206,8 +206,11 @@ func sendStreamWait(t *testing.T, e *env, id uint64, n, size int) <-chan error {
 				return
 			}
 			resp, err := st.Recv()
-			if ie := resp.GetResults()[0].GetError(); err == nil && ie != nil {
-				err = itemFailed{i, ie}
+			if err == nil && len(resp.GetResults()) != 1 {
+				err = fmt.Errorf("response %d: %d results, want 1", i, len(resp.GetResults()))
+			}
+			if err == nil && resp.GetResults()[0].GetError() != nil {
+				err = itemFailed{i, resp.GetResults()[0].GetError()}
 			}
 			results <- err
 			if err != nil {
@@ -267,12 +270,14 @@ func TestSendStreamWaitSlowsInsteadOfRejecting(t *testing.T) {
 // session is closed: its item fails with NOT_FOUND.
 func TestSendStreamWaitEndsWhenTheSessionCloses(t *testing.T) {
 	const size = 16000
-	e := start(t, setup{gateway: server.Config{MaxPayload: size, QueueBytes: 4 * (wire.HeaderLen + size)}})
+	// Room for 4 packets: each is charged its payload's allocation (at most
+	// the 16 KiB size class) and the queue's per-entry overhead.
+	e := start(t, setup{gateway: server.Config{MaxPayload: size, QueueBytes: 4 * (server.EntryOverhead + 16<<10)}})
 	slow := e.dialRaw(t, nil)
 	results := sendStreamWait(t, e, slow.ID(), 100000, size)
 	// Wait until the queue is full: then the stream is waiting.
 	ws, _ := e.watch(t)
-	for e.getSession(t, slow.ID()).GetQueueLength() < 4 {
+	for s := e.getSession(t, slow.ID()); s.GetQueueBytes()+uint64(server.EntryOverhead+size) <= s.GetQueueLimitBytes(); s = e.getSession(t, slow.ID()) {
 		// Each response is one more packet queued; the queue fills within
 		// a few MB of the socket buffers.
 		if err := <-results; err != nil {

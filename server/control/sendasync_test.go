@@ -56,7 +56,9 @@ func TestSendAsync(t *testing.T) {
 // every accepted one reaches the client, in order, once it reads.
 func TestSendAsyncQueueFull(t *testing.T) {
 	const payloadLen, queued = 16000, 4
-	frame := wire.HeaderLen + payloadLen
+	// A packet is charged its entry and its payload's allocation, at most
+	// the 16 KiB size class.
+	frame := server.EntryOverhead + 16<<10
 	e := start(t, setup{gateway: server.Config{MaxPayload: payloadLen, QueueBytes: queued * frame}})
 	rc := e.dialRaw(t, nil)
 	payload := func(i int) []byte {
@@ -84,11 +86,10 @@ func TestSendAsyncQueueFull(t *testing.T) {
 		}
 		last = resp
 	}
-	// Only the writer takes from the queue, all of it at once (4 frames fit
-	// its buffer): the refusal found the queue full, so the last accepted
-	// send filled it.
-	if last.GetQueueLength() != queued {
-		t.Fatalf("the last accepted send left %d queued, want %d", last.GetQueueLength(), queued)
+	// The refusal found the bound reached: what is queued, and what the
+	// writer has taken and is still writing to the full socket, both count.
+	if last.GetQueueLength() < 1 || last.GetQueueLength() > queued {
+		t.Fatalf("the last accepted send left %d queued, want 1 to %d", last.GetQueueLength(), queued)
 	}
 	// The kernel may still take a batch (its buffers grow as they fill).
 	s := e.getSession(t, rc.ID())

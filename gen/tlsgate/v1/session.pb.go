@@ -280,7 +280,9 @@ type Session struct {
 	Counters *Counters `protobuf:"bytes,10,opt,name=counters,proto3" json:"counters,omitempty"`
 	// Packets waiting in the session's outbound queue.
 	QueueLength uint32 `protobuf:"varint,11,opt,name=queue_length,json=queueLength,proto3" json:"queue_length,omitempty"`
-	// Bytes (frame headers included) waiting in the outbound queue.
+	// The memory the outbound queue holds, as its bound counts it: for each
+	// packet queued or being written, its payload's allocation plus 64 bytes
+	// of bookkeeping.
 	QueueBytes uint64 `protobuf:"varint,12,opt,name=queue_bytes,json=queueBytes,proto3" json:"queue_bytes,omitempty"`
 	// The queue's byte bound: SendAsync past it fails with RESOURCE_EXHAUSTED.
 	QueueLimitBytes uint64 `protobuf:"varint,13,opt,name=queue_limit_bytes,json=queueLimitBytes,proto3" json:"queue_limit_bytes,omitempty"`
@@ -450,8 +452,8 @@ type ResumeState struct {
 	// The last Data the client acked: written Data after it is retained for
 	// a replay.
 	ClientAckedSeq uint64 `protobuf:"varint,3,opt,name=client_acked_seq,json=clientAckedSeq,proto3" json:"client_acked_seq,omitempty"`
-	// Bytes (frames, headers included) of the written and unacked Data
-	// retained for a replay. The queue's own bytes are in queue_bytes.
+	// The memory of the written and unacked Data retained for a replay,
+	// counted as queue_bytes counts it. The queue's own bytes are in queue_bytes.
 	RetainedBytes uint64 `protobuf:"varint,4,opt,name=retained_bytes,json=retainedBytes,proto3" json:"retained_bytes,omitempty"`
 	// The number of the last client Data the server processed in the epoch.
 	ReceivedSeq uint64 `protobuf:"varint,5,opt,name=received_seq,json=receivedSeq,proto3" json:"received_seq,omitempty"`
@@ -685,7 +687,7 @@ type EndedSession struct {
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Packets dropped: queued, or written and never acked.
 	DroppedPackets uint64 `protobuf:"varint,3,opt,name=dropped_packets,json=droppedPackets,proto3" json:"dropped_packets,omitempty"`
-	// Their bytes, frames and headers included.
+	// The memory they held, counted as queue_bytes counts it.
 	DroppedBytes  uint64 `protobuf:"varint,4,opt,name=dropped_bytes,json=droppedBytes,proto3" json:"dropped_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

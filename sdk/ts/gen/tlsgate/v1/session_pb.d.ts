@@ -158,7 +158,9 @@ export declare type Session = Message<"tlsgate.v1.Session"> & {
   queueLength: number;
 
   /**
-   * Bytes (frame headers included) waiting in the outbound queue.
+   * The memory the outbound queue holds, as its bound counts it: for each
+   * packet queued or being written, its payload's allocation plus 64 bytes
+   * of bookkeeping.
    *
    * @generated from field: uint64 queue_bytes = 12;
    */
@@ -232,8 +234,8 @@ export declare type ResumeState = Message<"tlsgate.v1.ResumeState"> & {
   clientAckedSeq: bigint;
 
   /**
-   * Bytes (frames, headers included) of the written and unacked Data
-   * retained for a replay. The queue's own bytes are in queue_bytes.
+   * The memory of the written and unacked Data retained for a replay,
+   * counted as queue_bytes counts it. The queue's own bytes are in queue_bytes.
    *
    * @generated from field: uint64 retained_bytes = 4;
    */
@@ -385,7 +387,7 @@ export declare type EndedSession = Message<"tlsgate.v1.EndedSession"> & {
   droppedPackets: bigint;
 
   /**
-   * Their bytes, frames and headers included.
+   * The memory they held, counted as queue_bytes counts it.
    *
    * @generated from field: uint64 dropped_bytes = 4;
    */
