@@ -140,12 +140,21 @@ func (g *grpcurl) call(method, data string, resp proto.Message) {
 // and prints "Code: NAME") and returns its message.
 func (g *grpcurl) fail(method, data, code string, exit int) string {
 	g.t.Helper()
+	msg, _ := g.failDetails(method, data, code, exit)
+	return msg
+}
+
+// failDetails is fail that also returns the status details as grpcurl
+// prints them (JSON, after "Details:"), empty if there are none.
+func (g *grpcurl) failDetails(method, data, code string, exit int) (msg, details string) {
+	g.t.Helper()
 	r := g.run(data, method)
 	if r.code != 64+exit || !strings.Contains(r.stderr, "Code: "+code+"\n") {
 		g.t.Fatalf("grpcurl %s %s: exit %d, stderr:\n%s\nwant exit %d and Code: %s", method, data, r.code, r.stderr, 64+exit, code)
 	}
-	_, msg, _ := strings.Cut(r.stderr, "Message: ")
-	return strings.TrimSpace(msg)
+	_, msg, _ = strings.Cut(r.stderr, "Message: ")
+	msg, details, _ = strings.Cut(msg, "\n  Details:")
+	return strings.TrimSpace(msg), details
 }
 
 // TestControlPlaneGrpcurl: serve, a Go client, and grpcurl listing and
@@ -386,9 +395,14 @@ func TestControlPlaneAuth(t *testing.T) {
 	if r := authed.run("", "list"); r.code != 0 || !strings.Contains(r.stdout, service) {
 		t.Errorf("grpcurl list with the token: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
-	// Past auth, validation names the field.
-	if msg := authed.fail(service+"/GetSession", "{}", "InvalidArgument", 3); msg != "session_id: required" {
+	// Past auth, validation names the field, in the message and in a
+	// google.rpc.BadRequest that grpcurl decodes.
+	msg, details := authed.failDetails(service+"/GetSession", "{}", "InvalidArgument", 3)
+	if msg != "session_id: required" {
 		t.Errorf("GetSession {} with the token: message %q, want \"session_id: required\"", msg)
+	}
+	if !strings.Contains(details, `"@type": "type.googleapis.com/google.rpc.BadRequest"`) || !strings.Contains(details, `"field": "session_id"`) {
+		t.Errorf("GetSession {} with the token: details %q, want a BadRequest naming session_id", details)
 	}
 	srv.stop()
 	if strings.Contains(srv.stderr.String(), token) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -299,7 +300,8 @@ func pump[T any](ctx context.Context, st *stream[T], first []T, send func(T) err
 	case <-st.cut:
 		st.ending.Store(true)
 		close(quit)
-		return status.Errorf(codes.ResourceExhausted, "stream fell behind: its buffer (%d items or %d bytes) was full", cap(st.items), st.maxBytes)
+		return withInfo(codes.ResourceExhausted, fmt.Sprintf("stream fell behind: its buffer (%d items or %d bytes) was full", cap(st.items), st.maxBytes),
+			ReasonStreamFellBehind, "buffer_items", strconv.Itoa(cap(st.items)), "buffer_bytes", strconv.FormatInt(st.maxBytes, 10))
 	case <-ctx.Done():
 		st.ending.Store(true)
 		close(quit)

@@ -1,12 +1,13 @@
 package control
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
 )
@@ -39,7 +40,8 @@ func (l *streamLimit) intercept(srv any, ss grpc.ServerStream, info *grpc.Stream
 	for {
 		n := l.open.Load()
 		if n >= l.max {
-			return status.Errorf(codes.ResourceExhausted, "too many open streams: %d are open, the maximum (--max-streams) is %d", n, l.max)
+			return withInfo(codes.ResourceExhausted, fmt.Sprintf("too many open streams: %d are open, the maximum (--max-streams) is %d", n, l.max),
+				ReasonTooManyStreams, "max_streams", strconv.FormatInt(l.max, 10))
 		}
 		if l.open.CompareAndSwap(n, n+1) {
 			break

@@ -2,9 +2,11 @@ package control
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -39,12 +41,12 @@ func (s *Service) validate(req any) error {
 	case *tlsgatev1.DrainRequest:
 		switch t := r.GetTarget().(type) {
 		case nil:
-			return fmt.Errorf("target: set session_id or all_sessions")
+			return fieldErrorf("target", "set session_id or all_sessions")
 		case *tlsgatev1.DrainRequest_SessionId:
 			return requireSession(t.SessionId)
 		case *tlsgatev1.DrainRequest_AllSessions:
 			if !t.AllSessions {
-				return fmt.Errorf("all_sessions: must be true when set")
+				return fieldErrorf("all_sessions", "must be true when set")
 			}
 		}
 	case *tlsgatev1.DisconnectRequest:
@@ -52,39 +54,39 @@ func (s *Service) validate(req any) error {
 			return err
 		}
 		if c := r.GetCode(); c != "" && !goodbyeCode.MatchString(c) {
-			return fmt.Errorf("code: %q must be 1 to 64 lower-case letters, digits or underscores", c)
+			return fieldErrorf("code", "%q must be 1 to 64 lower-case letters, digits or underscores", c)
 		}
 		if n := len(r.GetReason()); n > maxReasonLength {
-			return fmt.Errorf("reason: %d bytes is over the maximum of %d", n, maxReasonLength)
+			return fieldErrorf("reason", "%d bytes is over the maximum of %d", n, maxReasonLength)
 		}
 		if d := r.GetDrainTimeout(); d != nil {
 			if err := d.CheckValid(); err != nil || d.AsDuration() <= 0 {
-				return fmt.Errorf("drain_timeout: must be a positive duration")
+				return fieldErrorf("drain_timeout", "must be a positive duration")
 			}
 		}
 	case *tlsgatev1.GetSessionRequest:
 		return requireSession(r.GetSessionId())
 	case *tlsgatev1.ListSessionsRequest:
 		if r.GetPageSize() > maxPageSize {
-			return fmt.Errorf("page_size: %d is over the maximum of %d", r.GetPageSize(), maxPageSize)
+			return fieldErrorf("page_size", "%d is over the maximum of %d", r.GetPageSize(), maxPageSize)
 		}
 		if _, err := decodePageToken(r.GetPageToken()); err != nil {
-			return fmt.Errorf("page_token: %v", err)
+			return fieldErrorf("page_token", "%v", err)
 		}
 		for i, st := range r.GetStates() {
 			if _, ok := tlsgatev1.SessionState_name[int32(st)]; !ok || st == tlsgatev1.SessionState_SESSION_STATE_UNSPECIFIED {
-				return fmt.Errorf("states[%d]: %d is not a session state", i, st)
+				return fieldErrorf(fmt.Sprintf("states[%d]", i), "%d is not a session state", st)
 			}
 		}
 	case *tlsgatev1.ConsumeRequest:
 		return checkConsume(r)
 	case *tlsgatev1.ReceiveRequest:
 		if n := len(r.GetSessionIds()); n > maxSessionIDs {
-			return fmt.Errorf("session_ids: %d IDs is over the maximum of %d", n, maxSessionIDs)
+			return fieldErrorf("session_ids", "%d IDs is over the maximum of %d", n, maxSessionIDs)
 		}
 		for i, id := range r.GetSessionIds() {
 			if id == 0 {
-				return fmt.Errorf("session_ids[%d]: must not be 0", i)
+				return fieldErrorf(fmt.Sprintf("session_ids[%d]", i), "must not be 0")
 			}
 		}
 	}
@@ -98,10 +100,10 @@ func (s *Service) checkSend(id uint64, payload []byte, enc tlsgatev1.Encoding) e
 		return err
 	}
 	if n := len(payload); n > s.maxPayload {
-		return fmt.Errorf("payload: %d bytes is over the maximum payload of %d bytes", n, s.maxPayload)
+		return fieldErrorf("payload", "%d bytes is over the maximum payload of %d bytes", n, s.maxPayload)
 	}
 	if _, ok := tlsgatev1.Encoding_name[int32(enc)]; !ok {
-		return fmt.Errorf("encoding: %d is not a known encoding (use ENCODING_JSON or ENCODING_MSGPACK)", enc)
+		return fieldErrorf("encoding", "%d is not a known encoding (use ENCODING_JSON or ENCODING_MSGPACK)", enc)
 	}
 	return nil
 }
@@ -110,13 +112,13 @@ func (s *Service) checkSend(id uint64, payload []byte, enc tlsgatev1.Encoding) e
 // a whole; each item is checked alone, as it is queued.
 func checkBatch(items int, fq tlsgatev1.FullQueuePolicy) error {
 	if items == 0 {
-		return fmt.Errorf("items: at least one item is required")
+		return fieldErrorf("items", "at least one item is required")
 	}
 	if items > maxBatchItems {
-		return fmt.Errorf("items: %d items is over the maximum of %d", items, maxBatchItems)
+		return fieldErrorf("items", "%d items is over the maximum of %d", items, maxBatchItems)
 	}
 	if _, ok := tlsgatev1.FullQueuePolicy_name[int32(fq)]; !ok {
-		return fmt.Errorf("full_queue: %d is not a known policy (use FULL_QUEUE_POLICY_REJECT or FULL_QUEUE_POLICY_WAIT)", fq)
+		return fieldErrorf("full_queue", "%d is not a known policy (use FULL_QUEUE_POLICY_REJECT or FULL_QUEUE_POLICY_WAIT)", fq)
 	}
 	return nil
 }
@@ -127,33 +129,34 @@ var groupName = regexp.MustCompile(`^[a-z0-9_.-]{1,64}$`)
 func checkConsume(r *tlsgatev1.ConsumeRequest) error {
 	switch q := r.GetRequest().(type) {
 	case nil:
-		return fmt.Errorf("request: set open or acks")
+		return fieldErrorf("request", "set open or acks")
 	case *tlsgatev1.ConsumeRequest_Open:
 		o := q.Open
 		if g := o.GetGroup(); g != "" && !groupName.MatchString(g) {
-			return fmt.Errorf("open.group: %q must be 1 to 64 lower-case letters, digits, '_', '-' or '.'", g)
+			return fieldErrorf("open.group", "%q must be 1 to 64 lower-case letters, digits, '_', '-' or '.'", g)
 		}
 		if n := len(o.GetSessionIds()); n > maxSessionIDs {
-			return fmt.Errorf("open.session_ids: %d IDs is over the maximum of %d", n, maxSessionIDs)
+			return fieldErrorf("open.session_ids", "%d IDs is over the maximum of %d", n, maxSessionIDs)
 		}
 		for i, id := range o.GetSessionIds() {
 			if id == 0 {
-				return fmt.Errorf("open.session_ids[%d]: must not be 0", i)
+				return fieldErrorf(fmt.Sprintf("open.session_ids[%d]", i), "must not be 0")
 			}
 		}
 		if n := o.GetMaxUnackedPackets(); n > maxUnackedPacketsLimit {
-			return fmt.Errorf("open.max_unacked_packets: %d is over the maximum of %d", n, maxUnackedPacketsLimit)
+			return fieldErrorf("open.max_unacked_packets", "%d is over the maximum of %d", n, maxUnackedPacketsLimit)
 		}
 		if n := o.GetMaxUnackedBytes(); n != 0 && (n < minUnackedBytesLimit || n > maxUnackedBytesLimit) {
-			return fmt.Errorf("open.max_unacked_bytes: %d is not between %d and %d", n, minUnackedBytesLimit, maxUnackedBytesLimit)
+			return fieldErrorf("open.max_unacked_bytes", "%d is not between %d and %d", n, minUnackedBytesLimit, maxUnackedBytesLimit)
 		}
 	case *tlsgatev1.ConsumeRequest_Acks:
 		if n := len(q.Acks.GetAcks()); n > maxSessionIDs {
-			return fmt.Errorf("acks.acks: %d acks is over the maximum of %d", n, maxSessionIDs)
+			return fieldErrorf("acks.acks", "%d acks is over the maximum of %d", n, maxSessionIDs)
 		}
 		for i, a := range q.Acks.GetAcks() {
-			if err := requireSession(a.GetSessionId()); err != nil {
-				return fmt.Errorf("acks.acks[%d].%w", i, err)
+			var fe *fieldError
+			if err := requireSession(a.GetSessionId()); errors.As(err, &fe) {
+				return fe.within(fmt.Sprintf("acks.acks[%d]", i))
 			}
 		}
 	}
@@ -162,19 +165,49 @@ func checkConsume(r *tlsgatev1.ConsumeRequest) error {
 
 func requireSession(id uint64) error {
 	if id == 0 {
-		return fmt.Errorf("session_id: required")
+		return fieldErrorf("session_id", "required")
 	}
 	if id>>63 != 0 {
-		return fmt.Errorf("session_id: %d has its top bit set; session IDs never do", id)
+		return fieldErrorf("session_id", "%d has its top bit set; session IDs never do", id)
 	}
 	return nil
+}
+
+// fieldError is a request field's violation of the rules: its message is
+// "field: description", and its status carries a google.rpc.BadRequest
+// naming the field.
+type fieldError struct{ field, desc string }
+
+func fieldErrorf(field, format string, args ...any) *fieldError {
+	return &fieldError{field: field, desc: fmt.Sprintf(format, args...)}
+}
+
+func (e *fieldError) Error() string { return e.field + ": " + e.desc }
+
+// within is e for the same field inside parent ("acks.acks[2]", say).
+func (e *fieldError) within(parent string) *fieldError {
+	return &fieldError{field: parent + "." + e.field, desc: e.desc}
+}
+
+// invalid is the INVALID_ARGUMENT status of a validation error, with a
+// google.rpc.BadRequest detail when it names a field.
+func invalid(err error) error {
+	st := status.New(codes.InvalidArgument, err.Error())
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		br := &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: fe.field, Description: fe.desc}}}
+		if d, derr := st.WithDetails(br); derr == nil {
+			st = d
+		}
+	}
+	return st.Err()
 }
 
 // unaryValidator and streamValidator reject an invalid request with
 // INVALID_ARGUMENT before it reaches its handler.
 func (s *Service) unaryValidator(ctx context.Context, req any, _ *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
 	if err := s.validate(req); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, invalid(err)
 	}
 	return next(ctx, req)
 }
@@ -194,7 +227,7 @@ func (v *validatingStream) RecvMsg(m any) error {
 		return err
 	}
 	if err := v.s.validate(m); err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
+		return invalid(err)
 	}
 	return nil
 }
