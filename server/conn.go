@@ -63,8 +63,11 @@ type conn struct {
 	replayNext   uint64
 
 	// held is the cost of the batch this connection's writer has taken
-	// from the queue and not yet written; under the queue's mu.
-	held int
+	// from the queue and not yet written; under the queue's mu. overAcked,
+	// under it too, tells the writer that its client leaves too much
+	// unacked (resume.go's unackedCap).
+	held      int
+	overAcked bool
 
 	// slipLogged: a peer's protocol slip was logged at warn; the reader,
 	// which alone logs them, logs the rest at debug (see peerSlip).

@@ -47,7 +47,17 @@ type replay struct {
 	unacked []entry
 	head    int
 	bytes   int
+	// overAcked: the client let more than unackedCap resume buffers of
+	// written Data go unacked; its connection is being closed.
+	overAcked bool
 }
+
+// unackedCap bounds, in resume buffers, the written Data a client may
+// leave unacked. New sends stop at one resume buffer, but replies to the
+// client's own packets cannot wait for its Acks (the reader that would
+// read them is the one replying), so a client that never acks is closed
+// with Goodbye slow_consumer at this many, rather than held without bound.
+const unackedCap = 2
 
 func newEpoch() string {
 	var b [8]byte
@@ -120,6 +130,10 @@ func (q *queue) takeResumable(c *conn, batch []entry, maxBytes int) []entry {
 			e.dseq = rp.sent
 			rp.unacked = append(rp.unacked, *e)
 			rp.bytes += e.cost()
+			if rp.bytes > unackedCap*q.rpLimit && !rp.overAcked {
+				rp.overAcked = true // the writer closes the connection
+				c.overAcked = true
+			}
 		}
 		size += e.size()
 		n++

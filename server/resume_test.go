@@ -602,3 +602,45 @@ func TestResumeNewEpochRenumbers(t *testing.T) {
 		t.Fatalf("SendAsync in the new epoch after 2 resent: seq %d, want 3", seq)
 	}
 }
+
+// TestResumeClientThatNeverAcksIsClosed: replies cannot wait for a
+// client's Acks, so a client that reads its echoes and never acks them is
+// closed with Goodbye slow_consumer once twice the resume buffer is
+// unacked, instead of making the server hold them without bound.
+func TestResumeClientThatNeverAcksIsClosed(t *testing.T) {
+	const buffer = 4 << 10
+	ts := startServer(t, server.Config{Handler: server.Echo{}, ResumeBuffer: buffer})
+	c, _ := dialResume(t, ts, newKey(t), "", 0)
+	payload := make([]byte, 100)
+	go func() { // sends until the connection ends
+		for {
+			if err := c.TLS().SetWriteDeadline(time.Now().Add(10 * time.Second)); err != nil {
+				return
+			}
+			if _, err := c.TLS().Write(wire.AppendFrame(nil, wire.TypeData, wire.JSON, payload)); err != nil {
+				return
+			}
+		}
+	}()
+	echoes := 0
+	for {
+		f := c.Read(t)
+		switch f.Type {
+		case wire.TypeData:
+			echoes++
+			continue
+		case wire.TypeAck:
+			continue
+		}
+		g, err := wire.DecodeGoodbye(f.Encoding, f.Payload)
+		if f.Type != wire.TypeGoodbye || err != nil || g.Code != wire.GoodbyeSlowConsumer {
+			t.Fatalf("after %d echoes: %s %q, want Goodbye slow_consumer", echoes, f.Type, f.Payload)
+		}
+		t.Logf("Goodbye after %d echoes: %s", echoes, g.Reason)
+		break
+	}
+	cost := server.EntryOverhead + 112 // a 100-byte echo: its entry and the 112-byte size class
+	if held := echoes * cost; held <= 2*buffer || held > 2*buffer+server.DefaultQueueBytes+cost {
+		t.Fatalf("closed after %d echoes (%d bytes unacked), want just past twice the %d-byte resume buffer", echoes, held, buffer)
+	}
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"time"
@@ -30,6 +31,13 @@ func (c *conn) writeLoop() {
 		var owned bool
 		var wait <-chan struct{}
 		batch, owned, wait = c.sess.q.take(c, batch[:0], WriteBufferSize)
+		if c.resumable && c.takeOverAcked() {
+			c.startCloseIn(wire.GoodbyePayload{
+				Code:      wire.GoodbyeSlowConsumer,
+				Reason:    fmt.Sprintf("the client left over %d bytes of Data unacked (twice the resume buffer); a resumable client must ack what it processes", unackedCap*c.srv.cfg.ResumeBuffer),
+				Reconnect: true,
+			}, c.encoding(), 0)
+		}
 		if !owned {
 			// Taken over: what is still queued belongs to the new
 			// connection. Tell this one why it is closed.
@@ -202,6 +210,17 @@ func (c *conn) linger() {
 		}
 	case <-c.ctx.Done():
 	}
+}
+
+// takeOverAcked reports, once, that the writer's last take found the
+// client leaving too much unacked.
+func (c *conn) takeOverAcked() bool {
+	q := &c.sess.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	over := c.overAcked
+	c.overAcked = false
+	return over
 }
 
 // writeBufClasses are the sizes of the pooled write buffers: a batch takes
