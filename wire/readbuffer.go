@@ -3,6 +3,7 @@ package wire
 import (
 	"bufio"
 	"io"
+	"sync"
 )
 
 // Source is what a Reader reads frames from: a *bufio.Reader, or a
@@ -22,26 +23,28 @@ const (
 	MaxReadBuffer = HeaderLen + MaxPayload
 )
 
-// ReadBuffer is a buffered reader whose buffer follows the traffic, as
-// nats-server's client does: it starts at its minimum, doubles after a
-// read that fills it (up to its maximum, which a Peek of a large frame
-// also grows it to), and goes back to the minimum when it is empty after a
-// short read (under an eighth of the room it had), before the read that
-// waits for more. So an idle connection
-// holds the minimum, and a busy one reads as much per call as it would
-// with a fixed buffer of the maximum.
+// ReadBuffer is a buffered reader whose buffer follows the traffic, in
+// the manner of nats-server's client: it reads into a small buffer (its
+// minimum) while reads are short, switches to a buffer of its maximum when
+// a read fills the small one or a frame needs more, and gives the large
+// one back to a pool whenever it is empty: so a connection waits for its
+// next packet with the small buffer only, however busy it was, and a busy
+// one reads as much per call as with a fixed large buffer (the large
+// buffers cycle through the pool without being allocated again).
 type ReadBuffer struct {
 	rd       io.Reader
-	buf      []byte
+	buf      []byte // small or *large
+	small    []byte
+	large    *[]byte // from the pool while in use
 	r, w     int
 	min, max int
-	grow     bool // the last read filled the buffer
-	short    bool // the last read was short: the burst, if any, is over
+	grow     bool // the last read filled the small buffer
 	err      error
 }
 
-// NewReadBuffer returns a ReadBuffer on rd between minSize and maxSize
-// bytes (MinReadBuffer and MaxReadBuffer where they are not positive).
+// NewReadBuffer returns a ReadBuffer on rd with buffers of minSize and
+// maxSize bytes (MinReadBuffer and MaxReadBuffer where they are not
+// positive).
 func NewReadBuffer(rd io.Reader, minSize, maxSize int) *ReadBuffer {
 	if minSize <= 0 {
 		minSize = MinReadBuffer
@@ -53,13 +56,27 @@ func NewReadBuffer(rd io.Reader, minSize, maxSize int) *ReadBuffer {
 	return &ReadBuffer{rd: rd, min: minSize, max: maxSize}
 }
 
+// largeBufs pools the large buffers, by size (a *sync.Pool of *[]byte).
+var largeBufs sync.Map
+
+func largePool(size int) *sync.Pool {
+	if p, ok := largeBufs.Load(size); ok {
+		return p.(*sync.Pool)
+	}
+	p, _ := largeBufs.LoadOrStore(size, &sync.Pool{New: func() any {
+		b := make([]byte, size)
+		return &b
+	}})
+	return p.(*sync.Pool)
+}
+
 // Size is the largest Peek the buffer serves: its maximum.
 func (b *ReadBuffer) Size() int { return b.max }
 
 // Buffered is how many bytes can be read without a read from below.
 func (b *ReadBuffer) Buffered() int { return b.w - b.r }
 
-// Cap is the buffer's current allocation.
+// Cap is the size of the buffer in use (0 before the first read).
 func (b *ReadBuffer) Cap() int { return cap(b.buf) }
 
 // fill reads once from below, first making room for at least need
@@ -67,34 +84,31 @@ func (b *ReadBuffer) Cap() int { return cap(b.buf) }
 func (b *ReadBuffer) fill(need int) {
 	if b.r == b.w {
 		b.r, b.w = 0, 0
-		if b.short && cap(b.buf) > b.min {
-			b.buf = nil // idle again: wait with the minimum
+		if b.large != nil {
+			largePool(b.max).Put(b.large)
+			b.large, b.buf = nil, nil
+		}
+		if b.buf == nil {
+			if b.small == nil {
+				b.small = make([]byte, b.min)
+			}
+			b.buf = b.small
+			b.grow = b.grow && b.min < b.max // a busy connection goes on large
 		}
 	}
 	if b.r > 0 { // slide what is left to the front, as bufio does
 		b.w = copy(b.buf, b.buf[b.r:b.w])
 		b.r = 0
 	}
-	size := cap(b.buf)
-	switch {
-	case size == 0:
-		size = b.min
-	case b.grow || b.w == size:
-		size *= 2
-	}
-	size = min(max(size, need), b.max)
-	if size != cap(b.buf) {
-		buf := make([]byte, size)
-		b.w = copy(buf, b.buf[:b.w])
-		b.buf = buf
+	if cap(b.buf) < b.max && (b.grow || need > cap(b.buf)) {
+		b.large = largePool(b.max).Get().(*[]byte)
+		b.w = copy(*b.large, b.buf[:b.w])
+		b.buf = *b.large
 	}
 	n, err := b.rd.Read(b.buf[b.w:])
 	free := len(b.buf) - b.w
 	b.w += n
 	b.grow = n == free && free > 0
-	// Short: far below the room there was. Not "less than the room": over
-	// TLS a read returns one record (16 KiB) at most, however busy.
-	b.short = n < free/8
 	if err != nil {
 		b.err = err
 	}

@@ -25,9 +25,9 @@ func (p *pacedReader) Read(b []byte) (int, error) {
 }
 
 // TestReadBufferFollowsTheTraffic: the buffer starts at its minimum,
-// doubles while reads fill it, grows at once for a frame larger than it,
-// and is back at its minimum once a short read has emptied it; the bytes
-// read are the bytes sent, whatever the size.
+// switches to its maximum when a read fills it or a frame needs more, and
+// waits with its minimum again once it is empty after a read that did not
+// fill it; the bytes read are the bytes sent, whatever the size.
 func TestReadBufferFollowsTheTraffic(t *testing.T) {
 	bulk := bytes.Repeat([]byte{0xab}, 1<<20)
 	src := &pacedReader{chunks: [][]byte{bulk, []byte("tail")}}
@@ -52,7 +52,7 @@ func TestReadBufferFollowsTheTraffic(t *testing.T) {
 		}
 	}
 	if caps[0] != 512 || caps[len(caps)-1] != 64<<10 {
-		t.Fatalf("capacities during the bulk read: %v; want from 512 doubling to 64 KiB", caps)
+		t.Fatalf("capacities during the bulk read: %v; want 512, then 64 KiB", caps)
 	}
 	tail, err := b.Peek(4)
 	if err != nil || string(tail) != "tail" {
