@@ -32,10 +32,14 @@ type childConfig struct {
 	Run     int  `json:"run"`
 }
 
-// childCommand is each later line: "close" (the clients close, all at
-// once, gracefully) or "wait" (the server closes them).
+// childCommand is each later line: "burst" (every client sends Packets
+// Data packets of Size bytes and a Flush, and reports once every FlushAck
+// is in; repeatable), then "close" (the clients close, all at once,
+// gracefully) or "wait" (the server closes them).
 type childCommand struct {
-	Cmd string `json:"cmd"`
+	Cmd     string `json:"cmd"`
+	Packets int    `json:"packets,omitempty"`
+	Size    int    `json:"size,omitempty"`
 }
 
 // childReport is what the child writes to stdout, one line per phase.
@@ -109,18 +113,33 @@ func RunChild(ctx context.Context, in io.Reader, out io.Writer, log *slog.Logger
 	if err := enc.Encode(rep); err != nil {
 		return err
 	}
-	var cmd childCommand
-	if err := dec.Decode(&cmd); err != nil && !errors.Is(err, io.EOF) {
-		return err
-	}
-	cctx, cancel2 := context.WithTimeout(ctx, time.Minute)
-	defer cancel2()
 	var live []*client
 	for _, c := range cs {
 		if c != nil {
 			live = append(live, c)
 		}
 	}
+	var cmd childCommand
+	for {
+		cmd = childCommand{}
+		if err := dec.Decode(&cmd); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		if cmd.Cmd != "burst" {
+			break
+		}
+		t := time.Now()
+		var brep childReport
+		if err := burst(ctx, live, cmd, max(1, cfg.Concurrency)); err != nil {
+			brep.Err = err.Error()
+		}
+		brep.ElapsedNS = int64(time.Since(t))
+		if err := enc.Encode(brep); err != nil {
+			return err
+		}
+	}
+	cctx, cancel2 := context.WithTimeout(ctx, time.Minute)
+	defer cancel2()
 	t := time.Now()
 	switch {
 	case cmd.Cmd == "close" && cfg.Gateway:
@@ -142,4 +161,33 @@ func RunChild(ctx context.Context, in io.Reader, out io.Writer, log *slog.Logger
 		rep.Data += c.data.Load()
 	}
 	return enc.Encode(rep)
+}
+
+// burst has every client send cmd.Packets Data packets of cmd.Size bytes,
+// then a Flush, concurrency clients at a time, and returns once every
+// FlushAck is in: the server has processed them all.
+func burst(ctx context.Context, cs []*client, cmd childCommand, concurrency int) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	payload := make([]byte, cmd.Size)
+	sem := make(chan struct{}, concurrency)
+	errs := make([]error, len(cs))
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			for range cmd.Packets {
+				if errs[i] = c.send(wire.TypeData, wire.JSON, payload); errs[i] != nil {
+					return
+				}
+			}
+			c.burstSeq++
+			if errs[i] = c.sendControl(wire.TypeFlush, wire.FlushPayload{Seq: c.burstSeq}); errs[i] == nil {
+				errs[i] = c.waitAck(ctx, c.burstSeq)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

@@ -97,7 +97,18 @@ func (e *env) connections(ctx context.Context) error {
 				Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: RSS per idle session", k), Unit: "KiB", Value: rss / 1024, Baseline: "raw TLS, 2×64 KiB buffers", BaselineValue: raw.rss / 1024, Target: "≤ 1.5 × raw", Met: &met},
 				Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: RSS per idle session", k), Unit: "KiB", Value: rss / 1024, Baseline: "bare raw TLS, no buffers", BaselineValue: bare.rss / 1024},
 				Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: heap per idle session", k), Unit: "KiB", Value: heap / 1024, Baseline: "raw TLS, 2×64 KiB buffers", BaselineValue: raw.heap / 1024})
-			err = e.closeAllAtOnce(ctx, gw, ch, k)
+			// The same sessions after a burst each way: what traffic
+			// leaves behind in an idle session.
+			if err = e.burstBoth(ctx, gw, ch); err == nil {
+				m2 := measureMemory()
+				rss2, heap2 := perConn(m2.rss, m0.rss, k), perConn(m2.heap, m0.heap, k)
+				met := rss2 <= 1.3*rss
+				name := fmt.Sprintf("%d sessions: %%s per idle session after a burst (%d KiB each way)", k, burstPackets*burstSize>>10)
+				later = append(later,
+					Figure{Scenario: "connections", Name: fmt.Sprintf(name, "RSS"), Unit: "KiB", Value: rss2 / 1024, Baseline: "the same sessions before it", BaselineValue: rss / 1024, Target: "≤ 1.3 × before", Met: &met},
+					Figure{Scenario: "connections", Name: fmt.Sprintf(name, "heap"), Unit: "KiB", Value: heap2 / 1024, Baseline: "the same sessions before it", BaselineValue: heap / 1024})
+				err = e.closeAllAtOnce(ctx, gw, ch, k, burstPackets)
+			}
 		} else {
 			var fin childReport
 			fin, err = ch.command("close")
@@ -184,7 +195,7 @@ func (e *env) handshakeRound(ctx context.Context, k int, gateway bool) (float64,
 // them all in parallel through Session.Close (graceful, server-initiated).
 // Every packet must reach its client, every client's packet the handler,
 // and every close must be clean.
-func (e *env) closeAllAtOnce(ctx context.Context, gw *target, ch *child, k int) error {
+func (e *env) closeAllAtOnce(ctx context.Context, gw *target, ch *child, k, burst int) error {
 	sessions := gw.srv.Sessions()
 	payload := []byte(`"bye"`)
 	for _, s := range sessions {
@@ -219,8 +230,8 @@ func (e *env) closeAllAtOnce(ctx context.Context, gw *target, ch *child, k int) 
 		return err
 	}
 	e.figure(Figure{Scenario: "connections", Name: fmt.Sprintf("%d sessions: close all at once (server-initiated, graceful)", k), Unit: "ms", Value: ms(elapsed)})
-	e.loss(Loss{Scenario: "connections", Name: fmt.Sprintf("%d sessions closing at once: server to clients", k), Sent: uint64(k), Processed: fin.Data, Detail: "one packet queued per session, counted by the client process"})
-	e.loss(Loss{Scenario: "connections", Name: fmt.Sprintf("%d sessions closing at once: clients to server", k), Sent: uint64(k), Processed: gw.handled.n.load(), Detail: "one packet per session, counted by the handler"})
+	e.loss(Loss{Scenario: "connections", Name: fmt.Sprintf("%d sessions closing at once: server to clients", k), Sent: uint64(k), Processed: fin.Data - uint64(k*burst), Detail: "one packet queued per session, counted by the client process (beyond the burst's)"})
+	e.loss(Loss{Scenario: "connections", Name: fmt.Sprintf("%d sessions closing at once: clients to server", k), Sent: uint64(k), Processed: gw.handled.n.load() - uint64(k*burst), Detail: "one packet per session, counted by the handler (beyond the burst's)"})
 	e.loss(Loss{Scenario: "connections", Name: fmt.Sprintf("%d sessions closing at once: clean closes", k), Sent: uint64(k), Processed: uint64(min(clean, fin.Clean)), Detail: "outcome clean on both sides"})
 	return nil
 }
@@ -276,8 +287,13 @@ func (e *env) startChild(ctx context.Context, cfg childConfig) (*child, childRep
 // command tells the child to close its connections, or to wait for the
 // server to, and returns its final report.
 func (ch *child) command(cmd string) (childReport, error) {
+	return ch.send(childCommand{Cmd: cmd})
+}
+
+// send writes cmd to the child and returns its report.
+func (ch *child) send(cmd childCommand) (childReport, error) {
 	var rep childReport
-	if err := json.NewEncoder(ch.stdin).Encode(childCommand{Cmd: cmd}); err != nil {
+	if err := json.NewEncoder(ch.stdin).Encode(cmd); err != nil {
 		return rep, err
 	}
 	if err := ch.dec.Decode(&rep); err != nil {
@@ -293,4 +309,44 @@ func (ch *child) wait() error {
 		return fmt.Errorf("client process: %w; stderr: %s", err, ch.stderr.String())
 	}
 	return nil
+}
+
+// The connections scenario's burst: burstPackets Data packets of burstSize
+// bytes each way on every session.
+const burstPackets, burstSize = 16, 1 << 10
+
+// burstBoth runs the burst: the client process sends its packets (and has
+// each session's Flush answered: the handler processed them) while the
+// gateway queues its own to every session and drains them with ack (the
+// client process read them).
+func (e *env) burstBoth(ctx context.Context, gw *target, ch *child) error {
+	inbound := make(chan error, 1)
+	go func() {
+		rep, err := ch.send(childCommand{Cmd: "burst", Packets: burstPackets, Size: burstSize})
+		if err == nil && rep.Err != "" {
+			err = fmt.Errorf("client process burst: %s", rep.Err)
+		}
+		inbound <- err
+	}()
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	payload := make([]byte, burstSize)
+	sessions := gw.srv.Sessions()
+	errs := make([]error, len(sessions))
+	sem := make(chan struct{}, max(1, e.opts.DialConcurrency))
+	var wg sync.WaitGroup
+	for i, s := range sessions {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			for range burstPackets {
+				if _, errs[i] = s.SendWait(ctx, wire.JSON, payload); errs[i] != nil {
+					return
+				}
+			}
+			_, errs[i] = s.Drain(ctx, true)
+		})
+	}
+	wg.Wait()
+	return errors.Join(append(errs, <-inbound)...)
 }

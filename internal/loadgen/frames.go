@@ -195,11 +195,13 @@ func (p *peer) readLoop(h handlers) readResult {
 // client is a peer with its reader running.
 type client struct {
 	*peer
-	data  atomic.Uint64 // Data frames received so far
-	acks  chan uint64
-	flush chan uint64 // the server's Flush seqs (when watched)
-	done  chan struct{}
-	res   readResult // valid once done is closed
+	data atomic.Uint64 // Data frames received so far
+	acks chan uint64
+	// burstSeq numbers the Flushes of the connections scenario's bursts.
+	burstSeq uint64
+	flush    chan uint64 // the server's Flush seqs (when watched)
+	done     chan struct{}
+	res      readResult // valid once done is closed
 	// lat are the latencies of stamped payloads (see stamp), at most
 	// maxSamples; valid once done is closed.
 	lat []time.Duration
