@@ -551,21 +551,31 @@ func TestSendAsyncSeqSkipsBarriersV1(t *testing.T) {
 	}
 }
 
+// detachDraining sends "a" to a new resumable session, which its client
+// reads without acking, starts a Drain with ack, and loses the connection
+// with the Drain's Flush unanswered: the session is detached, the Drain
+// waiting.
+func detachDraining(t *testing.T, ts *testServer, key ed25519.PrivateKey) (epoch string, sess *server.Session, drained <-chan error) {
+	t.Helper()
+	c1, r1 := dialResume(t, ts, key, "", 0)
+	sess = mustSession(t, ts, c1.ID())
+	sendAsyncSeq(t, sess, "a")
+	readData(t, c1, 1, 0)
+	drained = drainAsync(t, sess)
+	readUntilFlush(t, c1)
+	_ = c1.Abort()
+	ts.waitEvent(t, server.EventDetached, c1.ID())
+	return r1.Epoch, sess, drained
+}
+
 // TestResumeDrainAckSurvivesReconnect: a Drain with ack waiting on a
 // connection that is lost returns once the client, resumed on a new
 // connection, has acked (here by its Resume's seq).
 func TestResumeDrainAckSurvivesReconnect(t *testing.T) {
 	ts := startServer(t, server.Config{Handler: server.Echo{}})
 	key := newKey(t)
-	c1, r1 := dialResume(t, ts, key, "", 0)
-	sess := mustSession(t, ts, c1.ID())
-	sendAsyncSeq(t, sess, "a")
-	readData(t, c1, 1, 0)
-	drained := drainAsync(t, sess)
-	readUntilFlush(t, c1)
-	_ = c1.Abort() // unanswered
-	ts.waitEvent(t, server.EventDetached, c1.ID())
-	dialResume(t, ts, key, r1.Epoch, 1)
+	epoch, _, drained := detachDraining(t, ts, key)
+	dialResume(t, ts, key, epoch, 1)
 	if err := <-drained; err != nil {
 		t.Fatalf("Drain: %v", err)
 	}
@@ -577,14 +587,7 @@ func TestResumeDrainAckSurvivesReconnect(t *testing.T) {
 func TestResumeNewEpochRenumbers(t *testing.T) {
 	ts := startServer(t, server.Config{Handler: server.Echo{}})
 	key := newKey(t)
-	c1, _ := dialResume(t, ts, key, "", 0)
-	sess := mustSession(t, ts, c1.ID())
-	sendAsyncSeq(t, sess, "a")
-	readData(t, c1, 1, 0)
-	drained := drainAsync(t, sess)
-	readUntilFlush(t, c1)
-	_ = c1.Abort()
-	ts.waitEvent(t, server.EventDetached, c1.ID())
+	_, sess, drained := detachDraining(t, ts, key)
 	if seq := sendAsyncSeq(t, sess, "b"); seq != 2 {
 		t.Fatalf("SendAsync to the detached session: seq %d, want 2", seq)
 	}
