@@ -46,8 +46,10 @@ func TestQueueChargeBoundsMemory(t *testing.T) {
 			}
 			accepted++
 		}
-		if _, b := sess.QueueDepth(); b > bound || b < bound-2*(server.EntryOverhead+8) {
-			t.Fatalf("session %d refused with %d bytes charged; want the bound, %d", i, b, bound)
+		// (The writer may have drained some since the refusal: the kernel's
+		// socket buffers grow.)
+		if _, b := sess.QueueDepth(); b > bound {
+			t.Fatalf("session %d holds %d bytes charged, over its bound of %d", i, b, bound)
 		}
 	}
 	growth := heapInUse() - before

@@ -177,6 +177,12 @@ func TestReceiveReplacesFallback(t *testing.T) {
 			break
 		}
 	}
+	// A send that completes as the stream ends may have been dropped by
+	// gRPC, so the server hands it back to the handler: "three" may be
+	// echoed once, first (a duplicate, never a loss).
+	if echoes[0] == "three" {
+		echoes = echoes[1:]
+	}
 	var first int
 	if _, err := fmt.Sscanf(echoes[0], "four-%d", &first); err != nil {
 		t.Fatalf("echo %q", echoes[0])
