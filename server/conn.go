@@ -63,9 +63,9 @@ type conn struct {
 	replayNext   uint64
 
 	// held is the cost of the batch this connection's writer has taken
-	// from the queue and not yet written; under the queue's mu. overAcked,
-	// under it too, tells the writer that its client leaves too much
-	// unacked (resume.go's unackedCap).
+	// from the queue and not yet written; under the queue's mu. overAcked
+	// tells the writer that its client leaves too much unacked (resume.go's
+	// unackedCap); only the writer's own take sets it, so it needs no lock.
 	held      int
 	overAcked bool
 

@@ -31,7 +31,8 @@ func (c *conn) writeLoop() {
 		var owned bool
 		var wait <-chan struct{}
 		batch, owned, wait = c.sess.q.take(c, batch[:0], WriteBufferSize)
-		if c.resumable && c.takeOverAcked() {
+		if c.overAcked { // set by this goroutine's take, just now
+			c.overAcked = false
 			c.startCloseIn(wire.GoodbyePayload{
 				Code:      wire.GoodbyeSlowConsumer,
 				Reason:    fmt.Sprintf("the client left over %d bytes of Data unacked (twice the resume buffer); a resumable client must ack what it processes", unackedCap*c.srv.cfg.ResumeBuffer),
@@ -210,17 +211,6 @@ func (c *conn) linger() {
 		}
 	case <-c.ctx.Done():
 	}
-}
-
-// takeOverAcked reports, once, that the writer's last take found the
-// client leaving too much unacked.
-func (c *conn) takeOverAcked() bool {
-	q := &c.sess.q
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	over := c.overAcked
-	c.overAcked = false
-	return over
 }
 
 // writeBufClasses are the sizes of the pooled write buffers: a batch takes
