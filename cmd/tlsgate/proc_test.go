@@ -201,8 +201,13 @@ func startServe(t *testing.T, args ...string) *serveProc {
 }
 
 // startServeEnv is startServe with extra environment variables.
+//
+// The handshake timeout is waitFor rather than its 5-second default: a
+// client on a loaded machine can take longer than that to sign its auth,
+// and the tests that are about the timeout set it with the flag.
 func startServeEnv(t *testing.T, extraEnv []string, args ...string) *serveProc {
 	t.Helper()
+	extraEnv = append([]string{"TLSGATE_HANDSHAKE_TIMEOUT=" + waitFor.String()}, extraEnv...)
 	p := startEnv(t, extraEnv, nil, append([]string{"serve", "--addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, args...)...)
 	s := &serveProc{proc: p}
 	s.addr = p.waitLine(p.stdout, "listening on ")
