@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -103,6 +104,15 @@ type Config struct {
 	// past it waits (SendWait) or fails with ErrQueueFull (SendAsync),
 	// until the client's Acks make room. Default 1 MiB.
 	ResumeBuffer int
+	// MaxMemory bounds, in bytes, what all sessions together hold for
+	// their clients: queued packets, the batches being written and the
+	// replay buffers, counted as QueueBytes counts them. Past it, new
+	// sends are refused with ErrMemoryFull (or wait, SendWait) unless the
+	// session's queue is empty, and new connections are refused; the
+	// replies a Handler owes its client are bounded per session by
+	// QueueBytes only. Default DefaultMaxMemory() (half the cgroup's or
+	// the machine's memory); -1: no bound.
+	MaxMemory int64
 }
 
 // DefaultConfig returns a Config with every default filled in (and no
@@ -121,6 +131,7 @@ func DefaultConfig() Config {
 		MaxConns:            DefaultMaxConns,
 		ResumeWindow:        DefaultResumeWindow,
 		ResumeBuffer:        DefaultResumeBuffer,
+		MaxMemory:           cmp.Or(DefaultMaxMemory(), -1),
 	}
 }
 
@@ -176,6 +187,9 @@ func (c Config) WithDefaults() Config {
 			*f.v = *f.def
 		}
 	}
+	if c.MaxMemory == 0 {
+		c.MaxMemory = def.MaxMemory
+	}
 	for _, f := range []struct{ v, def *time.Duration }{
 		{&c.HandshakeTimeout, &def.HandshakeTimeout},
 		{&c.LingerTimeout, &def.LingerTimeout},
@@ -213,6 +227,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ResumeBuffer < 1 {
 		return configErrorf("ResumeBuffer", "must be positive, got %d", c.ResumeBuffer)
+	}
+	if c.MaxMemory < 1 && c.MaxMemory != -1 {
+		return configErrorf("MaxMemory", "must be positive, or -1 for no bound, got %d", c.MaxMemory)
 	}
 	if c.MaxConnsPerIP < 0 {
 		return configErrorf("MaxConnsPerIP", "must be 0 (no limit) or positive, got %d", c.MaxConnsPerIP)

@@ -106,7 +106,7 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 	c.lastActivity.Store(c.connectedAt.UnixNano())
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.log = log.With("session_id", id, "conn_id", c.id)
-	if _, err := s.register(c, &Session{srv: s, id: id, pub: auth.PublicKey, q: queue{limit: s.cfg.QueueBytes, rpLimit: s.cfg.ResumeBuffer, highWater: &s.counters.queueHighWater}}); err != nil {
+	if _, err := s.register(c, &Session{srv: s, id: id, pub: auth.PublicKey, q: queue{limit: s.cfg.QueueBytes, rpLimit: s.cfg.ResumeBuffer, highWater: &s.counters.queueHighWater, mem: &s.mem}}); err != nil {
 		c.cancel()
 		if errors.Is(err, errIDCollision) {
 			log.Warn("handshake refused: another key has the session ID of a live session", "session_id", id)

@@ -66,6 +66,11 @@ func startServer(t testing.TB, cfg server.Config, beforeServe ...func(*server.Se
 		if err := <-served; !errors.Is(err, server.ErrServerClosed) {
 			t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
+		// Every charge of the memory bound was given back: a leak here
+		// would shrink the bound for good.
+		if held := ts.Stats().MemoryHeld; held != 0 {
+			t.Errorf("after shutdown the sessions still hold %d bytes of the memory bound, want 0", held)
+		}
 	})
 	return ts
 }

@@ -93,6 +93,10 @@ type queue struct {
 	// one; rpLimit bounds its unacked plus queued bytes for new work.
 	rp      *replay
 	rpLimit int
+	// mem is the server's memory bound, charged with what the queue holds
+	// (charged is the share last settled; memory.go).
+	mem     *memoryBound
+	charged int64
 }
 
 // queueState is the stage of a queue's life, which says what it refuses
@@ -218,15 +222,24 @@ func (q *queue) refusal(p producer) error {
 // resume buffer; what is owed does not, because only the reader frees
 // them (by reading Acks), and the reader may be the one waiting to queue a
 // reply. Call with q.mu held.
-func (q *queue) fits(n int, p producer) bool {
+func (q *queue) fits(n int, p producer) error {
 	if q.bytes+q.held+n > q.limit && q.len() > 0 {
-		return false
+		return ErrQueueFull
 	}
-	if rp := q.rp; rp != nil && p == newWork {
-		held := q.bytes + q.held + rp.bytes
-		return held+n <= q.rpLimit || held == 0
+	if p != newWork {
+		return nil // bounded by the queue: see memory.go
 	}
-	return true
+	held := q.bytes + q.held
+	if rp := q.rp; rp != nil {
+		held += rp.bytes
+		if held+n > q.rpLimit && held != 0 {
+			return ErrQueueFull
+		}
+	}
+	if q.mem != nil && held != 0 && !q.mem.fits(n) {
+		return ErrMemoryFull
+	}
+	return nil
 }
 
 // tryPut appends e unless q refuses it or it does not fit.
@@ -236,9 +249,9 @@ func (q *queue) tryPut(e entry, p producer) (seq uint64, depth int, err error) {
 		q.mu.Unlock()
 		return 0, 0, err
 	}
-	if !q.fits(e.cost(), p) {
+	if err := q.fits(e.cost(), p); err != nil {
 		q.mu.Unlock()
-		return 0, 0, ErrQueueFull
+		return 0, 0, err
 	}
 	seq, depth = q.appendUnlock(e)
 	return seq, depth, nil
@@ -255,13 +268,19 @@ func (q *queue) putWait(ctx context.Context, e entry, p producer) (seq uint64, d
 			q.mu.Unlock()
 			return 0, 0, err
 		}
-		if q.fits(n, p) {
+		err := q.fits(n, p)
+		if err == nil {
 			break
 		}
 		ch := q.waitChan()
+		var freed <-chan struct{} // memory freed elsewhere
+		if errors.Is(err, ErrMemoryFull) {
+			freed = q.mem.waitChan()
+		}
 		q.mu.Unlock()
 		select {
 		case <-ch:
+		case <-freed:
 		case <-ctx.Done():
 			return 0, 0, ctx.Err()
 		}
@@ -295,6 +314,7 @@ func (q *queue) appendUnlock(e entry) (num uint64, depth int) {
 	}
 	num, depth = e.num, q.len()
 	owner := q.owner
+	q.settle()
 	q.mu.Unlock()
 	if depth == 1 && owner != nil {
 		owner.wakeWriter()
@@ -316,6 +336,7 @@ func (q *queue) seal(c *conn, e entry) bool {
 	q.items = append(q.items, e)
 	q.bytes += e.cost()
 	wake := q.len() == 1
+	q.settle()
 	q.notify() // blocked replies now fail fast
 	q.mu.Unlock()
 	if wake {
@@ -383,6 +404,7 @@ func (q *queue) removeTaken(c *conn, batch []entry, n int) []entry {
 		q.items, q.head = q.items[:rest], 0
 	}
 	q.inflight = c
+	q.settle()
 	q.notify()
 	return batch
 }
@@ -392,6 +414,7 @@ func (q *queue) removeTaken(c *conn, batch []entry, n int) []entry {
 func (q *queue) hold(c *conn, cost int) {
 	c.held += cost
 	q.held += cost
+	q.settle()
 }
 
 // release ends the charge of c's taken batch: written or handed back.
@@ -399,6 +422,7 @@ func (q *queue) hold(c *conn, cost int) {
 func (q *queue) release(c *conn) {
 	q.held -= c.held
 	c.held = 0
+	q.settle()
 }
 
 // markWritten records that c's batch, through last, is on the wire.
@@ -444,6 +468,7 @@ func (q *queue) handBack(c *conn, batch []entry) (lost int) {
 	}
 	keep = append(keep, q.items[q.head:]...)
 	q.items, q.head = keep, 0
+	q.settle()
 	if len(keep) > 0 {
 		q.owner.wakeWriter()
 	}
@@ -463,6 +488,7 @@ func (q *queue) attach(c *conn) (old *conn) {
 		// not have is written again, unnumbered.
 		q.requeueUnacked()
 	}
+	q.settle()
 	// The previous owner's sealed Goodbye, if queued, is only for it.
 	pending := q.len() > 0
 	q.notify()
@@ -487,6 +513,7 @@ func (q *queue) end(c *conn) (dropped int) {
 	q.items, q.head = q.items[:0], 0
 	q.bytes = 0
 	q.state = queueEnded
+	q.settle()
 	q.notify()
 	return dropped
 }

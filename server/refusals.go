@@ -25,10 +25,11 @@ type refusalReason int
 const (
 	refusedMaxConns refusalReason = iota
 	refusedMaxConnsPerIP
+	refusedMaxMemory
 	numRefusalReasons
 )
 
-var refusalReasonNames = [numRefusalReasons]string{"max_conns", "max_conns_per_ip"}
+var refusalReasonNames = [numRefusalReasons]string{"max_conns", "max_conns_per_ip", "max_memory"}
 
 // refusalLog throttles the refusal log lines (see RefusalLogInterval).
 type refusalLog struct {

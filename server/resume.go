@@ -156,6 +156,7 @@ func (q *queue) ack(seq uint64) error {
 	}
 	if seq > rp.acked {
 		rp.dropThrough(seq)
+		q.settle()
 		q.notify()
 	}
 	return nil
@@ -177,6 +178,7 @@ func (q *queue) resumeOutbound(c *conn, p wire.ResumePayload) (epoch string, res
 			return "", false, fmt.Errorf("a Resume with seq %d, but the client has acked %d Data in epoch %s", p.Seq, rp.acked, rp.epoch)
 		}
 		rp.dropThrough(p.Seq) // the client has them: an implicit Ack
+		q.settle()
 		c.replayNext = max(p.Seq, rp.acked) + 1
 		q.notify()
 		return rp.epoch, true, nil
@@ -184,6 +186,7 @@ func (q *queue) resumeOutbound(c *conn, p wire.ResumePayload) (epoch string, res
 	q.requeueUnacked()
 	q.rp = &replay{epoch: newEpoch()}
 	q.renumber()
+	q.settle()
 	c.replayNext = 1
 	return q.rp.epoch, false, nil
 }
@@ -426,6 +429,7 @@ func (q *queue) endDetached() (packets, bytes int) {
 	clear(q.items)
 	q.items, q.head, q.bytes = q.items[:0], 0, 0
 	q.state = queueEnded
+	q.settle()
 	q.notify()
 	return packets, bytes
 }

@@ -50,6 +50,7 @@ type Server struct {
 	wg         sync.WaitGroup
 
 	refusals *refusalLog // paces the log lines of refused connections
+	mem      memoryBound // Config.MaxMemory over every session's queue
 
 	nextConnID atomic.Uint64
 	counters   counters
@@ -80,6 +81,7 @@ func New(cfg Config) (*Server, error) {
 		perIP:      make(map[string]int),
 		shutdown:   make(chan struct{}),
 		refusals:   newRefusalLog(cfg.Logger, RefusalLogInterval),
+		mem:        memoryBound{limit: max(cfg.MaxMemory, 0)},
 	}
 	return s, nil
 }

@@ -45,6 +45,7 @@ func defaultVars(devDir string) kong.Vars {
 		"slowconsumertimeout": s.SlowConsumerTimeout.String(),
 		"resumewindow":        s.ResumeWindow.String(),
 		"resumebuffer":        strconv.Itoa(s.ResumeBuffer),
+		"maxmemory":           strconv.FormatInt(s.MaxMemory, 10),
 		"maxconns":            strconv.Itoa(s.MaxConns),
 		"maxconnsperip":       strconv.Itoa(s.MaxConnsPerIP),
 		"noconsumer":          string(d.NoConsumer),

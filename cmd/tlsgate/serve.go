@@ -38,6 +38,7 @@ type serveCmd struct {
 	SlowConsumerTimeout time.Duration `env:"TLSGATE_SLOW_CONSUMER_TIMEOUT" default:"${slowconsumertimeout}" help:"Close with Goodbye slow_consumer when a client has not read for this long (default: ${default})."`
 	ResumeWindow        time.Duration `env:"TLSGATE_RESUME_WINDOW" default:"${resumewindow}" help:"How long a resumable session (protocol extension tlsgate-resume/1) whose connection was lost without a Goodbye is kept for the client to resume it (default: ${default})."`
 	ResumeBuffer        int           `env:"TLSGATE_RESUME_BUFFER" default:"${resumebuffer}" placeholder:"BYTES" help:"Bound of what a resumable session holds for its client, queued plus written and not yet acknowledged; sends past it wait for the client's Acks (default: ${default})."`
+	MaxMemory           int64         `env:"TLSGATE_MAX_MEMORY" default:"${maxmemory}" placeholder:"BYTES" help:"Bound of what every session together holds for its clients (queued, being written, kept for a resume), counted as --queue-bytes counts it; past it, sends to a session that holds anything are refused (or wait) and new connections are refused; -1 for no bound (default: half the memory of the cgroup or the machine, here ${default})."`
 	MaxConns            int           `env:"TLSGATE_MAX_CONNS" default:"${maxconns}" help:"Most open connections, handshakes included; more are refused at accept; -1 for no limit. Lowered at start to fit the file-descriptor limit, less a reserve (see docs/operations.md) (default: ${default})."`
 	MaxConnsPerIP       int           `name:"max-conns-per-ip" env:"TLSGATE_MAX_CONNS_PER_IP" default:"${maxconnsperip}" help:"Most open connections from one IP address; 0 for no limit (default: ${default})."`
 	AllowList           string        `env:"TLSGATE_ALLOW_LIST" type:"path" placeholder:"FILE" help:"Only admit the client public keys listed in FILE (hex or base64, one per line, # comments). Default: any key."`
@@ -124,7 +125,7 @@ func (c *serveCmd) gatewayConfig(rt *runtime, log *slog.Logger) (gateway.Config,
 	sc.HandshakeTimeout, sc.LingerTimeout, sc.DrainTimeout, sc.ShutdownTimeout = c.HandshakeTimeout, c.LingerTimeout, c.DrainTimeout, c.ShutdownTimeout
 	sc.IdleInterval, sc.PongTimeout, sc.SlowConsumerTimeout = c.IdleInterval, c.PongTimeout, c.SlowConsumerTimeout
 	sc.MaxConns, sc.MaxConnsPerIP = c.MaxConns, c.MaxConnsPerIP
-	sc.ResumeWindow, sc.ResumeBuffer = c.ResumeWindow, c.ResumeBuffer
+	sc.ResumeWindow, sc.ResumeBuffer, sc.MaxMemory = c.ResumeWindow, c.ResumeBuffer, c.MaxMemory
 	if c.AllowList != "" {
 		list, err := server.LoadAllowList(c.AllowList)
 		if err != nil {

@@ -132,3 +132,24 @@ func TestErrorInfoReasons(t *testing.T) {
 		t.Fatalf("Disconnect: %v", err)
 	}
 }
+
+// TestErrorInfoMemoryFull: past the gateway's memory bound, a send to a
+// session that holds something is RESOURCE_EXHAUSTED with reason
+// MEMORY_FULL, not QUEUE_FULL: its own queue has room.
+func TestErrorInfoMemoryFull(t *testing.T) {
+	e := start(t, setup{gateway: server.Config{MaxMemory: 1}})
+	rc := e.dialRaw(t, nil) // never reads
+	id := rc.ID()
+	var err error
+	for i := 0; ; i++ {
+		_, err = e.api.SendAsync(timeout(t, wait), &tlsgatev1.SendAsyncRequest{SessionId: id, Payload: make([]byte, 16000)})
+		if err != nil {
+			break
+		}
+		if i > 100000 {
+			t.Fatal("100,000 packets of 16 KB accepted by a client that does not read")
+		}
+	}
+	wantCode(t, err, codes.ResourceExhausted, "memory bound")
+	wantInfo(t, err, control.ReasonMemoryFull, map[string]string{"session_id": strconv.FormatUint(id, 10)})
+}

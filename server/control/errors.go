@@ -24,6 +24,7 @@ const (
 	ReasonSessionNotFound  = "SESSION_NOT_FOUND"  // no such session, or it ended
 	ReasonSessionClosing   = "SESSION_CLOSING"    // a close has started: no new sends
 	ReasonQueueFull        = "QUEUE_FULL"         // the session's queue (or resume buffer) bound
+	ReasonMemoryFull       = "MEMORY_FULL"        // the gateway's memory bound (--max-memory)
 	ReasonNewEpoch         = "NEW_EPOCH"          // a resumable client came back in a new epoch
 	ReasonStreamFellBehind = "STREAM_FELL_BEHIND" // a Receive or WatchSessions stream was cut off
 	ReasonTooManyStreams   = "TOO_MANY_STREAMS"   // --max-streams
@@ -49,6 +50,8 @@ func statusFor(sessionID uint64, err error) error {
 	var code codes.Code
 	reason := ""
 	switch {
+	case errors.Is(err, server.ErrMemoryFull): // (an ErrQueueFull too)
+		code, reason = codes.ResourceExhausted, ReasonMemoryFull
 	case errors.Is(err, server.ErrQueueFull):
 		code, reason = codes.ResourceExhausted, ReasonQueueFull
 	case errors.Is(err, server.ErrClosing):

@@ -133,6 +133,9 @@ func start(t *testing.T, s setup) *env {
 		if ctx.Err() != nil {
 			t.Errorf("shutdown took over %s", wait)
 		}
+		if held := e.gw.Stats().MemoryHeld; held != 0 {
+			t.Errorf("after shutdown the sessions still hold %d bytes of the memory bound, want 0", held)
+		}
 	})
 	if s.tls == nil {
 		e.api = tlsgatev1.NewControlServiceClient(e.conn(t))

@@ -263,6 +263,7 @@ func TestValidate(t *testing.T) {
 		{"no control conns", func(c *gateway.Config) { c.ControlMaxConns = 0 }, "ControlMaxConns", "must be positive, got 0"},
 		{"no calls per conn", func(c *gateway.Config) { c.ControlMaxCallsPerConn = -1 }, "ControlMaxCallsPerConn", "must be positive, got -1"},
 		{"no keepalive min time", func(c *gateway.Config) { c.ControlKeepaliveMinTime = 0 }, "ControlKeepaliveMinTime", "must be positive"},
+		{"negative max memory", func(c *gateway.Config) { c.Server.MaxMemory = -2 }, "Server.MaxMemory", "must be positive, or -1 for no bound, got -2"},
 		{"zero duration", func(c *gateway.Config) { c.Server.DrainTimeout = 0 }, "Server.DrainTimeout", "must be positive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,136 @@
+package server
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// ErrMemoryFull: the gateway-wide memory bound (Config.MaxMemory) is
+// reached; the packet was not queued. It is an ErrQueueFull, so that a
+// caller that handles a full queue handles it too.
+var ErrMemoryFull = fmt.Errorf("%w: the gateway's memory bound (MaxMemory) is reached", ErrQueueFull)
+
+// memoryBound is the bound of what every session together holds on behalf
+// of its client: outbound queues, the batches being written and the replay
+// buffers, counted as the queues count them (Config.QueueBytes). Each
+// queue settles its share into used after every change; new work that
+// would take used past limit is refused (or waits), except into an empty
+// queue, which takes one packet as its own bound allows.
+type memoryBound struct {
+	limit int64 // 0: no bound
+	used  atomic.Int64
+
+	// freed, when non-nil, is closed the next time used drops; waiting
+	// senders make it.
+	mu      sync.Mutex
+	freed   chan struct{}
+	waiting atomic.Bool
+}
+
+// charge adds delta to what is held, waking the waiters when it drops.
+func (m *memoryBound) charge(delta int64) {
+	if delta == 0 {
+		return
+	}
+	m.used.Add(delta)
+	if delta < 0 && m.waiting.Load() {
+		m.mu.Lock()
+		if m.freed != nil {
+			close(m.freed)
+			m.freed = nil
+		}
+		m.waiting.Store(false)
+		m.mu.Unlock()
+	}
+}
+
+// fits reports whether n more bytes fit the bound.
+func (m *memoryBound) fits(n int) bool {
+	return m.limit == 0 || m.used.Load()+int64(n) <= m.limit
+}
+
+// full reports whether the bound is reached.
+func (m *memoryBound) full() bool { return m.limit != 0 && m.used.Load() >= m.limit }
+
+// waitChan returns a channel closed the next time what is held drops.
+func (m *memoryBound) waitChan() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.freed == nil {
+		m.freed = make(chan struct{})
+	}
+	m.waiting.Store(true)
+	return m.freed
+}
+
+// settle charges the bound with the change of what q holds since its last
+// settle. Every method that changes q.bytes, q.held or the replay buffer
+// calls it before it releases q.mu; one that forgets only delays the
+// charge to the next. Call with q.mu held.
+func (q *queue) settle() {
+	if q.mem == nil {
+		return
+	}
+	now := int64(q.bytes + q.held)
+	if q.rp != nil {
+		now += int64(q.rp.bytes)
+	}
+	q.mem.charge(now - q.charged)
+	q.charged = now
+}
+
+// DefaultMaxMemoryFraction is the share of the machine's memory (the
+// cgroup's limit, when there is one) that MaxMemory defaults to.
+const DefaultMaxMemoryFraction = 0.5
+
+// DefaultMaxMemory is MaxMemory's default: half of the cgroup's memory
+// limit, or of the machine's memory, or 0 (no bound) where neither can be
+// read.
+func DefaultMaxMemory() int64 {
+	if n, err := cgroupMemoryLimit(); err == nil && n > 0 {
+		return int64(float64(n) * DefaultMaxMemoryFraction)
+	}
+	if n, err := machineMemory(); err == nil && n > 0 {
+		return int64(float64(n) * DefaultMaxMemoryFraction)
+	}
+	return 0
+}
+
+// cgroupMemoryLimit reads cgroup v2's memory.max; "max" (no limit) is 0.
+func cgroupMemoryLimit() (int64, error) {
+	b, err := os.ReadFile("/sys/fs/cgroup/memory.max")
+	if err != nil {
+		return 0, err
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "max" {
+		return 0, nil
+	}
+	return strconv.ParseInt(s, 10, 64)
+}
+
+// machineMemory reads MemTotal from /proc/meminfo.
+func machineMemory() (int64, error) {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, errors.New("no MemTotal in /proc/meminfo")
+}
