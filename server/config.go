@@ -108,7 +108,8 @@ type Config struct {
 	// their clients: queued packets, the batches being written and the
 	// replay buffers, counted as QueueBytes counts them. Past it, new
 	// sends are refused with ErrMemoryFull (or wait, SendWait) unless the
-	// session's queue is empty, and new connections are refused; the
+	// session's queue is empty, and new sessions are refused after their
+	// handshake (a returning client, which gives memory back, is not); the
 	// replies a Handler owes its client are bounded per session by
 	// QueueBytes only. Default DefaultMaxMemory() (half the cgroup's or
 	// the machine's memory); -1: no bound.

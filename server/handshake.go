@@ -19,6 +19,9 @@ var errShuttingDown = errors.New("server shutting down")
 // of another key.
 var errIDCollision = errors.New("the session ID belongs to a live session of another key")
 
+// errMemoryFull refuses a new session while the sessions hold MaxMemory.
+var errMemoryFull = errors.New("the sessions hold the gateway's memory bound (MaxMemory)")
+
 // handshake runs the TLS handshake and the tlsgate handshake, all within
 // the handshake timeout counted from accept, then registers the session.
 // On any failure it sends nothing more, closes (close_notify when a TLS
@@ -108,6 +111,12 @@ func (s *Server) handshake(nc net.Conn) (*conn, error) {
 	c.log = log.With("session_id", id, "conn_id", c.id)
 	if _, err := s.register(c, &Session{srv: s, id: id, pub: auth.PublicKey, q: queue{limit: s.cfg.QueueBytes, rpLimit: s.cfg.ResumeBuffer, highWater: &s.counters.queueHighWater, mem: &s.mem}}); err != nil {
 		c.cancel()
+		if errors.Is(err, errMemoryFull) { // a refusal, like max_conns: not a failed handshake
+			s.counters.refusedMemory.Add(1)
+			s.refusals.refused(refusedMaxMemory, "new session refused: the sessions hold the gateway's memory bound", "remote_addr", remote, "session_id", id, "held", s.mem.used.Load(), "max_memory", s.cfg.MaxMemory)
+			_ = tc.Close()
+			return nil, err
+		}
 		if errors.Is(err, errIDCollision) {
 			log.Warn("handshake refused: another key has the session ID of a live session", "session_id", id)
 		}

@@ -23,11 +23,12 @@ type Stats struct {
 	// RefusedTotal and RefusedPerIP count connections refused at accept by
 	// Config.MaxConns and Config.MaxConnsPerIP.
 	RefusedTotal, RefusedPerIP uint64
-	// RefusedMemory counts connections refused because the sessions held
-	// MaxMemory; MemoryHeld is what they hold now, MemoryLimit the bound
+	// RefusedMemory counts new sessions refused after their handshake
+	// because the sessions held MaxMemory; MemoryHeld is what they hold
+	// now, MemoryHighWater the most they have held, MemoryLimit the bound
 	// (0: none).
-	RefusedMemory           uint64
-	MemoryHeld, MemoryLimit int64
+	RefusedMemory                            uint64
+	MemoryHeld, MemoryHighWater, MemoryLimit int64
 	// HandshakeFailed counts failed handshakes by reason: it has a key for
 	// every HandshakeFailure (see HandshakeFailures), zero or not.
 	HandshakeFailed map[string]uint64
@@ -148,6 +149,7 @@ func (s *Server) Stats() Stats {
 		RefusedPerIP:    s.counters.refusedPerIP.Load(),
 		RefusedMemory:   s.counters.refusedMemory.Load(),
 		MemoryHeld:      s.mem.used.Load(),
+		MemoryHighWater: s.mem.peak.Load(),
 		MemoryLimit:     max(s.mem.limit, 0),
 		SlowConsumers:   s.counters.slowConsumers.Load(),
 		IdleTimeouts:    s.counters.idleTimeouts.Load(),
@@ -199,11 +201,6 @@ func (s *Server) admit(nc net.Conn) bool {
 		s.mu.Unlock()
 		s.counters.refusedPerIP.Add(1)
 		s.refusals.refused(refusedMaxConnsPerIP, "connection refused: too many connections from one IP", "remote_addr", nc.RemoteAddr().String(), "open_from_ip", fromIP, "max_conns_per_ip", s.cfg.MaxConnsPerIP)
-		return false
-	case s.mem.full():
-		s.mu.Unlock()
-		s.counters.refusedMemory.Add(1)
-		s.refusals.refused(refusedMaxMemory, "connection refused: the sessions hold the gateway's memory bound", "remote_addr", nc.RemoteAddr().String(), "held", s.mem.used.Load(), "max_memory", s.cfg.MaxMemory)
 		return false
 	}
 	s.open++

@@ -25,6 +25,7 @@ var ErrMemoryFull = fmt.Errorf("%w: the gateway's memory bound (MaxMemory) is re
 type memoryBound struct {
 	limit int64 // 0: no bound
 	used  atomic.Int64
+	peak  atomic.Int64 // the most used has been
 
 	// freed, when non-nil, is closed the next time used drops; waiting
 	// senders make it.
@@ -38,7 +39,9 @@ func (m *memoryBound) charge(delta int64) {
 	if delta == 0 {
 		return
 	}
-	m.used.Add(delta)
+	n := m.used.Add(delta)
+	for p := m.peak.Load(); n > p && !m.peak.CompareAndSwap(p, n); p = m.peak.Load() {
+	}
 	if delta < 0 && m.waiting.Load() {
 		m.mu.Lock()
 		if m.freed != nil {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
+	"github.com/tlsgate/tlsgate/client"
 	"github.com/tlsgate/tlsgate/internal/wiretest"
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/wire"
@@ -16,12 +18,14 @@ import (
 // sessions hold together, resume buffers included. With a bound below one
 // packet, a resumable client that reads but never acks holds it alone:
 // further sends to it are refused with ErrMemoryFull (a SendWait waits for
-// its Ack), new connections are refused, and a session that holds nothing
-// still gets its packets one at a time. The client's Ack gives the memory
-// back, and connections are admitted again.
+// its Ack), new sessions are refused but the client's own Resume is not,
+// and a session that holds nothing still gets its packets one at a time.
+// The client's Ack gives the memory back, and new sessions are admitted
+// again.
 func TestMaxMemoryBoundsEverySession(t *testing.T) {
 	ts := startServer(t, server.Config{Handler: server.Echo{}, MaxMemory: 1})
-	a, _ := dialResume(t, ts, newKey(t), "", 0)
+	keyA := newKey(t)
+	a, r := dialResume(t, ts, keyA, "", 0)
 	b := wiretest.Connect(t, ts.addr, newKey(t))
 	sa, sb := mustSession(t, ts, a.ID()), mustSession(t, ts, b.ID())
 
@@ -57,9 +61,28 @@ func TestMaxMemoryBoundsEverySession(t *testing.T) {
 		}
 	}
 
-	refused(t, ts.addr)
+	// A new session is refused once its handshake is done (closed before
+	// its session ID)...
+	if err := wiretest.Dial(t, ts.addr).Handshake(newKey(t)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("handshake of a new session past the memory bound: %v, want the connection closed", err)
+	}
 	if st := ts.Stats(); st.RefusedMemory != 1 {
-		t.Fatalf("stats: %d connections refused for memory, want 1", st.RefusedMemory)
+		t.Fatalf("stats: %d new sessions refused for memory, want 1", st.RefusedMemory)
+	}
+	// ...but a returning client is not: acking is how it gives memory
+	// back. a's connection is lost; detached, its session still holds
+	// the packet, and its Resume gets it again.
+	_ = a.Abort()
+	ts.waitEvent(t, server.EventDetached, a.ID())
+	if held := ts.Stats().MemoryHeld; held != cost {
+		t.Fatalf("a detached session's packet: %d bytes held, want %d", held, cost)
+	}
+	a, r = dialResume(t, ts, keyA, r.Epoch, 0)
+	if !r.Resumed {
+		t.Fatalf("Resumed %+v, want the epoch resumed", r)
+	}
+	if got := readData(t, a, 1, 0); got[0] != `"a1"` {
+		t.Fatalf("replayed %q, want \"a1\"", got)
 	}
 
 	// A SendWait to a waits for memory; a's Ack frees it.
@@ -113,5 +136,72 @@ func TestMaxMemoryDefault(t *testing.T) {
 	}
 	if st := startServer(t, server.Config{MaxMemory: -1}).Stats(); st.MemoryLimit != 0 {
 		t.Errorf("MaxMemory -1: bound %d, want 0 (none)", st.MemoryLimit)
+	}
+}
+
+// TestMaxMemoryReachedByManySessions: sessions whose clients never read,
+// fed at once, reach the gateway's bound together (not their own, which
+// is larger): each is refused with ErrMemoryFull, what they hold stays
+// within the bound plus one packet each, and a session below it is still
+// served both ways.
+func TestMaxMemoryReachedByManySessions(t *testing.T) {
+	const sessions, bound, payload = 20, 2 << 20, 4096
+	ts := startServer(t, server.Config{Handler: server.Echo{}, QueueBytes: 8 << 20, MaxMemory: bound})
+	reader := ts.dialClient(t, newKey(t))
+	var stuck []*server.Session
+	for range sessions {
+		stuck = append(stuck, mustSession(t, ts, wiretest.Connect(t, ts.addr, newKey(t)).ID()))
+	}
+	before := heapInUse()
+	errs := make(chan error, sessions)
+	for _, s := range stuck {
+		go func() {
+			p := make([]byte, payload)
+			for {
+				if _, err := s.SendAsync(wire.JSON, p); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for range sessions {
+		if err := <-errs; !errors.Is(err, server.ErrMemoryFull) {
+			t.Fatalf("a non-reading session was refused with %v, want ErrMemoryFull", err)
+		}
+	}
+	growth := heapInUse() - before
+	// (The writers may have drained some since: the kernel's socket
+	// buffers grow. The high-water mark is what they held at most.)
+	peak := ts.Stats().MemoryHighWater
+	perPacket := int64(server.EntryOverhead + payload)
+	t.Logf("%d sessions held at most %d KiB of a %d KiB bound; heap growth %d KiB", sessions, peak>>10, bound>>10, growth>>10)
+	if peak > bound+sessions*perPacket || peak < bound-perPacket {
+		t.Fatalf("the sessions held at most %d bytes; want the bound %d reached, and at most one packet each past it", peak, bound)
+	}
+	// Each stuck writer also holds its write buffer (at most 64 KiB).
+	if limit := uint64(2*bound + sessions*128<<10); growth > limit {
+		t.Fatalf("heap grew %d bytes, over %d (twice the bound, and 128 KiB a session)", growth, limit)
+	}
+
+	// The session below the bound: its client's packets are echoed, and
+	// the server's sends reach it.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	sr := mustSession(t, ts, reader.ID())
+	for i := range 20 {
+		want := fmt.Sprintf(`"%d"`, i)
+		if err := reader.Send(ctx, client.Data([]byte(want))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sr.SendWait(ctx, wire.JSON, []byte(want)); err != nil {
+			t.Fatalf("send %d to the session below the bound: %v", i, err)
+		}
+		for range 2 { // the echo and the server's send, in either order
+			p, err := reader.Recv(ctx)
+			if err != nil || string(p.Payload) != want {
+				t.Fatalf("packet %d: %q, %v; want %s", i, p.Payload, err, want)
+			}
+		}
 	}
 }

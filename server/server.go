@@ -145,7 +145,9 @@ func (s *Server) handle(nc net.Conn) {
 
 // register attaches c to its session, creating it or taking it over. This
 // is the takeover point. A live session is taken over only by its own key:
-// another key whose ID collides with it is refused (errIDCollision).
+// another key whose ID collides with it is refused (errIDCollision). A new
+// session is refused while the sessions hold MaxMemory (errMemoryFull); a
+// returning client is not: reading or acking is how it gives memory back.
 func (s *Server) register(c *conn, sess *Session) (*Session, error) {
 	s.mu.Lock()
 	delete(s.handshakes, c.nc) // a session now: Shutdown closes it gracefully
@@ -156,6 +158,10 @@ func (s *Server) register(c *conn, sess *Session) (*Session, error) {
 	if cur, ok := s.sessions[sess.id]; ok && !cur.pub.Equal(sess.pub) {
 		s.mu.Unlock()
 		return nil, errIDCollision
+	}
+	if _, ok := s.sessions[sess.id]; !ok && s.mem.full() {
+		s.mu.Unlock()
+		return nil, errMemoryFull
 	}
 	s.conns[c] = struct{}{}
 	if cur, ok := s.sessions[sess.id]; ok {

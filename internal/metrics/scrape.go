@@ -17,11 +17,12 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 // The metrics read at scrape time.
 var (
 	descAccepted     = desc("connections_accepted_total", "TCP connections accepted and admitted (before their handshake).")
-	descRefused      = desc("connections_refused_total", "TCP connections refused at accept by a limit: reason max_conns (--max-conns), max_conns_per_ip (--max-conns-per-ip) or max_memory (the sessions hold --max-memory).", "reason")
+	descRefused      = desc("connections_refused_total", "TCP connections refused at accept by a limit: reason max_conns (--max-conns), max_conns_per_ip (--max-conns-per-ip), or after its handshake max_memory (a new session while the sessions hold --max-memory).", "reason")
 	descHandshakeErr = desc("handshakes_failed_total", "Failed handshakes by reason: "+handshakeFailureList()+".", "reason")
 	descActive       = desc("sessions_active", "Live sessions.")
 	descQueued       = desc("queued_bytes", "Memory the outbound queues of every live session hold, as their bounds count it: per packet queued or being written, its payload allocation plus 64 bytes.")
 	descMemoryHeld   = desc("memory_held_bytes", "What every session together holds for its clients, as --max-memory counts it: queued packets, batches being written and resume buffers (payload allocations plus 64 bytes a packet).")
+	descMemoryPeak   = desc("memory_high_water_bytes", "The most memory_held_bytes has been since start.")
 	descMemoryLimit  = desc("memory_limit_bytes", "The --max-memory bound; 0: no bound.")
 	descHighWater    = desc("queue_high_water_bytes", "The most bytes any session's outbound queue has held since start.")
 	descSlow         = desc("slow_consumer_disconnects_total", "Sessions closed with Goodbye slow_consumer: the client did not read for --slow-consumer-timeout.")
@@ -80,7 +81,7 @@ func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
 		descAccepted, descRefused, descHandshakeErr, descActive, descQueued, descHighWater,
 		descSlow, descIdle, descRejected, descPacketsIn, descBytesIn, descPacketsOut, descBytesOut,
 		descDetached, descResumes, descReplayed, descExpired, descExpiredBytes,
-		descMemoryHeld, descMemoryLimit,
+		descMemoryHeld, descMemoryPeak, descMemoryLimit,
 	} {
 		ch <- d
 	}
@@ -109,6 +110,7 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 	counter(descRefused, st.RefusedPerIP, "max_conns_per_ip")
 	counter(descRefused, st.RefusedMemory, "max_memory")
 	gauge(descMemoryHeld, float64(st.MemoryHeld))
+	gauge(descMemoryPeak, float64(st.MemoryHighWater))
 	gauge(descMemoryLimit, float64(st.MemoryLimit))
 	for reason, n := range st.HandshakeFailed {
 		counter(descHandshakeErr, n, reason)
