@@ -80,6 +80,9 @@ type SessionInfo struct {
 	ConnectedAt, LastActivity time.Time
 	Counters
 	QueueLen, QueueBytes, QueueLimit int
+	// MemoryBytes is the session's share of Config.MaxMemory: QueueBytes
+	// plus, when resumable, UnackedBytes.
+	MemoryBytes int
 	// LastFlushAck is the seq of the last Flush barrier the client acknowledged.
 	LastFlushAck uint64
 	// Takeovers counts how many times this identity was taken over.

@@ -46,6 +46,9 @@ func TestMaxMemoryBoundsEverySession(t *testing.T) {
 		t.Fatalf("send past the memory bound: %v, want ErrMemoryFull (an ErrQueueFull)", err)
 	}
 	cost := int64(server.EntryOverhead + cap(first))
+	if share := sa.Info().MemoryBytes; share != int(cost) {
+		t.Fatalf("a's share of the bound: %d bytes, want %d", share, cost)
+	}
 	if st := ts.Stats(); st.MemoryHeld != cost || st.MemoryLimit != 1 {
 		t.Fatalf("stats: %d bytes held of %d; want %d (a's unacked packet) of 1", st.MemoryHeld, st.MemoryLimit, cost)
 	}

@@ -247,7 +247,9 @@ func (s *Session) Info() SessionInfo {
 	info.QueueLen, info.QueueBytes = s.q.depth()
 	info.QueueLimit = s.q.limit
 	s.q.mu.Lock()
+	info.MemoryBytes = s.q.bytes + s.q.held
 	if rp := s.q.rp; rp != nil {
+		info.MemoryBytes += rp.bytes
 		info.Epoch, info.SentSeq, info.AckedSeq, info.UnackedBytes = rp.epoch, rp.sent, rp.acked, rp.bytes
 		info.ReceivedSeq, info.ServerAckedSeq = s.inEpoch.Load(), s.inAcked.Load()
 	}

@@ -71,6 +71,7 @@ func sessionToProto(i server.SessionInfo) *tlsgatev1.Session {
 		QueueLimitBytes: uint64(i.QueueLimit),
 		LastFlushAckSeq: i.LastFlushAck,
 		Takeovers:       i.Takeovers,
+		MemoryBytes:     uint64(i.MemoryBytes),
 	}
 	if i.TLSVersion != 0 {
 		s.TlsVersion = tls.VersionName(i.TLSVersion)

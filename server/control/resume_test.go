@@ -62,7 +62,8 @@ func TestResumableSessionThroughTheAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list.GetSessions()) != 1 || list.GetSessions()[0].GetSessionId() != id || list.GetSessions()[0].GetResume().GetRetainedBytes() != 2*frame {
+	if len(list.GetSessions()) != 1 || list.GetSessions()[0].GetSessionId() != id || list.GetSessions()[0].GetResume().GetRetainedBytes() != 2*frame ||
+		list.GetSessions()[0].GetMemoryBytes() != 2*frame { // its share of --max-memory: the retained bytes
 		t.Fatalf("detached sessions listed: %v", list.GetSessions())
 	}
 	e.sendAsync(t, id, tlsgatev1.Encoding_ENCODING_JSON, []byte("c"))

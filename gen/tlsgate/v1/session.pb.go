@@ -293,7 +293,11 @@ type Session struct {
 	Takeovers uint64 `protobuf:"varint,15,opt,name=takeovers,proto3" json:"takeovers,omitempty"`
 	// The resume state, set only for a session whose client opted in to the
 	// resume extension.
-	Resume        *ResumeState `protobuf:"bytes,16,opt,name=resume,proto3" json:"resume,omitempty"`
+	Resume *ResumeState `protobuf:"bytes,16,opt,name=resume,proto3" json:"resume,omitempty"`
+	// This session's share of the gateway's memory bound (--max-memory),
+	// counted as queue_bytes counts it: its queue, the batch being written,
+	// and for a resumable session the packets written and not yet acked.
+	MemoryBytes   uint64 `protobuf:"varint,17,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -438,6 +442,13 @@ func (x *Session) GetResume() *ResumeState {
 		return x.Resume
 	}
 	return nil
+}
+
+func (x *Session) GetMemoryBytes() uint64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
 }
 
 // ResumeState is where a resumable session's two directions are in its
@@ -766,7 +777,7 @@ const file_tlsgate_v1_session_proto_rawDesc = "" +
 	"\tbytes_out\x18\x04 \x01(\x04R\bbytesOut\x12\x1c\n" +
 	"\tdiscarded\x18\x05 \x01(\x04R\tdiscarded\x12'\n" +
 	"\x0freplies_dropped\x18\x06 \x01(\x04R\x0erepliesDropped\x12\x1c\n" +
-	"\tunwritten\x18\a \x01(\x04R\tunwritten\"\xae\x05\n" +
+	"\tunwritten\x18\a \x01(\x04R\tunwritten\"\xd1\x05\n" +
 	"\aSession\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x04R\tsessionId\x12\x1d\n" +
@@ -789,7 +800,8 @@ const file_tlsgate_v1_session_proto_rawDesc = "" +
 	"\x11queue_limit_bytes\x18\r \x01(\x04R\x0fqueueLimitBytes\x12+\n" +
 	"\x12last_flush_ack_seq\x18\x0e \x01(\x04R\x0flastFlushAckSeq\x12\x1c\n" +
 	"\ttakeovers\x18\x0f \x01(\x04R\ttakeovers\x12/\n" +
-	"\x06resume\x18\x10 \x01(\v2\x17.tlsgate.v1.ResumeStateR\x06resume\"\xda\x02\n" +
+	"\x06resume\x18\x10 \x01(\v2\x17.tlsgate.v1.ResumeStateR\x06resume\x12!\n" +
+	"\fmemory_bytes\x18\x11 \x01(\x04R\vmemoryBytes\"\xda\x02\n" +
 	"\vResumeState\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x19\n" +
 	"\bsent_seq\x18\x02 \x01(\x04R\asentSeq\x12(\n" +

@@ -195,6 +195,15 @@ export declare type Session = Message<"tlsgate.v1.Session"> & {
    * @generated from field: tlsgate.v1.ResumeState resume = 16;
    */
   resume?: ResumeState | undefined;
+
+  /**
+   * This session's share of the gateway's memory bound (--max-memory),
+   * counted as queue_bytes counts it: its queue, the batch being written,
+   * and for a resumable session the packets written and not yet acked.
+   *
+   * @generated from field: uint64 memory_bytes = 17;
+   */
+  memoryBytes: bigint;
 };
 
 /**
