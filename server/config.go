@@ -104,15 +104,17 @@ type Config struct {
 	// past it waits (SendWait) or fails with ErrQueueFull (SendAsync),
 	// until the client's Acks make room. Default 1 MiB.
 	ResumeBuffer int
-	// MaxMemory bounds, in bytes, what all sessions together hold for
-	// their clients: queued packets, the batches being written and the
-	// replay buffers, counted as QueueBytes counts them. Past it, new
-	// sends are refused with ErrMemoryFull (or wait, SendWait) unless the
-	// session's queue is empty, and new sessions are refused after their
-	// handshake (a returning client, which gives memory back, is not); the
-	// replies a Handler owes its client are bounded per session by
-	// QueueBytes only. Default DefaultMaxMemory() (half the cgroup's or
-	// the machine's memory); -1: no bound.
+	// MaxMemory bounds, in bytes, what all sessions together hold: queued
+	// packets, the batches being written and the replay buffers, counted
+	// as QueueBytes counts them, and what Handlers charge
+	// (Session.ChargeMemory: the control plane's consumer groups charge
+	// their unacked inbound packets). Past it, new sends are refused with
+	// ErrMemoryFull (or wait, SendWait) unless the session's queue is
+	// empty, and new sessions are refused after their handshake (a
+	// returning client, which gives memory back, is not); the replies a
+	// Handler owes its client are bounded per session by QueueBytes only.
+	// Default DefaultMaxMemory() (half the cgroup's or the machine's
+	// memory); -1: no bound.
 	MaxMemory int64
 }
 

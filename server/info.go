@@ -80,8 +80,9 @@ type SessionInfo struct {
 	ConnectedAt, LastActivity time.Time
 	Counters
 	QueueLen, QueueBytes, QueueLimit int
-	// MemoryBytes is the session's share of Config.MaxMemory: QueueBytes
-	// plus, when resumable, UnackedBytes.
+	// MemoryBytes is the session's share of Config.MaxMemory: QueueBytes,
+	// plus UnackedBytes when resumable, plus what Handlers hold for it
+	// (Session.ChargeMemory: the control plane's unacked inbound packets).
 	MemoryBytes int
 	// LastFlushAck is the seq of the last Flush barrier the client acknowledged.
 	LastFlushAck uint64

@@ -88,6 +88,20 @@ func (q *queue) settle() {
 	q.charged = now
 }
 
+// ChargeMemory counts delta bytes (negative: released) that a Handler
+// holds on the session's behalf outside its queue, such as inbound packets
+// waiting for a consumer's ack, in the session's share of
+// Config.MaxMemory. Every charge must be released, by the same amount.
+func (s *Session) ChargeMemory(delta int) {
+	s.handlerHeld.Add(int64(delta))
+	s.srv.mem.charge(int64(delta))
+}
+
+// MemoryFull reports whether the sessions together hold Config.MaxMemory:
+// a Handler that holds something for this session should then wait (and
+// so stop reading from its client) until it has released some.
+func (s *Session) MemoryFull() bool { return s.srv.mem.full() }
+
 // DefaultMaxMemoryFraction is the share of the machine's memory (the
 // cgroup's limit, when there is one) that MaxMemory defaults to.
 const DefaultMaxMemoryFraction = 0.5

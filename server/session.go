@@ -46,6 +46,8 @@ type Session struct {
 	// the server's mu. detachedSince mirrors it for Info (unix ns, 0: no).
 	detached      *detached
 	detachedSince atomic.Int64
+	// handlerHeld is what Handlers hold for the session (ChargeMemory).
+	handlerHeld atomic.Int64
 }
 
 // ID returns the session ID derived from the public key.
@@ -247,7 +249,7 @@ func (s *Session) Info() SessionInfo {
 	info.QueueLen, info.QueueBytes = s.q.depth()
 	info.QueueLimit = s.q.limit
 	s.q.mu.Lock()
-	info.MemoryBytes = s.q.bytes + s.q.held
+	info.MemoryBytes = s.q.bytes + s.q.held + int(s.handlerHeld.Load())
 	if rp := s.q.rp; rp != nil {
 		info.MemoryBytes += rp.bytes
 		info.Epoch, info.SentSeq, info.AckedSeq, info.UnackedBytes = rp.epoch, rp.sent, rp.acked, rp.bytes

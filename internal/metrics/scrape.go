@@ -21,7 +21,7 @@ var (
 	descHandshakeErr = desc("handshakes_failed_total", "Failed handshakes by reason: "+handshakeFailureList()+".", "reason")
 	descActive       = desc("sessions_active", "Live sessions.")
 	descQueued       = desc("queued_bytes", "Memory the outbound queues of every live session hold, as their bounds count it: per packet queued or being written, its payload allocation plus 64 bytes.")
-	descMemoryHeld   = desc("memory_held_bytes", "What every session together holds for its clients, as --max-memory counts it: queued packets, batches being written and resume buffers (payload allocations plus 64 bytes a packet).")
+	descMemoryHeld   = desc("memory_held_bytes", "What every session together holds for its clients, as --max-memory counts it: queued packets, batches being written, resume buffers (payload allocations plus 64 bytes a packet) and inbound packets consumer groups hold unacked (plus 224 bytes a packet).")
 	descMemoryPeak   = desc("memory_high_water_bytes", "The most memory_held_bytes has been since start.")
 	descMemoryLimit  = desc("memory_limit_bytes", "The --max-memory bound; 0: no bound.")
 	descHighWater    = desc("queue_high_water_bytes", "The most bytes any session's outbound queue has held since start.")

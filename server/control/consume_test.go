@@ -424,3 +424,63 @@ func TestConsumePauseIsNotIdleness(t *testing.T) {
 		t.Fatalf("the paused session ended with Goodbye %q (%s), want %q", end.GetGoodbyeCode(), end.GetGoodbyeReason(), wire.GoodbyeBackendStalled)
 	}
 }
+
+// TestConsumeMemoryBoundStopsReading: the packets a consumer group holds
+// unacked count in the gateway's memory bound (--max-memory). With room
+// for 8 in the bound and far more in the member's own limits, the
+// session's reads stop at 8 unacked, and its acks let the rest through.
+func TestConsumeMemoryBoundStopsReading(t *testing.T) {
+	const held, size = 8, 16000
+	const n = 2000                                      // 32 MB: far more than the socket buffers hold
+	cost := int64(16384 + control.InboundEntryOverhead) // the payload's copy has the allocation size class's capacity
+	e := start(t, setup{gateway: server.Config{MaxMemory: held * cost}})
+	st := e.consume(timeout(t, streamLife), t, &tlsgatev1.ConsumeOpen{MaxUnackedPackets: 10000, MaxUnackedBytes: 64 << 20})
+	rc := e.dialRaw(t, nil)
+	written := make(chan error, 1)
+	go func() {
+		for i := range n {
+			p := make([]byte, size)
+			copy(p, fmt.Sprintf("%08d", i+1))
+			if _, err := rc.TLS().Write(wire.AppendFrame(nil, wire.TypeData, wire.JSON, p)); err != nil {
+				written <- err
+				return
+			}
+		}
+		written <- nil
+	}()
+	ds := nextPackets(t, st, held)
+	if st := e.hub.Stats(); st.UnackedPackets != held {
+		t.Fatalf("hub: %d packets unacked; want %d, what the memory bound holds", st.UnackedPackets, held)
+	}
+	if s := e.getSession(t, rc.ID()); s.GetMemoryBytes() != uint64(held*cost) {
+		t.Fatalf("the session's share of the memory bound: %d bytes, want %d", s.GetMemoryBytes(), held*cost)
+	}
+	select {
+	case err := <-written:
+		t.Fatalf("the client wrote 32 MB (%v) while its consumer acked nothing", err)
+	default:
+	}
+	for got := 0; got < n; {
+		for _, d := range ds {
+			got++
+			p := d.GetPacket()
+			if want := fmt.Sprintf("%08d", got); p == nil || string(p.GetPayload()[:8]) != want || p.GetSeq() != uint64(got) {
+				t.Fatalf("delivery %d: %v", got, d)
+			}
+		}
+		ack(t, st, rc.ID(), uint64(got))
+		if got < n {
+			resp, err := st.Recv()
+			if err != nil {
+				t.Fatalf("Consume Recv after %d packets: %v", got, err)
+			}
+			ds = resp.GetDeliveries()
+		}
+	}
+	if err := <-written; err != nil {
+		t.Fatal(err)
+	}
+	if peak := e.gw.Stats().MemoryHighWater; peak > held*cost {
+		t.Fatalf("the sessions held up to %d bytes, over the bound %d", peak, held*cost)
+	}
+}

@@ -67,6 +67,7 @@ type groupSession struct {
 	bytes   int    // payload bytes of unacked packets
 	packets int    // unacked packets (markers excluded)
 	acked   uint64 // every packet through this seq is acked
+	charged int    // what sess's share of the memory bound counts of them
 	// space, when non-nil, is closed when acks free room or the owner
 	// changes; a reader waiting for room makes it.
 	space chan struct{}
@@ -108,6 +109,31 @@ func (m *member) notify() {
 
 func (gs *groupSession) full() bool {
 	return gs.packets >= gs.limits.packets || gs.bytes >= gs.limits.bytes
+}
+
+// InboundEntryOverhead is what the memory bound (--max-memory) charges
+// for an unacked inbound packet beside its payload: the delivery, the
+// InboundPacket message with its timestamp, and their slots in the
+// session's and the member's lists (measured: 226 bytes a 0-byte packet,
+// the lists' growth slack included).
+const InboundEntryOverhead = 224
+
+// count adds d's packet to what gs holds (n 1) or removes it (n -1), and
+// charges the session's share of the memory bound with its allocation.
+// Call with group.mu held.
+func (gs *groupSession) count(n int, d *delivery) {
+	gs.bytes += n * d.size()
+	gs.packets += n
+	c := n * (cap(d.packet.GetPayload()) + InboundEntryOverhead)
+	gs.charged += c
+	gs.sess.ChargeMemory(c)
+}
+
+// uncharge gives up gs's charge of the memory bound: its packets are no
+// longer the group's. Call with group.mu held.
+func (gs *groupSession) uncharge() {
+	gs.sess.ChargeMemory(-gs.charged)
+	gs.charged = 0
 }
 
 // wakeWaiters wakes readers waiting for room. Call with group.mu held.
@@ -203,7 +229,9 @@ func (g *group) offer(ctx context.Context, sess *server.Session, pkt *tlsgatev1.
 				gs.limits = m.limits
 			}
 			g.sessions[id] = gs
-		case gs.full() && hold():
+		case (gs.full() || gs.packets > 0 && sess.MemoryFull()) && hold():
+			// At its own limits, or past the gateway's memory bound
+			// while it holds something: its acks make room.
 			wait(gs)
 			g.mu.Unlock()
 			continue
@@ -264,6 +292,7 @@ func (g *group) takeOrphans(id uint64, live bool) []orphan {
 			held = append(held, orphan{gs.sess, d.packet})
 		}
 	}
+	gs.uncharge() // the fallback's now
 	delete(g.sessions, id)
 	gs.wakeWaiters()
 	return held
@@ -332,8 +361,7 @@ func (g *group) stalled(sess *server.Session) {
 func (g *group) hold(gs *groupSession, d *delivery) {
 	gs.unacked = append(gs.unacked, d)
 	if d.packet != nil {
-		gs.bytes += d.size()
-		gs.packets++
+		gs.count(1, d)
 	}
 	if gs.owner != nil {
 		gs.owner.outbox = append(gs.owner.outbox, d)
@@ -375,8 +403,7 @@ func (g *group) ack(m *member, id, through uint64) {
 			break
 		}
 		if d.packet != nil {
-			gs.bytes -= d.size()
-			gs.packets--
+			gs.count(-1, d)
 			gs.acked = d.seq
 		}
 		n++

@@ -305,6 +305,15 @@ func (h *Hub) Close() {
 	for m := range h.members {
 		close(m.ended)
 	}
+	// What the groups hold unacked is given up: no member will ack it.
+	for _, g := range h.groups {
+		g.mu.Lock()
+		for _, gs := range g.sessions {
+			gs.uncharge()
+		}
+		clear(g.sessions)
+		g.mu.Unlock()
+	}
 	clear(h.receivers)
 	clear(h.watchers)
 	clear(h.members)
