@@ -111,8 +111,10 @@ type Config struct {
 	// their unacked inbound packets). Past it, new sends are refused with
 	// ErrMemoryFull (or wait, SendWait) unless the session's queue is
 	// empty, and new sessions are refused after their handshake (a
-	// returning client, which gives memory back, is not); the replies a
-	// Handler owes its client are bounded per session by QueueBytes only.
+	// returning client, which gives memory back, is not); a reply a
+	// Handler owes its client (Reply, and the server's own Pongs and
+	// FlushAcks) waits, and so stops the session's reads, while its queue
+	// holds anything, until the writer has written that.
 	// Default DefaultMaxMemory() (half the cgroup's or the machine's
 	// memory); -1: no bound.
 	MaxMemory int64

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -206,5 +207,55 @@ func TestMaxMemoryReachedByManySessions(t *testing.T) {
 				t.Fatalf("packet %d: %q, %v; want %s", i, p.Payload, err, want)
 			}
 		}
+	}
+}
+
+// TestMaxMemoryBoundsReplies: clients that send 0-byte Data and never read
+// the echoes (the costliest frames for their size) are held to the memory
+// bound, not to their much larger queue bounds: their connections stop
+// being read once the bound is reached, and a session below it is still
+// served.
+func TestMaxMemoryBoundsReplies(t *testing.T) {
+	const flooders, bound = 10, 1 << 20
+	ts := startServer(t, server.Config{Handler: server.Echo{}, QueueBytes: 4 << 20, MaxMemory: bound})
+	reader := ts.dialClient(t, newKey(t))
+	frame := wire.AppendFrame(nil, wire.TypeData, wire.JSON, nil)
+	burst := bytes.Repeat(frame, 4096)
+	var floods []*wiretest.Conn // all connected first: past the bound, new sessions are refused
+	for range flooders {
+		floods = append(floods, wiretest.Connect(t, ts.addr, newKey(t)))
+	}
+	for _, c := range floods {
+		go func() { // until its writes block, and the close at the end
+			for {
+				if _, err := c.TLS().Write(burst); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	// Every flooder's reader ends up waiting: then nothing more is
+	// queued, and the round trip of the session below the bound proves
+	// it is served.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	echo := func() {
+		t.Helper()
+		if err := reader.Send(ctx, client.Data([]byte(`"ping"`))); err != nil {
+			t.Fatal(err)
+		}
+		if p, err := reader.Recv(ctx); err != nil || string(p.Payload) != `"ping"` {
+			t.Fatalf("echo below the bound: %q, %v", p.Payload, err)
+		}
+	}
+	for ts.Stats().MemoryHighWater < bound {
+		echo()
+	}
+	for range 100 { // the flooders go on meanwhile
+		echo()
+	}
+	perSession := int64(server.EntryOverhead + 8)
+	if peak := ts.Stats().MemoryHighWater; peak > bound+(flooders+1)*perSession {
+		t.Fatalf("the sessions held up to %d bytes, over the bound %d plus one reply each", peak, bound)
 	}
 }

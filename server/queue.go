@@ -219,15 +219,21 @@ func (q *queue) refusal(p producer) error {
 // fits reports whether n more bytes from p fit the byte bound. An empty
 // queue takes an entry of any size, so that no packet waits forever. In a
 // resumable session new work also counts the unacked bytes against the
-// resume buffer; what is owed does not, because only the reader frees
-// them (by reading Acks), and the reader may be the one waiting to queue a
-// reply. Call with q.mu held.
+// resume buffer and the memory bound; what is owed does not, because only
+// the reader frees them (by reading Acks), and the reader may be the one
+// waiting to queue a reply. Call with q.mu held.
 func (q *queue) fits(n int, p producer) error {
 	if q.bytes+q.held+n > q.limit && q.len() > 0 {
 		return ErrQueueFull
 	}
 	if p != newWork {
-		return nil // bounded by the queue: see memory.go
+		// Past the memory bound, a reply waits for what its queue holds
+		// to be written: the writer frees that whatever the reader does,
+		// and the waiting reader stops reading from the client meanwhile.
+		if q.mem != nil && q.bytes+q.held != 0 && !q.mem.fits(n) {
+			return ErrMemoryFull
+		}
+		return nil
 	}
 	held := q.bytes + q.held
 	if rp := q.rp; rp != nil {
