@@ -71,17 +71,53 @@ func (m *memoryBound) waitChan() <-chan struct{} {
 	return m.freed
 }
 
+// keptEntries is the room for entries an array of a queue or replay
+// buffer keeps when it empties (4 KiB of them), and is not charged for; a
+// larger array, left by a burst, is let go when it empties, and charged
+// for all its unused room until then.
+const keptEntries = 64
+
+// slack is what the memory bound charges for an entry array of capacity
+// c holding n entries.
+func slack(c, n int) int {
+	if c <= keptEntries {
+		return 0
+	}
+	return (c - n) * EntryOverhead
+}
+
+// growth is the room the next append adds to the queue's array, as the
+// memory bound charges it: append doubles a small array and grows a large
+// one by about a quarter (runtime.nextslicecap), and the allocation's
+// size class may add an eighth. Call with q.mu held.
+func (q *queue) growth() int {
+	c := cap(q.items)
+	if len(q.items) != c {
+		return 0
+	}
+	next := 2 * c
+	if c >= 256 {
+		next = c + (c+3*256)/4
+	}
+	return slack(max(next+next/8, 1), len(q.items)+1)
+}
+
 // settle charges the bound with the change of what q holds since its last
-// settle. Every method that changes q.bytes, q.held or the replay buffer
+// settle: the entries' cost as the queue's own bound counts it, and the
+// unused room of the arrays that hold them (a slice's growth can leave as
+// much room as it holds, and a flood of empty frames is nearly all
+// entries). Every method that changes the queue or the replay buffer
 // calls it before it releases q.mu; one that forgets only delays the
 // charge to the next. Call with q.mu held.
 func (q *queue) settle() {
 	if q.mem == nil {
 		return
 	}
-	now := int64(q.bytes + q.held)
-	if q.rp != nil {
-		now += int64(q.rp.bytes)
+	// (The slots before q.head held the entries the writer's batch holds
+	// now, charged in q.held: they are not counted twice.)
+	now := int64(q.bytes + q.held + slack(cap(q.items), len(q.items)))
+	if rp := q.rp; rp != nil {
+		now += int64(rp.bytes + slack(cap(rp.unacked), len(rp.pending())))
 	}
 	q.mem.charge(now - q.charged)
 	q.charged = now

@@ -230,7 +230,7 @@ func (q *queue) fits(n int, p producer) error {
 		// Past the memory bound, a reply waits for what its queue holds
 		// to be written: the writer frees that whatever the reader does,
 		// and the waiting reader stops reading from the client meanwhile.
-		if q.mem != nil && q.bytes+q.held != 0 && !q.mem.fits(n) {
+		if q.mem != nil && q.bytes+q.held != 0 && !q.mem.fits(n+q.growth()) {
 			return ErrMemoryFull
 		}
 		return nil
@@ -242,7 +242,7 @@ func (q *queue) fits(n int, p producer) error {
 			return ErrQueueFull
 		}
 	}
-	if q.mem != nil && held != 0 && !q.mem.fits(n) {
+	if q.mem != nil && held != 0 && !q.mem.fits(n+q.growth()) {
 		return ErrMemoryFull
 	}
 	return nil
@@ -351,8 +351,14 @@ func (q *queue) seal(c *conn, e entry) bool {
 	return true
 }
 
+// MaxBatchEntries bounds the entries a writer takes at once, beside its
+// buffer's bytes: a batch's array of them is the writer's, kept between
+// batches, and a flood of empty frames would otherwise make it 16,384
+// entries (1 MiB). 1,024 entries is 64 KiB.
+const MaxBatchEntries = 1024
+
 // take moves queued entries into batch, oldest first, up to about maxBytes
-// (at least one entry), if c owns the queue. It reports whether c still
+// and MaxBatchEntries (at least one entry), if c owns the queue. It reports whether c still
 // owns it and, when it took nothing, a channel to wait on if the previous
 // owner still holds a batch (nil means: wait for new entries). Taking a
 // buffer's worth at a time bounds what a taken-over connection can hold.
@@ -373,7 +379,7 @@ func (q *queue) take(c *conn, batch []entry, maxBytes int) (_ []entry, owned boo
 	}
 	pending := q.items[q.head:]
 	n, size := 0, 0
-	for n < len(pending) && (n == 0 || size+pending[n].size() <= maxBytes) {
+	for n < min(len(pending), MaxBatchEntries) && (n == 0 || size+pending[n].size() <= maxBytes) {
 		size += pending[n].size()
 		n++
 	}
@@ -402,6 +408,9 @@ func (q *queue) removeTaken(c *conn, batch []entry, n int) []entry {
 	clear(pending[:n])
 	q.head += n
 	switch {
+	case q.head == len(q.items) && cap(q.items) > keptEntries:
+		// empty after a burst: the large array goes (see memory.go)
+		q.items, q.head = nil, 0
 	case q.head == len(q.items): // empty: reuse the array from the start
 		q.items, q.head = q.items[:0], 0
 	case q.head > len(q.items)/2: // compact, amortised O(1) per entry
@@ -516,7 +525,7 @@ func (q *queue) end(c *conn) (dropped int) {
 	dropped = q.len()
 	q.rp = nil // written, and the session is over
 	clear(q.items)
-	q.items, q.head = q.items[:0], 0
+	q.items, q.head = nil, 0
 	q.bytes = 0
 	q.state = queueEnded
 	q.settle()

@@ -82,6 +82,8 @@ func (rp *replay) dropThrough(seq uint64) {
 	rp.head += n
 	rp.acked = seq
 	switch {
+	case rp.head == len(rp.unacked) && cap(rp.unacked) > keptEntries:
+		rp.unacked, rp.head = nil, 0 // empty after a burst: let the array go
 	case rp.head == len(rp.unacked):
 		rp.unacked, rp.head = rp.unacked[:0], 0
 	case rp.head > len(rp.unacked)/2:
@@ -108,7 +110,7 @@ func (q *queue) takeResumable(c *conn, batch []entry, maxBytes int) []entry {
 		p := rp.pending()[c.replayNext-rp.acked-1:]
 		size := 0
 		for _, e := range p {
-			if len(batch) > 0 && size+e.size() > maxBytes {
+			if len(batch) > 0 && (size+e.size() > maxBytes || len(batch) == MaxBatchEntries) {
 				break
 			}
 			size += e.size()
@@ -123,7 +125,7 @@ func (q *queue) takeResumable(c *conn, batch []entry, maxBytes int) []entry {
 	}
 	pending := q.items[q.head:]
 	n, size := 0, 0
-	for n < len(pending) && (n == 0 || size+pending[n].size() <= maxBytes) {
+	for n < min(len(pending), MaxBatchEntries) && (n == 0 || size+pending[n].size() <= maxBytes) {
 		e := &pending[n]
 		if numbered(e) {
 			rp.sent++
@@ -427,7 +429,7 @@ func (q *queue) endDetached() (packets, bytes int) {
 		q.rp = nil
 	}
 	clear(q.items)
-	q.items, q.head, q.bytes = q.items[:0], 0, 0
+	q.items, q.head, q.bytes = nil, 0, 0
 	q.state = queueEnded
 	q.settle()
 	q.notify()

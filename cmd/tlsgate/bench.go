@@ -32,6 +32,7 @@ type benchCmd struct {
 	SendInFlight    int           `default:"4" placeholder:"N" help:"SendStream requests or SendBatch calls awaiting their answer at once (default: ${default})."`
 	ConsumeConns    int           `default:"8" placeholder:"N" help:"Clients sending in consume (default: ${default})."`
 	ResumeSessions  int           `default:"1000" placeholder:"N" help:"Resumable sessions of resume (default: ${default})."`
+	FloodSessions   int           `default:"30" placeholder:"N" help:"Clients of flood's attack, each flooding 0-byte frames without reading; its second run's --max-memory is half of what their queue bounds allow (default: ${default})."`
 	ResumeCuts      int           `default:"3" placeholder:"N" help:"Times resume's proxy cuts every connection (default: ${default})."`
 	ResumeCutEvery  time.Duration `default:"2s" help:"Traffic in resume before each cut (counted from the last session's resume from the cut before) and after the last; its no-faults run lasts (cuts+1) times it (default: ${default})."`
 	Addr            string        `placeholder:"HOST:PORT" help:"Drive a running gateway's data plane instead of starting one in-process (its handler must be echo for the echo scenario)."`
@@ -54,7 +55,7 @@ func (c *benchCmd) Validate() error {
 		return fmt.Errorf("--send-items must be 1..10000 (0: each scenario's default), got %d", c.SendItems)
 	}
 	for name, v := range map[string]int{"--send-sessions": c.SendSessions, "--send-in-flight": c.SendInFlight, "--consume-conns": c.ConsumeConns,
-		"--resume-sessions": c.ResumeSessions, "--resume-cuts": c.ResumeCuts} {
+		"--resume-sessions": c.ResumeSessions, "--resume-cuts": c.ResumeCuts, "--flood-sessions": c.FloodSessions} {
 		if v < 1 {
 			return fmt.Errorf("%s must be positive, got %d", name, v)
 		}
@@ -113,6 +114,7 @@ func (c *benchCmd) Run(rt *runtime) error {
 		SendInFlight:    c.SendInFlight,
 		ConsumeConns:    c.ConsumeConns,
 		ResumeSessions:  c.ResumeSessions,
+		FloodSessions:   c.FloodSessions,
 		ResumeCuts:      c.ResumeCuts,
 		ResumeCutEvery:  c.ResumeCutEvery,
 		Logger:          log,

@@ -56,6 +56,7 @@ var scenarios = []scenario{
 // take long at their defaults.
 var explicitScenarios = []scenario{
 	{"resume", (*env).resume, func(*env) int { return 2 }},
+	{"flood", (*env).flood, func(*env) int { return 2 }},
 }
 
 func names(scs []scenario) []string {
@@ -143,6 +144,8 @@ type Options struct {
 	// resume from the one before) and after the last. Defaults 3 and 2 s.
 	ResumeCuts     int
 	ResumeCutEvery time.Duration
+	// FloodSessions is how many clients flood's attack uses. Default 30.
+	FloodSessions int
 	// Logger receives the gateway's logs and the tool's. Default: discard.
 	Logger *slog.Logger
 	// Progress, when set, receives progress (on a terminal: a bar).
@@ -192,6 +195,7 @@ func (o *Options) setDefaults() error {
 	o.ResumeSessions = cmp.Or(max(o.ResumeSessions, 0), 1000)
 	o.ResumeCuts = cmp.Or(max(o.ResumeCuts, 0), 3)
 	o.ResumeCutEvery = cmp.Or(max(o.ResumeCutEvery, 0), 2*time.Second)
+	o.FloodSessions = cmp.Or(max(o.FloodSessions, 0), 30)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

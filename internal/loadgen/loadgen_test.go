@@ -62,6 +62,7 @@ func TestScenarios(t *testing.T) {
 				ResumeSessions:  4,
 				ResumeCuts:      1,
 				ResumeCutEvery:  50 * time.Millisecond,
+				FloodSessions:   2,
 				Progress:        &progress,
 			})
 			if err != nil {

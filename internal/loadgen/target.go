@@ -47,8 +47,14 @@ func (g *target) inProcess() bool { return g.gw != nil }
 
 // startGateway runs a gateway and its control plane on loopback ports.
 func startGateway(ctx context.Context, cert tls.Certificate, fallback server.Handler, log *slog.Logger) (*target, error) {
+	return startGatewayWith(ctx, cert, fallback, log, func(*gateway.Config) {})
+}
+
+// startGatewayWith is startGateway with edit applied to the defaults.
+func startGatewayWith(ctx context.Context, cert tls.Certificate, fallback server.Handler, log *slog.Logger, edit func(*gateway.Config)) (*target, error) {
 	g := &target{handled: &countingHandler{next: fallback}, served: make(chan error, 1)}
 	cfg := gateway.DefaultConfig()
+	edit(&cfg)
 	cfg.Server.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 	cfg.Server.Handler = g.handled
 	cfg.Addr, cfg.ControlAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0", ""
