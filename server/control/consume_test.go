@@ -12,6 +12,7 @@ import (
 
 	"github.com/tlsgate/tlsgate/client"
 	tlsgatev1 "github.com/tlsgate/tlsgate/gen/tlsgate/v1"
+	"github.com/tlsgate/tlsgate/internal/wiretest"
 	"github.com/tlsgate/tlsgate/server"
 	"github.com/tlsgate/tlsgate/server/control"
 	"github.com/tlsgate/tlsgate/wire"
@@ -187,6 +188,26 @@ func TestConsumeBackPressureStopsReading(t *testing.T) {
 	e := start(t, setup{})
 	st := e.consume(timeout(t, streamLife), t, &tlsgatev1.ConsumeOpen{MaxUnackedPackets: limit})
 	rc := e.dialRaw(t, nil)
+	written := writeNumbered(rc, n, size)
+	ds := nextPackets(t, st, limit)
+	if st := e.hub.Stats(); st.UnackedPackets != limit || st.UnackedBytes != limit*size {
+		t.Fatalf("hub: %d packets, %d bytes unacked; want the limit, %d and %d", st.UnackedPackets, st.UnackedBytes, limit, limit*size)
+	}
+	select {
+	case err := <-written:
+		t.Fatalf("the client wrote 32 MB (%v) while its consumer acked nothing", err)
+	default:
+	}
+	// Ack batch by batch: everything arrives, in order.
+	ackInOrder(t, st, rc.ID(), ds, n)
+	if err := <-written; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeNumbered writes n Data frames of size bytes, numbered in their
+// first 8, on rc from a goroutine, and reports the end of it.
+func writeNumbered(rc *wiretest.Conn, n, size int) <-chan error {
 	written := make(chan error, 1)
 	go func() {
 		for i := range n {
@@ -199,16 +220,13 @@ func TestConsumeBackPressureStopsReading(t *testing.T) {
 		}
 		written <- nil
 	}()
-	ds := nextPackets(t, st, limit)
-	if st := e.hub.Stats(); st.UnackedPackets != limit || st.UnackedBytes != limit*size {
-		t.Fatalf("hub: %d packets, %d bytes unacked; want the limit, %d and %d", st.UnackedPackets, st.UnackedBytes, limit, limit*size)
-	}
-	select {
-	case err := <-written:
-		t.Fatalf("the client wrote 32 MB (%v) while its consumer acked nothing", err)
-	default:
-	}
-	// Ack batch by batch: everything arrives, in order.
+	return written
+}
+
+// ackInOrder checks the deliveries of writeNumbered's n packets of session
+// id, first ds and then what st receives, in order, acking each batch.
+func ackInOrder(t *testing.T, st consumer, id uint64, ds []*tlsgatev1.Delivery, n int) {
+	t.Helper()
 	for got := 0; got < n; {
 		for _, d := range ds {
 			got++
@@ -217,7 +235,7 @@ func TestConsumeBackPressureStopsReading(t *testing.T) {
 				t.Fatalf("delivery %d: %v", got, d)
 			}
 		}
-		ack(t, st, rc.ID(), uint64(got))
+		ack(t, st, id, uint64(got))
 		if got < n {
 			resp, err := st.Recv()
 			if err != nil {
@@ -225,9 +243,6 @@ func TestConsumeBackPressureStopsReading(t *testing.T) {
 			}
 			ds = resp.GetDeliveries()
 		}
-	}
-	if err := <-written; err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -436,18 +451,7 @@ func TestConsumeMemoryBoundStopsReading(t *testing.T) {
 	e := start(t, setup{gateway: server.Config{MaxMemory: held * cost}})
 	st := e.consume(timeout(t, streamLife), t, &tlsgatev1.ConsumeOpen{MaxUnackedPackets: 10000, MaxUnackedBytes: 64 << 20})
 	rc := e.dialRaw(t, nil)
-	written := make(chan error, 1)
-	go func() {
-		for i := range n {
-			p := make([]byte, size)
-			copy(p, fmt.Sprintf("%08d", i+1))
-			if _, err := rc.TLS().Write(wire.AppendFrame(nil, wire.TypeData, wire.JSON, p)); err != nil {
-				written <- err
-				return
-			}
-		}
-		written <- nil
-	}()
+	written := writeNumbered(rc, n, size)
 	ds := nextPackets(t, st, held)
 	if st := e.hub.Stats(); st.UnackedPackets != held {
 		t.Fatalf("hub: %d packets unacked; want %d, what the memory bound holds", st.UnackedPackets, held)
@@ -460,23 +464,7 @@ func TestConsumeMemoryBoundStopsReading(t *testing.T) {
 		t.Fatalf("the client wrote 32 MB (%v) while its consumer acked nothing", err)
 	default:
 	}
-	for got := 0; got < n; {
-		for _, d := range ds {
-			got++
-			p := d.GetPacket()
-			if want := fmt.Sprintf("%08d", got); p == nil || string(p.GetPayload()[:8]) != want || p.GetSeq() != uint64(got) {
-				t.Fatalf("delivery %d: %v", got, d)
-			}
-		}
-		ack(t, st, rc.ID(), uint64(got))
-		if got < n {
-			resp, err := st.Recv()
-			if err != nil {
-				t.Fatalf("Consume Recv after %d packets: %v", got, err)
-			}
-			ds = resp.GetDeliveries()
-		}
-	}
+	ackInOrder(t, st, rc.ID(), ds, n)
 	if err := <-written; err != nil {
 		t.Fatal(err)
 	}

@@ -89,15 +89,7 @@ func TestErrorInfoReasons(t *testing.T) {
 	// queue refuses.
 	rc := e.dialRaw(t, nil)
 	id := rc.ID()
-	for i := 0; ; i++ {
-		_, err = e.api.SendAsync(timeout(t, wait), &tlsgatev1.SendAsyncRequest{SessionId: id, Payload: make([]byte, 16000)})
-		if err != nil {
-			break
-		}
-		if i > 100000 {
-			t.Fatal("100,000 packets of 16 KB accepted by a client that does not read")
-		}
-	}
+	err = sendUntilRefused(t, e, id)
 	wantCode(t, err, codes.ResourceExhausted, "queue full")
 	wantInfo(t, err, control.ReasonQueueFull, map[string]string{"session_id": strconv.FormatUint(id, 10)})
 
@@ -140,16 +132,20 @@ func TestErrorInfoMemoryFull(t *testing.T) {
 	e := start(t, setup{gateway: server.Config{MaxMemory: 1}})
 	rc := e.dialRaw(t, nil) // never reads
 	id := rc.ID()
-	var err error
-	for i := 0; ; i++ {
-		_, err = e.api.SendAsync(timeout(t, wait), &tlsgatev1.SendAsyncRequest{SessionId: id, Payload: make([]byte, 16000)})
-		if err != nil {
-			break
-		}
-		if i > 100000 {
-			t.Fatal("100,000 packets of 16 KB accepted by a client that does not read")
-		}
-	}
+	err := sendUntilRefused(t, e, id)
 	wantCode(t, err, codes.ResourceExhausted, "memory bound")
 	wantInfo(t, err, control.ReasonMemoryFull, map[string]string{"session_id": strconv.FormatUint(id, 10)})
+}
+
+// sendUntilRefused sends 16 KB packets to session id, whose client does
+// not read, until one is refused, and returns the refusal.
+func sendUntilRefused(t *testing.T, e *env, id uint64) error {
+	t.Helper()
+	for range 100000 {
+		if _, err := e.api.SendAsync(timeout(t, wait), &tlsgatev1.SendAsyncRequest{SessionId: id, Payload: make([]byte, 16000)}); err != nil {
+			return err
+		}
+	}
+	t.Fatal("100,000 packets of 16 KB accepted by a client that does not read")
+	return nil
 }
