@@ -15,12 +15,13 @@ import (
 // caller that handles a full queue handles it too.
 var ErrMemoryFull = fmt.Errorf("%w: the gateway's memory bound (MaxMemory) is reached", ErrQueueFull)
 
-// memoryBound is the bound of what every session together holds on behalf
-// of its client: outbound queues, the batches being written and the replay
-// buffers, counted as the queues count them (Config.QueueBytes). Each
-// queue settles its share into used after every change; new work that
-// would take used past limit is refused (or waits), except into an empty
-// queue, which takes one packet as its own bound allows.
+// memoryBound is the bound of what every session together holds
+// (Config.MaxMemory): outbound queues, the batches being written, the
+// replay buffers and their arrays' room, counted as the queues count them,
+// and what Handlers charge (Session.ChargeMemory). Each queue settles its
+// share into used after every change; new work that would take used past
+// limit is refused (or waits), except into an empty queue, which takes one
+// packet as its own bound allows.
 type memoryBound struct {
 	limit int64 // 0: no bound
 	used  atomic.Int64

@@ -282,6 +282,11 @@ func (q *queue) putWait(ctx context.Context, e entry, p producer) (seq uint64, d
 		var freed <-chan struct{} // memory freed elsewhere
 		if errors.Is(err, ErrMemoryFull) {
 			freed = q.mem.waitChan()
+			// A free between the check and the wait would not have
+			// closed freed: look again now that it is registered.
+			if q.fits(n, p) == nil {
+				break
+			}
 		}
 		q.mu.Unlock()
 		select {
